@@ -1,0 +1,45 @@
+"""The Streamlit comparison dashboard's logic: results, curves, embedding maps, query browser.
+
+Nothing here imports Streamlit except :mod:`fashion_retrieval.dashboard.ui`, which
+``streamlit_app/app.py`` calls.
+"""
+
+from .browse import compare_models, hits_frame, is_correct
+from .curves import combine_runs, load_metrics, metric_groups
+from .embedmap import color_options, embedding_frame, project_gallery
+from .projection import PROJECTIONS, ProjectionUnavailable, available_projections, project
+from .results import (
+    EvalResult,
+    ResultFileError,
+    category_table,
+    load_eval_result,
+    recall_long,
+    recall_table,
+)
+from .sources import Discovery, default_result_dirs, is_checkpoint_dir, scan_result_dirs
+
+__all__ = [
+    "PROJECTIONS",
+    "Discovery",
+    "EvalResult",
+    "ProjectionUnavailable",
+    "ResultFileError",
+    "available_projections",
+    "category_table",
+    "color_options",
+    "combine_runs",
+    "compare_models",
+    "default_result_dirs",
+    "embedding_frame",
+    "hits_frame",
+    "is_checkpoint_dir",
+    "is_correct",
+    "load_eval_result",
+    "load_metrics",
+    "metric_groups",
+    "project",
+    "project_gallery",
+    "recall_long",
+    "recall_table",
+    "scan_result_dirs",
+]

@@ -1,0 +1,87 @@
+"""Altair charts for the dashboard (built from the long tables of results/curves/maps)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+
+def _alt() -> Any:
+    """Import altair lazily (only the dashboard needs it)."""
+    try:
+        import altair as alt
+    except ImportError:
+        raise ImportError("the dashboard needs altair: pip install altair") from None
+    return alt
+
+
+def recall_bars(long: pd.DataFrame, title: str = "Recall (%)") -> Any:
+    """Grouped bars: one group per metric (R@K), one bar per result."""
+    alt = _alt()
+    return (
+        alt.Chart(long, title=title)
+        .mark_bar()
+        .encode(
+            x=alt.X("metric:N", sort=None, title=None),
+            xOffset=alt.XOffset("result:N"),
+            y=alt.Y("value:Q", title="recall (%)", scale=alt.Scale(domain=[0, 100])),
+            color=alt.Color("result:N", title="result"),
+            tooltip=["result", "metric", alt.Tooltip("value:Q", format=".2f")],
+        )
+    )
+
+
+def category_bars(cats: pd.DataFrame, metric: str) -> Any:
+    """Per-category bars of one metric, one bar per result within each category."""
+    alt = _alt()
+    data = cats[cats["metric"] == metric]
+    return (
+        alt.Chart(data, title=f"{metric} per category (%)")
+        .mark_bar()
+        .encode(
+            x=alt.X("category:N", title=None),
+            xOffset=alt.XOffset("result:N"),
+            y=alt.Y("value:Q", title=f"{metric} (%)"),
+            color=alt.Color("result:N", title="result"),
+            tooltip=["result", "category", alt.Tooltip("value:Q", format=".2f")],
+        )
+    )
+
+
+def curve_chart(curves: pd.DataFrame, metrics: list[str], title: str, log_y: bool = False) -> Any:
+    """Lines over steps, one per (run, metric); ``curves`` has run, step, metric, value."""
+    alt = _alt()
+    data = curves[curves["metric"].isin(metrics)]
+    series = "run:N" if len(metrics) == 1 else "series:N"
+    data = data.assign(series=data["run"] + " · " + data["metric"])
+    scale = alt.Scale(type="log") if log_y else alt.Scale(zero=False)
+    return (
+        alt.Chart(data, title=title)
+        .mark_line(point=len(data) < 200)
+        .encode(
+            x=alt.X("step:Q", title="step"),
+            y=alt.Y("value:Q", title=title, scale=scale),
+            color=alt.Color(series, title="run" if len(metrics) == 1 else "run · metric"),
+            tooltip=["run", "metric", "step", alt.Tooltip("value:Q", format=".4g")],
+        )
+        .interactive()
+    )
+
+
+def embedding_scatter(frame: pd.DataFrame, color_by: str, title: str) -> Any:
+    """Scatter of a 2-D projection (columns x, y) coloured by ``color_by``."""
+    alt = _alt()
+    tooltip = [c for c in ("id", "caption", "category", color_by) if c in frame.columns]
+    return (
+        alt.Chart(frame, title=title)
+        .mark_circle(size=40, opacity=0.8)
+        .encode(
+            x=alt.X("x:Q", axis=None),
+            y=alt.Y("y:Q", axis=None),
+            color=alt.Color(f"{color_by}:N", title=color_by),
+            tooltip=list(dict.fromkeys(tooltip)),
+        )
+        .properties(height=380)
+        .interactive()
+    )

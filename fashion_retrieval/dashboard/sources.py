@@ -1,0 +1,102 @@
+"""Finding what the dashboard shows: evaluation JSONs, metrics.jsonl logs and checkpoints."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .results import is_eval_json
+
+HOME_ENV = "FASHION_RETRIEVAL_HOME"
+RUNS_ENV = "FASHION_RETRIEVAL_RUNS"  # extra result folders, separated by os.pathsep
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+MAX_JSON_BYTES = 5_000_000  # evaluation results are small; data set annotations are not
+SKIP_DIRS = {"images", "__pycache__", "node_modules", "wandb"}
+
+
+def home_dir() -> Path:
+    """``$FASHION_RETRIEVAL_HOME``, default ``~/.cache/fashion_retrieval``."""
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "fashion_retrieval")
+
+
+def default_result_dirs() -> list[Path]:
+    """Where results are looked for by default: ``$FASHION_RETRIEVAL_RUNS``, else the
+    embedded default's folder (``<home>/default``) and ``./runs``."""
+    extra = os.environ.get(RUNS_ENV, "")
+    if extra.strip():
+        return [Path(p).expanduser() for p in extra.split(os.pathsep) if p.strip()]
+    return [home_dir() / "default", Path("runs")]
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    """A saved model folder: ``config.json`` beside the weights file."""
+    return (path / "config.json").is_file() and any((path / w).is_file() for w in WEIGHT_FILES)
+
+
+@dataclass
+class Discovery:
+    """What a scan found, each as label -> path, and readable problems (missing folders)."""
+
+    eval_files: dict[str, Path] = field(default_factory=dict)
+    metrics_files: dict[str, Path] = field(default_factory=dict)
+    checkpoints: dict[str, Path] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+
+def _label(root: Path, path: Path, roots: list[Path], strip_suffix: bool = True) -> str:
+    """A short label: the path relative to its root, with the root's name when several roots."""
+    rel = path.relative_to(root)
+    if strip_suffix:
+        rel = rel.with_suffix("")
+    label = rel.as_posix() if str(rel) != "." else root.name
+    return f"{root.name}/{label}" if len(roots) > 1 and label != root.name else label
+
+
+def _walk(root: Path, max_depth: int):
+    """os.walk bounded in depth, skipping hidden folders, image folders and checkpoints."""
+    base_depth = len(root.parts)
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        yield here, filenames
+        if len(here.parts) - base_depth >= max_depth or is_checkpoint_dir(here):
+            dirnames[:] = []
+        else:
+            dirnames[:] = sorted(
+                d for d in dirnames if not d.startswith(".") and d not in SKIP_DIRS
+            )
+
+
+def scan_result_dirs(dirs: list[str | Path], max_depth: int = 4) -> Discovery:
+    """Scan folders for ``*.json`` evaluation results, ``metrics.jsonl`` logs and checkpoints.
+
+    A metrics log is labelled by its run folder; an evaluation file by its path without the
+    suffix; a checkpoint by its folder. A missing folder is reported in ``errors``.
+    """
+    found = Discovery()
+    roots = [Path(d).expanduser() for d in dirs if str(d).strip()]
+    for root in roots:
+        if not root.is_dir():
+            found.errors.append(f"result folder {root} does not exist or is not a folder")
+            continue
+        if is_checkpoint_dir(root):
+            found.checkpoints[root.name] = root
+        for here, filenames in _walk(root, max_depth):
+            if here != root and is_checkpoint_dir(here):
+                found.checkpoints[_label(root, here, roots, strip_suffix=False)] = here
+                continue
+            for name in sorted(filenames):
+                path = here / name
+                if name == "metrics.jsonl":
+                    found.metrics_files[_label(root, here, roots, strip_suffix=False)] = path
+                elif name.endswith(".json") and _small(path) and is_eval_json(path):
+                    found.eval_files[_label(root, path, roots)] = path
+    return found
+
+
+def _small(path: Path) -> bool:
+    """True when the file is small enough to be an evaluation result."""
+    try:
+        return path.stat().st_size <= MAX_JSON_BYTES
+    except OSError:
+        return False
