@@ -1,0 +1,279 @@
+"""``TrainConfig``: the typed training configuration, its YAML/JSON round trip and CLI overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "dataset": ("synthetic", "fashioniq", "fashion200k"),
+    "task": ("composed", "crossmodal", "image_to_image"),
+    "loss": ("batch_classification", "soft_triplet", "symmetric_infonce", "cmpm", "correlational"),
+    "optimizer": ("sgd", "adamw"),
+    "lr_schedule": ("step", "cosine", "constant"),
+    "mixed_precision": ("no", "fp16", "bf16"),
+    "preset": ("easy", "hard"),
+}
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; saved as ``config.yaml`` with every run.
+
+    Defaults train TIRG on the synthetic catalogue with the offline EfficientNet-Lite0
+    backbone frozen and its features cached, as TIRG was trained (SGD, momentum 0.9,
+    step decay, in-batch classification loss).
+    """
+
+    # Data
+    dataset: str = "synthetic"
+    data_root: str | None = None
+    train_split: str = "train"
+    eval_split: str = "val"
+    categories: list[str] | None = None
+    preset: str = "easy"
+    products: int | None = None
+    streaming: bool = False
+    num_workers: int = 0
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    # Model
+    image_encoder: str = "efficientnet_lite0"
+    text_encoder: str = "lstm"
+    compositor: str = "tirg"
+    embed_dim: int = 512
+    pretrained: bool = True
+    freeze_image_encoder: bool = True
+    cache_features: bool = True
+    feature_cache_dir: str | None = None
+    # Objective
+    task: str = "composed"
+    loss: str = "batch_classification"
+    temperature: float = 0.07
+    modality_dropout: float = 0.0
+    # Optimisation
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    backbone_lr_scale: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 1e-6
+    lr_schedule: str = "step"
+    lr_decay_steps: int = 50000
+    lr_decay_gamma: float = 0.1
+    warmup_steps: int = 0
+    batch_size: int = 32
+    max_steps: int = 1000
+    grad_accum_steps: int = 1
+    max_grad_norm: float | None = None
+    mixed_precision: str = "no"
+    seed: int = 0
+    # Run bookkeeping
+    output_dir: str = "runs/default"
+    save_every: int = 500
+    eval_every: int = 500
+    log_every: int = 10
+    eval_batch_size: int = 64
+    resume: str | None = None
+    push_to_hub: str | None = None
+    debug_log_ids: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ----------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Check every field's type and range; raise ValueError naming the bad key."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name], from_cli=False))
+        for key, valid in CHOICES.items():
+            if getattr(self, key) not in valid:
+                raise ValueError(f"{key}={getattr(self, key)!r} is not valid; choose one of {', '.join(valid)}")
+        positive = ("batch_size", "max_steps", "grad_accum_steps", "save_every", "eval_every",
+                    "log_every", "eval_batch_size", "embed_dim", "lr_decay_steps")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.batch_size < 2:
+            raise ValueError("batch_size must be >= 2: in-batch losses need negatives")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
+        for key in ("lr", "temperature", "lr_decay_gamma"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+        if self.num_workers < 0 or self.warmup_steps < 0:
+            raise ValueError("num_workers and warmup_steps must be >= 0")
+
+    # ----------------------------------------------------------------- round trip
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict of the fields (JSON/YAML serialisable)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from a dict; an unknown key raises ValueError naming it and the valid keys."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a mapping of keys to values, got {type(data).__name__}")
+        valid = [f.name for f in dataclasses.fields(cls)]
+        for key in data:
+            if key not in valid:
+                raise ValueError(_unknown_key_message(key, valid, source))
+        try:
+            return cls(**data)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        """Read a ``.yaml``/``.yml`` or ``.json`` file."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file {path} does not exist")
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
+        else:
+            import yaml
+
+            try:
+                data = yaml.safe_load(text) or {}
+            except yaml.YAMLError as err:
+                mark = getattr(err, "problem_mark", None)
+                where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+                raise ValueError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from None
+        return cls.from_dict(data, source=str(path))
+
+    def dumps(self, fmt: str = "yaml") -> str:
+        """The config as YAML (default) or JSON text."""
+        if fmt == "json":
+            return json.dumps(self.to_dict(), indent=2) + "\n"
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the config as YAML or JSON (by suffix), atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.dumps("json" if path.suffix == ".json" else "yaml"), encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    # ----------------------------------------------------------------- overrides
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A new config with ``changes`` applied (validated; unknown keys are errors)."""
+        return type(self).from_dict({**self.to_dict(), **changes}, source="overrides")
+
+    def with_overrides(self, argv: list[str]) -> TrainConfig:
+        """A new config with ``--key value`` / ``--key-with-dashes value`` CLI overrides applied."""
+        raw = parse_override_args(argv)
+        hints = typing.get_type_hints(type(self))
+        valid = [f.name for f in dataclasses.fields(self)]
+        changes: dict[str, Any] = {}
+        for key, text in raw.items():
+            if key not in valid:
+                raise ValueError(_unknown_key_message(key, valid, "command line"))
+            changes[key] = _coerce(key, text, hints[key], from_cli=True)
+        return self.replace(**changes)
+
+
+def parse_override_args(argv: list[str]) -> dict[str, str | None]:
+    """``['--max-steps', '5', '--lr=0.1', '--streaming']`` -> ``{'max_steps': '5', 'lr': '0.1', 'streaming': None}``.
+
+    A flag with no value (followed by another flag or the end) maps to None, which a bool
+    field reads as true.
+    """
+    out: dict[str, str | None] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--") or len(arg) == 2:
+            raise ValueError(f"unexpected command-line argument {arg!r}; overrides look like --key value")
+        key, eq, value = arg[2:].partition("=")
+        key = key.replace("-", "_")
+        if eq:
+            out[key] = value
+            i += 1
+        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+            out[key] = argv[i + 1]
+            i += 2
+        else:
+            out[key] = None
+            i += 1
+    return out
+
+
+def _unknown_key_message(key: str, valid: list[str], source: str) -> str:
+    """The error text for a key that TrainConfig does not have."""
+    close = difflib.get_close_matches(key, valid, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{source}: unknown config key {key!r}{hint}; valid keys: {', '.join(valid)}"
+
+
+_TRUE = {"true", "yes", "1", "on"}
+_FALSE = {"false", "no", "0", "off"}
+
+
+def _coerce(name: str, value: Any, hint: Any, *, from_cli: bool) -> Any:
+    """Check ``value`` against the annotation ``hint``; CLI strings are converted first."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (from_cli and isinstance(value, str) and value.lower() in {"none", "null", ""}):
+            return None
+        return _coerce(name, value, args[0], from_cli=from_cli)
+    if hint is bool:
+        if value is None and from_cli:
+            return True
+        if from_cli and isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if from_cli and isinstance(value, str):
+            try:
+                return int(float(value)) if float(value).is_integer() else _bad(name, value, hint)
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin is list:
+        if from_cli and isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+    elif origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        if from_cli and isinstance(value, str):
+            try:
+                return dict(json.loads(value))
+            except (ValueError, TypeError):
+                pass
+    return _bad(name, value, hint)
+
+
+def _bad(name: str, value: Any, hint: Any) -> typing.NoReturn:
+    """Raise the wrong-type error."""
+    shown = getattr(hint, "__name__", str(hint))
+    raise ValueError(f"config key {name!r} expects {shown}, got {value!r} ({type(value).__name__})")
