@@ -1,0 +1,305 @@
+"""A faiss gallery index: exact inner product by default, IVF and HNSW for large galleries.
+
+Embeddings are expected L2-normalised, so inner product is cosine similarity. The index
+keeps the gallery ids beside the faiss index and saves both with a fingerprint of the model
+and the gallery, so a stale index is detected and rebuilt. faiss is imported lazily.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fashion_retrieval.registry import Registry
+
+INDEX_FILE, IDS_FILE, META_FILE = "index.faiss", "ids.json", "meta.json"
+AUTO_EXACT_LIMIT = 100_000  # "auto" uses exact search below this many items
+
+
+class IndexLoadError(ValueError):
+    """A saved index is missing, corrupt or inconsistent (the message names the file)."""
+
+
+def _faiss() -> Any:
+    """The faiss module, or an ImportError that says how to install it."""
+    try:
+        import faiss
+    except ImportError as err:  # pragma: no cover - faiss is in requirements.txt
+        raise ImportError("the gallery index needs faiss: pip install faiss-cpu") from err
+    return faiss
+
+
+def combine_fingerprints(*parts: str) -> str:
+    """One short stable fingerprint (sha256 hex prefix) from several fingerprint strings."""
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode("utf-8"))
+        h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+def _as_matrix(x: Any, name: str, dim: int | None = None) -> np.ndarray:
+    """``x`` as a C-contiguous float32 ``(N, D)`` array; errors for bad shape, NaN, dim."""
+    if hasattr(x, "detach"):  # a torch tensor, without importing torch here
+        x = x.detach().cpu().float().numpy()
+    a = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if a.ndim == 1:
+        a = a[None, :]
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (N, D), got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contain NaN or infinite values")
+    if dim is not None and a.shape[1] != dim:
+        raise ValueError(f"{name} have dimension {a.shape[1]} but the index has dimension {dim}")
+    return a
+
+
+# --- index kinds: name -> (build(dim, embeddings, params) -> faiss index, params used) ---
+INDEX_KINDS: Registry = Registry("index kind")
+
+
+@INDEX_KINDS.register("flat")
+def _build_flat(dim: int, emb: np.ndarray, params: dict) -> tuple[Any, dict]:
+    """Exact inner-product search."""
+    if params:
+        raise ValueError(f"the flat index takes no parameters, got {sorted(params)}")
+    return _faiss().IndexFlatIP(dim), {}
+
+
+@INDEX_KINDS.register("ivf")
+def _build_ivf(dim: int, emb: np.ndarray, params: dict) -> tuple[Any, dict]:
+    """Inverted lists over a k-means coarse quantiser; ``nlist`` cells, ``nprobe`` visited."""
+    faiss = _faiss()
+    unknown = set(params) - {"nlist", "nprobe"}
+    if unknown:
+        raise ValueError(f"unknown ivf parameters {sorted(unknown)}; valid: nlist, nprobe")
+    n = len(emb)
+    # Default: ~4 sqrt(N) cells, but at least 39 training points per cell (faiss's advice).
+    nlist = int(params.get("nlist", min(round(4 * math.sqrt(n)), n // 39)))
+    nlist = max(1, min(nlist, n))  # k-means cannot make more cells than points
+    nprobe = int(params.get("nprobe", min(nlist, 16)))
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.train(emb)
+    index.nprobe = max(1, min(nprobe, nlist))
+    return index, {"nlist": nlist, "nprobe": index.nprobe}
+
+
+@INDEX_KINDS.register("hnsw")
+def _build_hnsw(dim: int, emb: np.ndarray, params: dict) -> tuple[Any, dict]:
+    """A navigable small-world graph; ``M`` links, ``efConstruction`` and ``efSearch``."""
+    faiss = _faiss()
+    unknown = set(params) - {"M", "efConstruction", "efSearch"}
+    if unknown:
+        raise ValueError(
+            f"unknown hnsw parameters {sorted(unknown)}; valid: M, efConstruction, efSearch"
+        )
+    m = int(params.get("M", 32))
+    index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = int(params.get("efConstruction", 80))
+    index.hnsw.efSearch = int(params.get("efSearch", 64))
+    used = {"M": m, "efConstruction": index.hnsw.efConstruction, "efSearch": index.hnsw.efSearch}
+    return index, used
+
+
+def _apply_search_params(index: Any, kind: str, params: dict) -> None:
+    """Set the search-time parameters that faiss does not serialise."""
+    if kind == "ivf":
+        index.nprobe = int(params["nprobe"])
+    elif kind == "hnsw":
+        index.hnsw.efSearch = int(params["efSearch"])
+
+
+def resolve_kind(kind: str, n: int) -> str:
+    """``"auto"`` -> ``"flat"`` below ``AUTO_EXACT_LIMIT`` items, else ``"ivf"``."""
+    if kind == "auto":
+        return "flat" if n < AUTO_EXACT_LIMIT else "ivf"
+    INDEX_KINDS.get(kind)  # raises a ValueError listing valid kinds
+    return kind
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Write through ``write(tmp_path)`` into a temp file beside ``path``, then rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class GalleryIndex:
+    """Gallery embeddings in a faiss index, with their ids, kind, parameters and fingerprint."""
+
+    def __init__(self, index: Any, ids: list[str], kind: str, params: dict, fingerprint: str = ""):
+        if index.ntotal != len(ids):
+            raise ValueError(f"the faiss index holds {index.ntotal} vectors but {len(ids)} ids")
+        self._index = index
+        self._ids = list(ids)
+        self._id_set = set(self._ids)
+        if len(self._id_set) != len(self._ids):
+            raise ValueError("gallery ids must be unique")
+        self.kind = kind
+        self.params = dict(params)
+        self.fingerprint = fingerprint
+
+    @classmethod
+    def build(
+        cls,
+        embeddings: Any,
+        ids: Sequence[str],
+        kind: str = "auto",
+        *,
+        fingerprint: str = "",
+        **params: Any,
+    ) -> GalleryIndex:
+        """Index ``embeddings (N, D)`` under ``ids``; ``kind`` is flat, ivf, hnsw or auto."""
+        emb = _as_matrix(embeddings, "embeddings")
+        if len(emb) == 0:
+            raise ValueError("cannot build an index over an empty gallery")
+        if len(ids) != len(emb):
+            raise ValueError(f"{len(emb)} embeddings but {len(ids)} ids")
+        kind = resolve_kind(kind, len(emb))
+        index, used = INDEX_KINDS.get(kind)(emb.shape[1], emb, dict(params))
+        index.add(emb)
+        return cls(index, [str(i) for i in ids], kind, used, fingerprint)
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension."""
+        return int(self._index.d)
+
+    @property
+    def ids(self) -> list[str]:
+        """Gallery ids, in index order (a copy)."""
+        return list(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._id_set
+
+    def add(self, embeddings: Any, ids: Sequence[str]) -> None:
+        """Append ``embeddings (M, D)`` under new, unique ``ids``."""
+        emb = _as_matrix(embeddings, "embeddings", self.dim)
+        ids = [str(i) for i in ids]
+        if len(ids) != len(emb):
+            raise ValueError(f"{len(emb)} embeddings but {len(ids)} ids")
+        repeated = {i for i, n in Counter(ids).items() if n > 1}
+        dup = sorted((set(ids) & self._id_set) | repeated)
+        if dup:
+            raise ValueError(f"ids already in the index or repeated: {dup[:5]}")
+        self._index.add(emb)
+        self._ids.extend(ids)
+        self._id_set.update(ids)
+
+    def search(self, queries: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` for ``queries (Q, D)``: ``scores (Q, k)`` and positions ``(Q, k)``.
+
+        ``k`` < 1 is an error; ``k`` above the gallery size is clipped. Approximate kinds
+        may return fewer than ``k`` results: those slots hold position -1, score -inf.
+        """
+        q = _as_matrix(queries, "queries", self.dim)
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k must be an integer of at least 1, got {k!r}")
+        k = min(int(k), len(self))
+        scores, positions = self._index.search(q, k)  # (Q, k), (Q, k)
+        scores[positions < 0] = -np.inf
+        return scores, positions
+
+    def search_ids(self, queries: Any, k: int) -> list[list[tuple[str, float]]]:
+        """Like :meth:`search` but ``[(id, score), ...]`` per query, missing slots dropped."""
+        scores, positions = self.search(queries, k)
+        return [
+            [(self._ids[p], float(s)) for p, s in zip(prow, srow) if p >= 0]
+            for prow, srow in zip(positions, scores)
+        ]
+
+    def meta(self) -> dict:
+        """What ``meta.json`` holds."""
+        return {
+            "kind": self.kind,
+            "params": self.params,
+            "dim": self.dim,
+            "count": len(self),
+            "fingerprint": self.fingerprint,
+        }
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write ``index.faiss``, ``ids.json`` and ``meta.json`` (last) atomically."""
+        faiss = _faiss()
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        _atomic_write(out / INDEX_FILE, lambda p: faiss.write_index(self._index, p))
+        _atomic_write(out / IDS_FILE, lambda p: Path(p).write_text(json.dumps(self._ids)))
+        _atomic_write(out / META_FILE, lambda p: Path(p).write_text(json.dumps(self.meta())))
+        return out
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> GalleryIndex:
+        """Read an index written by :meth:`save`; :class:`IndexLoadError` names what is wrong."""
+        d = Path(directory)
+        for name in (META_FILE, IDS_FILE, INDEX_FILE):
+            if not (d / name).is_file():
+                raise IndexLoadError(f"{d / name}: missing")
+        meta, ids = _read_json(d / META_FILE), _read_json(d / IDS_FILE)
+        if not isinstance(meta, dict) or not {"kind", "params", "dim", "count"} <= set(meta):
+            raise IndexLoadError(f"{d / META_FILE}: not an index description")
+        if not isinstance(ids, list) or len(ids) != meta["count"]:
+            raise IndexLoadError(f"{d / IDS_FILE}: expected {meta['count']} ids")
+        try:
+            index = _faiss().read_index(str(d / INDEX_FILE))
+        except RuntimeError as err:
+            raise IndexLoadError(f"{d / INDEX_FILE}: unreadable faiss index ({err})") from err
+        if index.ntotal != meta["count"] or index.d != meta["dim"]:
+            raise IndexLoadError(
+                f"{d / INDEX_FILE}: holds {index.ntotal} x {index.d}, "
+                f"meta.json says {meta['count']} x {meta['dim']}"
+            )
+        _apply_search_params(index, meta["kind"], meta["params"])
+        return cls(index, ids, meta["kind"], meta["params"], meta.get("fingerprint", ""))
+
+    @classmethod
+    def load_or_build(
+        cls,
+        directory: str | os.PathLike,
+        fingerprint: str,
+        build_fn: Callable[[], GalleryIndex],
+    ) -> GalleryIndex:
+        """The saved index if its fingerprint matches, else ``build_fn()`` saved in its place.
+
+        A missing or corrupt saved index is rebuilt too.
+        """
+        try:
+            index = cls.load(directory)
+            if index.fingerprint == fingerprint:
+                return index
+        except IndexLoadError:
+            pass
+        index = build_fn()
+        index.fingerprint = fingerprint
+        index.save(directory)
+        return index
+
+
+def _read_json(path: Path) -> Any:
+    """Parsed JSON, or :class:`IndexLoadError` naming the file and line."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise IndexLoadError(f"{path}: invalid JSON at line {err.lineno}: {err.msg}") from err
+    except (OSError, UnicodeDecodeError) as err:
+        raise IndexLoadError(f"{path}: unreadable ({err})") from err

@@ -1,0 +1,139 @@
+"""GalleryIndex: exact and approximate kinds against brute force, persistence, fingerprints."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from fashion_retrieval.index import (
+    IDS_FILE,
+    INDEX_FILE,
+    META_FILE,
+    GalleryIndex,
+    IndexLoadError,
+    combine_fingerprints,
+    resolve_kind,
+)
+
+
+def _normed(seed: int, n: int, d: int = 16) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _ids(n: int, prefix: str = "item") -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def test_flat_is_exact() -> None:
+    g, q = _normed(0, 300), _normed(1, 20)
+    index = GalleryIndex.build(g, _ids(300), kind="flat")
+    scores, pos = index.search(q, 10)
+    ref = np.argsort(-(q @ g.T), axis=1)[:, :10]
+    assert np.array_equal(pos, ref)
+    assert np.allclose(scores, np.take_along_axis(q @ g.T, ref, axis=1), atol=1e-5)
+    hits = index.search_ids(q[:1], 3)[0]
+    assert [h[0] for h in hits] == [f"item{i}" for i in ref[0, :3]]
+
+
+@pytest.mark.parametrize(
+    "kind, params", [("ivf", {"nlist": 16, "nprobe": 8}), ("hnsw", {"M": 16, "efSearch": 64})]
+)
+def test_approximate_kinds_recall_against_exact(kind: str, params: dict) -> None:
+    g, q = _normed(2, 2000), _normed(3, 50)
+    exact = np.argsort(-(q @ g.T), axis=1)[:, :10]
+    index = GalleryIndex.build(g, _ids(2000), kind=kind, **params)
+    assert index.kind == kind and index.params.items() >= params.items()
+    _, pos = index.search(q, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(pos, exact)])
+    assert recall > 0.8, recall
+
+
+def test_auto_kind_by_size() -> None:
+    assert resolve_kind("auto", 10) == "flat"
+    assert resolve_kind("auto", 10_000_000) == "ivf"
+    with pytest.raises(ValueError, match="flat, hnsw, ivf"):
+        resolve_kind("annoy", 10)
+    with pytest.raises(ValueError, match="unknown ivf parameters"):
+        GalleryIndex.build(_normed(0, 50), _ids(50), kind="ivf", M=3)
+
+
+def test_validation_errors() -> None:
+    index = GalleryIndex.build(_normed(0, 5), _ids(5))
+    with pytest.raises(ValueError, match="dimension 8 but the index has dimension 16"):
+        index.search(_normed(1, 2, 8), 3)
+    with pytest.raises(ValueError, match="at least 1"):
+        index.search(_normed(1, 2), 0)
+    assert index.search(_normed(1, 2), 50)[1].shape == (2, 5)  # k clipped
+    bad = _normed(1, 3)
+    bad[1, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        GalleryIndex.build(bad, _ids(3))
+    with pytest.raises(ValueError, match="NaN"):
+        index.search(bad, 2)
+    with pytest.raises(ValueError, match="3 embeddings but 2 ids"):
+        GalleryIndex.build(_normed(0, 3), _ids(2))
+    with pytest.raises(ValueError, match="unique"):
+        GalleryIndex.build(_normed(0, 2), ["a", "a"])
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_add_then_find_new_items(kind: str) -> None:
+    g = _normed(4, 200)
+    index = GalleryIndex.build(g[:150], _ids(150), kind=kind)
+    index.add(g[150:], _ids(50, "new"))
+    assert len(index) == 200 and "new7" in index
+    hits = index.search_ids(g[150:160], 1)
+    assert [h[0][0] for h in hits] == _ids(10, "new")
+    with pytest.raises(ValueError, match="already in the index"):
+        index.add(g[:1], ["item0"])
+    with pytest.raises(ValueError, match="dimension"):
+        index.add(_normed(0, 1, 4), ["x"])
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
+def test_save_load_round_trip(tmp_path, kind: str) -> None:
+    g, q = _normed(5, 400), _normed(6, 5)
+    index = GalleryIndex.build(g, _ids(400), kind=kind, fingerprint="fp1")
+    index.save(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {INDEX_FILE, IDS_FILE, META_FILE}
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    assert meta["kind"] == kind and meta["count"] == 400 and meta["dim"] == 16
+    loaded = GalleryIndex.load(tmp_path)
+    assert loaded.ids == index.ids and loaded.fingerprint == "fp1" and loaded.params == index.params
+    assert np.array_equal(loaded.search(q, 5)[1], index.search(q, 5)[1])
+
+
+def test_load_or_build_rebuilds_on_fingerprint_change_and_corruption(tmp_path) -> None:
+    g = _normed(7, 30)
+    calls = []
+
+    def build() -> GalleryIndex:
+        calls.append(1)
+        return GalleryIndex.build(g, _ids(30))
+
+    a = GalleryIndex.load_or_build(tmp_path, "fp-a", build)
+    b = GalleryIndex.load_or_build(tmp_path, "fp-a", build)
+    assert len(calls) == 1 and b.fingerprint == "fp-a" and b.ids == a.ids
+    GalleryIndex.load_or_build(tmp_path, "fp-b", build)
+    assert len(calls) == 2
+    assert json.loads((tmp_path / META_FILE).read_text())["fingerprint"] == "fp-b"
+    (tmp_path / INDEX_FILE).write_bytes(b"garbage")
+    with pytest.raises(IndexLoadError, match=INDEX_FILE):
+        GalleryIndex.load(tmp_path)
+    GalleryIndex.load_or_build(tmp_path, "fp-b", build)
+    assert len(calls) == 3
+    (tmp_path / IDS_FILE).write_text("[1, 2,\n oops")
+    with pytest.raises(IndexLoadError, match=r"ids.json: invalid JSON at line 2"):
+        GalleryIndex.load(tmp_path)
+    (tmp_path / META_FILE).unlink()
+    with pytest.raises(IndexLoadError, match="meta.json: missing"):
+        GalleryIndex.load(tmp_path)
+
+
+def test_combine_fingerprints_is_stable_and_order_sensitive() -> None:
+    assert combine_fingerprints("a", "b") == combine_fingerprints("a", "b")
+    assert combine_fingerprints("a", "b") != combine_fingerprints("b", "a")
+    assert combine_fingerprints("ab", "") != combine_fingerprints("a", "b")
