@@ -36,7 +36,10 @@ def is_correct(hit_id: str, hit_caption: str, triplet: Triplet | None, protocol:
 
 
 def hits_frame(
-    hits: list[Any], k: int, triplet: Triplet | None = None, protocol: str = "",
+    hits: list[Any],
+    k: int,
+    triplet: Triplet | None = None,
+    protocol: str = "",
     exclude: str | None = None,
 ) -> pd.DataFrame:
     """A table of at most ``k`` hits, without ``exclude`` (the query image), ranks from 1."""
@@ -44,15 +47,17 @@ def hits_frame(
     for hit in hits:
         if exclude is not None and hit.id == exclude:
             continue
-        rows.append({
-            "rank": len(rows) + 1,
-            "id": hit.id,
-            "caption": hit.caption,
-            "score": float(hit.score),
-            "category": hit.category,
-            "path": str(hit.path) if getattr(hit, "path", None) is not None else "",
-            "correct": is_correct(hit.id, hit.caption, triplet, protocol),
-        })
+        rows.append(
+            {
+                "rank": len(rows) + 1,
+                "id": hit.id,
+                "caption": hit.caption,
+                "score": float(hit.score),
+                "category": hit.category,
+                "path": str(hit.path) if getattr(hit, "path", None) is not None else "",
+                "correct": is_correct(hit.id, hit.caption, triplet, protocol),
+            }
+        )
         if len(rows) == k:
             break
     return pd.DataFrame(rows, columns=HIT_COLUMNS)
@@ -80,7 +85,10 @@ def compare_models(
     return {
         name: hits_frame(
             searcher.search(image=image, text=text or None, k=k + extra),
-            k, triplet=triplet, protocol=protocol, exclude=exclude,
+            k,
+            triplet=triplet,
+            protocol=protocol,
+            exclude=exclude,
         )
         for name, searcher in searchers.items()
     }
@@ -88,6 +96,4 @@ def compare_models(
 
 def query_options(triplets: list[Triplet], limit: int = 200) -> list[str]:
     """Readable labels for the first ``limit`` test queries, in order."""
-    return [
-        f"{i}: [{t.category}] {t.source} + “{t.text}”" for i, t in enumerate(triplets[:limit])
-    ]
+    return [f"{i}: [{t.category}] {t.source} + “{t.text}”" for i, t in enumerate(triplets[:limit])]

@@ -29,8 +29,13 @@ def embedding_frame(items: Sequence[Item], coords: np.ndarray) -> pd.DataFrame:
     attr_names = color_options(items)[1:]
     rows = []
     for (x, y), it in zip(coords, items, strict=True):  # coords: (N, 2)
-        row = {"x": float(x), "y": float(y), "id": it.id, "caption": it.caption,
-               "category": it.category}
+        row = {
+            "x": float(x),
+            "y": float(y),
+            "id": it.id,
+            "caption": it.caption,
+            "category": it.category,
+        }
         row.update({a: str(it.attributes.get(a, "(none)")) for a in attr_names})
         rows.append(row)
     return pd.DataFrame(rows, columns=["x", "y", *BASE_COLUMNS, *attr_names])
@@ -50,7 +55,5 @@ def project_gallery(
     """Project ``(N, D)`` gallery embeddings with ``method`` and attach the item metadata."""
     emb = np.asarray(embeddings, dtype=np.float32)  # (N, D)
     if emb.ndim != 2 or emb.shape[0] != len(items):
-        raise ValueError(
-            f"embeddings of shape {emb.shape} do not match {len(items)} gallery items"
-        )
+        raise ValueError(f"embeddings of shape {emb.shape} do not match {len(items)} gallery items")
     return embedding_frame(items, project(emb, method=method, seed=seed))

@@ -90,7 +90,11 @@ def scan_result_dirs(dirs: list[str | Path], max_depth: int = 4) -> Discovery:
                 if name == "metrics.jsonl":
                     found.metrics_files[_label(root, here, roots, strip_suffix=False)] = path
                 elif name.endswith(".json") and _small(path) and is_eval_json(path):
-                    found.eval_files[_label(root, path, roots)] = path
+                    # <run>/eval.json is labelled by its run; other files by their own name
+                    target = here if name == "eval.json" else path
+                    found.eval_files[_label(root, target, roots, strip_suffix=target is path)] = (
+                        path
+                    )
     return found
 
 

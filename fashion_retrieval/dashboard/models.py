@@ -1,0 +1,77 @@
+"""Loading what the embedding map and query browser need: checkpoints, galleries, retrievers.
+
+Heavy modules (torch, the model zoo, faiss) are imported inside the functions, so importing
+the dashboard stays cheap; the Streamlit page caches the results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class GallerySpec:
+    """Which data set split is the gallery: a name from ``DATASETS``, a root and a split."""
+
+    dataset: str
+    root: str
+    split: str
+
+    def describe(self) -> str:
+        """A one-line description for the page."""
+        return f"{self.dataset} at {self.root} ({self.split} split)"
+
+
+def load_checkpoint(path: str | Path) -> Any:
+    """A ``RetrievalModel`` from a local checkpoint folder or Hub repo id, in eval mode."""
+    from ..hub import load_model
+
+    model = load_model(str(path))
+    model.eval()
+    return model
+
+
+def load_gallery(spec: GallerySpec) -> Any:
+    """The ``RetrievalDataset`` a ``GallerySpec`` names (its items and test queries)."""
+    from ..data import load_retrieval_dataset
+
+    root = Path(spec.root).expanduser()
+    if spec.dataset != "synthetic" and not root.is_dir():
+        raise FileNotFoundError(f"gallery folder {root} does not exist")
+    return load_retrieval_dataset(spec.dataset, str(root), spec.split)
+
+
+def build_retriever(model: Any, items: list[Any]) -> Any:
+    """A ``Retriever`` over ``items`` (embeds the gallery once)."""
+    from ..retriever import Retriever
+
+    return Retriever(model, items)
+
+
+def gallery_embeddings(retriever: Any) -> np.ndarray:
+    """The retriever's ``(N, D)`` gallery embeddings as a float32 array, in item order."""
+    emb = retriever.gallery_embeddings()  # (N, D)
+    if hasattr(emb, "detach"):
+        emb = emb.detach().cpu().numpy()
+    return np.asarray(emb, dtype=np.float32)
+
+
+def train_gallery(checkpoint: str | Path) -> GallerySpec | None:
+    """The gallery a checkpoint was trained on, from its saved training config, if known."""
+    for name in ("train_config.json", "training_config.json"):
+        path = Path(checkpoint) / name
+        if path.is_file():
+            import json
+
+            try:
+                cfg = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return None
+            dataset, root = cfg.get("dataset"), cfg.get("data_root")
+            if isinstance(dataset, str) and isinstance(root, str) and root:
+                return GallerySpec(dataset, root, str(cfg.get("eval_split") or "test"))
+    return None

@@ -1,0 +1,169 @@
+"""The dashboard's four views, each a function of the sidebar's ``Settings``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import streamlit as st
+
+from . import charts
+from .browse import compare_models, query_options
+from .curves import combine_runs, metric_groups
+from .embedmap import color_options, project_gallery, subsample
+from .models import gallery_embeddings
+from .projection import PROJECTIONS, ProjectionUnavailable
+from .results import category_table, recall_long, recall_table
+from .ui import (
+    Settings,
+    _mtime,
+    cached_gallery,
+    cached_metrics,
+    cached_retriever,
+    load_results,
+    load_retrievers,
+)
+
+
+def recall_view(settings: Settings) -> None:
+    """Recall table and bar charts; per-category bars where the results have categories."""
+    st.header("Recall")
+    if not settings.eval_files:
+        st.info("No evaluation results chosen. Add a folder holding evaluation JSON files.")
+        return
+    results = load_results(settings.eval_files)
+    if not results:
+        return
+    st.dataframe(recall_table(results), hide_index=True, width="stretch", key="recall_table")
+    st.altair_chart(charts.recall_bars(recall_long(results)), width="stretch")
+    cats = category_table(results)
+    if not cats.empty:
+        st.subheader("Per category")
+        for metric in sorted(cats["metric"].unique(), key=lambda m: float(m[2:] or 0)):
+            st.altair_chart(charts.category_bars(cats, metric), width="stretch")
+
+
+def curves_view(settings: Settings) -> None:
+    """Loss, learning rate and eval recall against step; one line per run."""
+    st.header("Training curves")
+    if not settings.metrics_files:
+        st.info("No training runs chosen. Add a folder holding runs with metrics.jsonl.")
+        return
+    per_run = {}
+    for label, path in settings.metrics_files.items():
+        try:
+            per_run[label] = cached_metrics(str(path), _mtime(path))
+        except Exception as exc:  # noqa: BLE001
+            st.error(f"Training log {label}: {exc}")
+    curves = combine_runs(per_run)
+    if curves.empty:
+        st.warning("The chosen training logs hold no numeric metrics yet.")
+        return
+    groups = metric_groups(list(curves["metric"].unique()))
+    for title, metrics in groups.items():
+        chart = charts.curve_chart(curves, metrics, title, log_y=title == "learning rate")
+        st.altair_chart(chart, width="stretch")
+
+
+@st.cache_data(show_spinner="Projecting…")
+def _projection(checkpoint: str, _spec: Any, spec_key: str, method: str, max_points: int) -> Any:
+    """A model's gallery projected to 2-D (cached per model, gallery, method and size)."""
+    items = cached_gallery(_spec).items
+    idx = subsample(len(items), max_points)
+    emb = gallery_embeddings(cached_retriever(checkpoint, _spec))[idx]  # (n, D)
+    return project_gallery([items[i] for i in idx], emb, method=method)
+
+
+def embedding_view(settings: Settings) -> None:
+    """Each model's gallery embeddings in 2-D, side by side, coloured by category/attribute."""
+    st.header("Embedding map")
+    retrievers = load_retrievers(settings)
+    if not retrievers:
+        st.info("Choose at least one checkpoint that loads, and a gallery, in the sidebar.")
+        return
+    items = cached_gallery(settings.gallery).items
+    c1, c2, c3 = st.columns(3)
+    method = c1.selectbox("Projection", PROJECTIONS.names(), key="projection")
+    color_by = c2.selectbox("Colour by", color_options(items), key="color_by")
+    max_points = c3.number_input("Points", 10, 5000, min(1000, len(items)), key="max_points")
+    cols = st.columns(min(len(retrievers), 3))
+    for i, label in enumerate(retrievers):
+        path = str(settings.checkpoints[label])
+        try:
+            frame = _projection(path, settings.gallery, repr(settings.gallery), method, max_points)
+        except ProjectionUnavailable as exc:
+            st.warning(str(exc))
+            return
+        except Exception as exc:  # noqa: BLE001
+            cols[i % len(cols)].error(f"{label}: projection failed: {exc}")
+            continue
+        chart = charts.embedding_scatter(frame, color_by, title=label)
+        cols[i % len(cols)].altair_chart(chart, width="stretch")
+
+
+def _query_inputs(dataset: Any) -> tuple[Any, str, Any, str | None]:
+    """The query widgets: a test query or a catalogue image plus text."""
+    mode = st.radio("Query", ["Test query", "Make one"], horizontal=True, key="query_mode")
+    by_id = dataset.item_by_id()
+    if mode == "Test query" and dataset.triplets:
+        labels = query_options(dataset.triplets)
+        pick = st.selectbox(
+            "Test query", range(len(labels)), format_func=labels.__getitem__, key="query_pick"
+        )
+        triplet = dataset.triplets[pick]
+        return by_id[triplet.source].path, triplet.text, triplet, triplet.source
+    if mode == "Test query":
+        st.info("This split has no test queries; make one instead.")
+    ids = [it.id for it in dataset.items]
+    source = st.selectbox("Catalogue image (optional)", ["(none)", *ids], key="query_image")
+    text = st.text_input("Change to make (or words to search)", key="query_text")
+    image = by_id[source].path if source != "(none)" else None
+    return image, text, None, source if source != "(none)" else None
+
+
+def _show_hits(column: Any, label: str, hits: Any) -> None:
+    """One model's top-K in a column; correct targets marked with ✅."""
+    column.subheader(label)
+    for row in hits.itertuples():
+        mark = "✅ " if row.correct else ""
+        caption = f"{mark}{row.rank}. {row.caption or row.id} · {row.score:.3f}"
+        if row.path:
+            column.image(row.path, caption=caption, width=140)
+        else:
+            column.write(caption)
+
+
+def query_view(settings: Settings) -> None:
+    """Pick or make a query; every model's top-K side by side, correct targets marked."""
+    st.header("Query browser")
+    retrievers = load_retrievers(settings)
+    if not retrievers:
+        st.info("Choose at least one checkpoint that loads, and a gallery, in the sidebar.")
+        return
+    dataset = cached_gallery(settings.gallery)
+    image, text, triplet, source = _query_inputs(dataset)
+    k = st.slider("Top K", 1, 20, 5, key="top_k")
+    if image is None and not (text or "").strip():
+        st.info("Pick a catalogue image, type a change, or both.")
+        return
+    if image is not None:
+        st.image(image, caption=f"query image · {source}", width=140)
+    results = compare_models(
+        retrievers,
+        image=image,
+        text=text,
+        k=k,
+        triplet=triplet,
+        protocol=dataset.protocol,
+        exclude=source,
+    )
+    for column, (label, hits) in zip(st.columns(len(results)), results.items(), strict=True):
+        _show_hits(column, label, hits)
+
+
+VIEWS: dict[str, Callable[[Settings], None]] = {
+    "Recall": recall_view,
+    "Training curves": curves_view,
+    "Embedding map": embedding_view,
+    "Query browser": query_view,
+}
