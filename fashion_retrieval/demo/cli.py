@@ -1,0 +1,74 @@
+"""Command line of the demo (``python app.py``) and the environment-driven start of the Space.
+
+Options fall back to environment variables, so the same code serves a laptop and a
+Hugging Face Space (whose settings are environment variables):
+
+- ``--host`` / ``GRADIO_SERVER_NAME``, ``--port`` / ``GRADIO_SERVER_PORT`` (Gradio's own);
+- ``--checkpoint`` (repeatable) / ``FASHION_RETRIEVAL_CHECKPOINTS`` (comma-separated):
+  local folders or Hub repo ids; none means the embedded default;
+- ``--gallery`` / ``FASHION_RETRIEVAL_GALLERY``: a FashionIQ or Fashion200k root, with
+  ``--dataset`` / ``FASHION_RETRIEVAL_DATASET`` and ``--split`` / ``FASHION_RETRIEVAL_SPLIT``;
+- ``--home`` / ``FASHION_RETRIEVAL_HOME``: the cache folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def _env_list(env: Mapping[str, str], key: str) -> list[str]:
+    return [part.strip() for part in env.get(key, "").split(",") if part.strip()]
+
+
+def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> argparse.Namespace:
+    """Parse the demo's options; unset options take their environment variable."""
+    env = os.environ if env is None else env
+    p = argparse.ArgumentParser(
+        prog="python app.py", description="Fashion retrieval demo: search a catalogue by picture plus words."
+    )
+    p.add_argument("--host", default=None, help="interface to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    p.add_argument("--checkpoint", action="append", default=None, metavar="DIR_OR_REPO",
+                   help="a checkpoint folder or Hub repo id; repeat for several (default: the embedded default)")
+    p.add_argument("--gallery", default=env.get("FASHION_RETRIEVAL_GALLERY") or None,
+                   help="a FashionIQ or Fashion200k root to search (default: the synthetic catalogue)")
+    p.add_argument("--dataset", default=env.get("FASHION_RETRIEVAL_DATASET", "fashioniq"),
+                   choices=["fashioniq", "fashion200k", "synthetic"], help="layout of --gallery")
+    p.add_argument("--split", default=env.get("FASHION_RETRIEVAL_SPLIT") or None,
+                   help="split of --gallery (default: val for FashionIQ, test for Fashion200k)")
+    p.add_argument("--home", default=None, help="cache folder (default: $FASHION_RETRIEVAL_HOME or ~/.cache/fashion_retrieval)")
+    p.add_argument("--share", action="store_true", help="also serve through a public Gradio share link")
+    args = p.parse_args(argv)
+    checkpoints = args.checkpoint or _env_list(env, "FASHION_RETRIEVAL_CHECKPOINTS")
+    split = args.split or ("test" if args.dataset == "fashion200k" else "val")
+    return argparse.Namespace(**{**vars(args), "checkpoint": checkpoints, "split": split})
+
+
+def build_from_args(args: argparse.Namespace) -> Any:
+    """The demo's gr.Blocks for parsed options: chosen checkpoints, else the embedded default."""
+    from fashion_retrieval.demo.app import build_demo
+
+    if not args.checkpoint:
+        return build_demo(home=args.home)
+    from fashion_retrieval.demo.loading import load_checkpoints
+
+    bundle = load_checkpoints(
+        args.checkpoint, gallery=args.gallery, dataset=args.dataset, split=args.split, home=args.home
+    )
+    return build_demo(bundle.models, dataset=bundle.dataset)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse options, build the demo and serve it (blocks until stopped)."""
+    from fashion_retrieval.demo.app import launch_demo
+
+    args = parse_args(argv)
+    demo = build_from_args(args)
+    launch_demo(demo, server_name=args.host, server_port=args.port, share=args.share)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,221 @@
+"""The embedded default: a synthetic catalogue and four models trained on it, cached.
+
+First start (no checkpoint configured): render the synthetic catalogue, train TIRG,
+concat, text-only and image-only heads on cached features of the offline
+``efficientnet_lite0`` backbone, and build each model's faiss gallery index. Everything
+goes under ``$FASHION_RETRIEVAL_HOME/default`` (default ``~/.cache/fashion_retrieval``)::
+
+    default/
+      data/                synthetic catalogue (FashionIQ layout)
+      features/            backbone feature cache, shared by every model
+      models/<name>/final  checkpoint (save_pretrained folder) + index/ (faiss, ids, fingerprint)
+      COMPLETE.json        written last, atomically: the spec and the build timings
+
+A build that was interrupted resumes per model: finished checkpoints (a ``final`` folder)
+are kept, half-trained ones are removed and retrained. A different spec rebuilds.
+Later starts only load the checkpoints and their saved indexes (seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fashion_retrieval.data.records import RetrievalDataset
+
+MARKER = "COMPLETE.json"
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class DefaultSpec:
+    """What the embedded default is made of; a change in any field rebuilds the cache."""
+
+    preset: str = "easy"
+    products: int = 240
+    seed: int = 0
+    gallery_split: str = "val"
+    image_encoder: str = "efficientnet_lite0"
+    text_encoder: str = "lstm"
+    pretrained: bool = True
+    embed_dim: int = 256
+    compositors: tuple[str, ...] = ("tirg", "concat", "text_only", "image_only")
+    max_steps: int = 300
+    batch_size: int = 32
+    lr: float = 0.05
+    modality_dropout: float = 0.1
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (tuples as lists)."""
+        d = asdict(self)
+        d["compositors"] = list(self.compositors)
+        return d
+
+
+@dataclass
+class DemoBundle:
+    """What the demo needs: Retrievers by name, the catalogue with its ground truth, the folder."""
+
+    models: dict[str, Any]
+    dataset: RetrievalDataset
+    root: Path
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def fashion_home(home: str | Path | None = None) -> Path:
+    """``home``, else ``$FASHION_RETRIEVAL_HOME``, else ``~/.cache/fashion_retrieval``."""
+    if home is not None:
+        return Path(home).expanduser()
+    env = os.environ.get("FASHION_RETRIEVAL_HOME")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "fashion_retrieval"
+
+
+def default_dir(home: str | Path | None = None) -> Path:
+    """The embedded default's folder: ``<home>/default``."""
+    return fashion_home(home) / "default"
+
+
+def _read_marker(root: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((root / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_marker(root: Path, payload: dict[str, Any]) -> None:
+    tmp = root / f".{MARKER}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, root / MARKER)  # atomic: a reader sees the old marker or the new one
+
+
+def is_complete(home: str | Path | None = None, spec: DefaultSpec | None = None) -> bool:
+    """Whether a finished build of ``spec`` is cached under ``home``."""
+    marker = _read_marker(default_dir(home))
+    return marker is not None and marker.get("spec") == (spec or DefaultSpec()).to_dict()
+
+
+def synthetic_catalogue(root: Path, spec: DefaultSpec, split: str) -> RetrievalDataset:
+    """The default's synthetic catalogue split, rendered under ``root/data`` if absent."""
+    from fashion_retrieval.data.synthetic import load_synthetic
+
+    return load_synthetic(
+        root=root / "data", split=split, preset=spec.preset, products=spec.products, seed=spec.seed
+    )
+
+
+def _train_config(root: Path, spec: DefaultSpec, compositor: str) -> Any:
+    from fashion_retrieval.training import TrainConfig
+
+    return TrainConfig(
+        dataset="synthetic",
+        data_root=str(root / "data"),
+        eval_split=spec.gallery_split,
+        preset=spec.preset,
+        products=spec.products,
+        image_encoder=spec.image_encoder,
+        text_encoder=spec.text_encoder,
+        compositor=compositor,
+        embed_dim=spec.embed_dim,
+        pretrained=spec.pretrained,
+        freeze_image_encoder=True,
+        cache_features=True,
+        feature_cache_dir=str(root / "features"),
+        modality_dropout=spec.modality_dropout,
+        lr=spec.lr,
+        lr_decay_steps=max(1, spec.max_steps * 3 // 4),
+        batch_size=spec.batch_size,
+        max_steps=spec.max_steps,
+        seed=spec.seed,
+        output_dir=str(root / "models" / compositor),
+        save_every=spec.max_steps + 1,  # no intermediate states: a model retrains from scratch
+        eval_every=spec.max_steps,
+        log_every=max(1, spec.max_steps // 10),
+    )
+
+
+def _train_one(root: Path, spec: DefaultSpec, name: str, log: Log) -> Path:
+    """Train one default model unless its final checkpoint is already there."""
+    out = root / "models" / name
+    final = out / "final"
+    if (final / "config.json").is_file():
+        log(f"[default] {name}: checkpoint found, skipping training")
+        return final
+    if out.exists():
+        shutil.rmtree(out)  # an interrupted run: start this model again
+    from fashion_retrieval.training import train
+
+    start = time.perf_counter()
+    log(f"[default] {name}: training {spec.max_steps} steps on cached {spec.image_encoder} features")
+    final = Path(train(_train_config(root, spec, name)))
+    log(f"[default] {name}: done in {time.perf_counter() - start:.0f} s")
+    return final
+
+
+def _retriever(checkpoint: Path, dataset: RetrievalDataset, feature_dir: Path) -> Any:
+    """A Retriever over ``dataset``'s gallery whose index is saved beside the checkpoint."""
+    from fashion_retrieval.hub import load_model
+    from fashion_retrieval.retriever import Retriever
+
+    model = load_model(str(checkpoint))
+    model.eval()
+    return Retriever(model, dataset.items, index_dir=checkpoint / "index")
+
+
+def build_default(
+    home: str | Path | None = None, spec: DefaultSpec | None = None, *, log: Log = print
+) -> Path:
+    """Build (or finish building) the embedded default; returns its folder.
+
+    Does nothing when a complete build of ``spec`` is cached. Prints progress through ``log``.
+    """
+    spec = spec or DefaultSpec()
+    root = default_dir(home)
+    marker = _read_marker(root)
+    if marker is not None and marker.get("spec") == spec.to_dict():
+        return root
+    if marker is not None:  # another spec: rebuild the models (the data keeps its own marker)
+        log(f"[default] cached default in {root} was built differently; rebuilding")
+        (root / MARKER).unlink(missing_ok=True)
+        shutil.rmtree(root / "models", ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    log(f"[default] building the embedded default in {root} (first start only)")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    for split in ("train", spec.gallery_split):
+        dataset = synthetic_catalogue(root, spec, split)
+        log(f"[default] catalogue {split}: {len(dataset.items)} images, {len(dataset.triplets)} queries")
+    timings["catalogue_s"] = time.perf_counter() - t0
+    for name in spec.compositors:
+        t = time.perf_counter()
+        checkpoint = _train_one(root, spec, name, log)
+        log(f"[default] {name}: indexing {len(dataset.items)} gallery images")
+        _retriever(checkpoint, dataset, root / "features")
+        timings[f"{name}_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+    _write_marker(root, {"spec": spec.to_dict(), "timings": timings, "built_at": time.time()})
+    log(f"[default] ready in {timings['total_s']:.0f} s; cached in {root}")
+    return root
+
+
+def load_default(
+    home: str | Path | None = None, spec: DefaultSpec | None = None, *, log: Log = print
+) -> DemoBundle:
+    """The embedded default's Retrievers and catalogue, building them first if needed."""
+    spec = spec or DefaultSpec()
+    root = build_default(home, spec, log=log)
+    t0 = time.perf_counter()
+    dataset = synthetic_catalogue(root, spec, spec.gallery_split)
+    models = {
+        name: _retriever(root / "models" / name / "final", dataset, root / "features")
+        for name in spec.compositors
+    }
+    marker = _read_marker(root) or {}
+    timings = dict(marker.get("timings", {}), load_s=time.perf_counter() - t0)
+    log(f"[default] loaded {len(models)} models in {timings['load_s']:.1f} s")
+    return DemoBundle(models, dataset, root, timings)
