@@ -1,0 +1,158 @@
+"""Serving the apps on loopback and driving headless Debian Chromium with Playwright.
+
+Used by tests/test_browser.py and scripts/screenshots.py. Chromium is the system package
+(``apt-get install chromium``); Playwright's own browser download is never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+REPO = Path(__file__).resolve().parents[1]
+STREAMLIT_APP = REPO / "streamlit_app" / "app.py"
+
+
+def chromium_missing_reason() -> str | None:
+    """Why browser tests cannot run here, or None when they can."""
+    if not Path(CHROMIUM).is_file():
+        return f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is not installed (pip install playwright)"
+    return None
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
+    """Poll ``url`` until it answers 200; raise with the server's output on timeout or exit."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError as exc:
+            last = exc
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s (last error: {last})")
+
+
+@contextlib.contextmanager
+def streamlit_server(
+    env: Mapping[str, str], log_path: Path, timeout: float = 90.0, app: Path = STREAMLIT_APP
+) -> Iterator[str]:
+    """Run ``streamlit run app`` headless on a free loopback port; yield its URL.
+
+    ``env`` is added to the environment (result folders, gallery). The server's output goes
+    to ``log_path``; the process group is stopped on exit.
+    """
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.headless", "true", "--server.port", str(port),
+        "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+    ]  # fmt: skip
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}"
+            try:
+                wait_http(f"{url}/_stcore/health", timeout=timeout, proc=proc)
+            except (RuntimeError, TimeoutError) as exc:
+                raise RuntimeError(
+                    f"{exc}\n--- streamlit output ---\n{log_path.read_text()}"
+                ) from None
+            yield url
+        finally:
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a server we started (its whole session), politely then firmly."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def gradio_server(demo: Any, timeout: float = 60.0) -> Iterator[str]:
+    """Serve a Gradio Blocks from ``build_demo`` in this process on a free loopback port."""
+    from fashion_retrieval.demo import launch_demo
+
+    port = free_port()
+    launch_demo(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                quiet=True)  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/", timeout=timeout)
+        yield url
+    finally:
+        demo.close()
+
+
+@contextlib.contextmanager
+def chromium_page(width: int = 1400, height: int = 1000) -> Iterator[Any]:
+    """A Playwright page in headless system Chromium (no network beyond loopback)."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": width, "height": height})
+            page = context.new_page()
+            page.set_default_timeout(60_000)
+            yield page
+        finally:
+            browser.close()
+
+
+def artifacts_dir(default: Path) -> Path:
+    """Where screenshots go: ``$BROWSER_ARTIFACTS`` if set, else ``default``."""
+    path = Path(os.environ.get("BROWSER_ARTIFACTS") or default)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def wait_streamlit_idle(page: Any, timeout_ms: int = 90_000) -> None:
+    """Wait until Streamlit has finished running the script (no 'running' status widget)."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+    page.wait_for_function(
+        """() => !document.querySelector('[data-testid="stStatusWidget"]')""",
+        timeout=timeout_ms,
+    )
+    page.wait_for_timeout(300)
