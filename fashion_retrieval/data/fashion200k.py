@@ -1,0 +1,259 @@
+"""Fashion200k, read exactly as released (Han et al. 2017; the TIRG benchmark).
+
+Layout under ``root``::
+
+    labels/<category>_<split>_detect_all.txt   path<TAB>detection score<TAB>caption
+    women/dresses/.../12345/12345_0.jpeg       the images, paths relative to root
+    test_queries.txt                           "source_path target_path" per line
+
+Training pairs follow TIRG: two images whose captions differ but become the same
+"parent" caption when one word is removed; the query text is ``replace X with Y``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import string
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+from fashion_retrieval.data._skips import SkipLog
+from fashion_retrieval.data.records import Item, RetrievalDataset, Triplet
+
+SPLITS = ("train", "test")
+_LABEL_RE = re.compile(r"^(?P<category>.+)_(?P<split>train|test)_detect_all\.txt$")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def clean_caption(caption: str) -> str:
+    """TIRG's caption clean-up: lowercase, strip, drop punctuation, collapse spaces."""
+    return " ".join(caption.lower().translate(_PUNCT).split())
+
+
+def word_difference(source_caption: str, target_caption: str) -> tuple[str, str] | None:
+    """``(X, Y)``: the first source word missing from the target and the first target word
+    missing from the source; None when either does not exist."""
+    source_words, target_words = source_caption.split(), target_caption.split()
+    target_set, source_set = set(target_words), set(source_words)
+    x = next((w for w in source_words if w not in target_set), None)
+    y = next((w for w in target_words if w not in source_set), None)
+    return None if x is None or y is None else (x, y)
+
+
+def modification_text(source_caption: str, target_caption: str) -> str | None:
+    """The query text ``replace X with Y`` for a caption pair (None if they share all words)."""
+    diff = word_difference(source_caption, target_caption)
+    return None if diff is None else f"replace {diff[0]} with {diff[1]}"
+
+
+def label_files(root: str | os.PathLike, split: str) -> dict[str, Path]:
+    """``{category: label file}`` for ``split``; FileNotFoundError when there are none."""
+    labels = Path(root) / "labels"
+    if not labels.is_dir():
+        raise FileNotFoundError(f"Fashion200k labels folder not found: {labels}")
+    found = {}
+    for path in sorted(labels.iterdir()):
+        m = _LABEL_RE.match(path.name)
+        if m and m["split"] == split:
+            found[m["category"]] = path
+    if not found:
+        raise FileNotFoundError(f"no Fashion200k label files '<category>_{split}_detect_all.txt' in {labels}")
+    return found
+
+
+def _read_label_file(path: Path, category: str, root: Path, log: SkipLog, seen: set[str]) -> list[Item]:
+    """Parse one label file into items; bad lines are logged with file:line and skipped."""
+    items = []
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        where = f"{path}:{lineno}"
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            log.skip("bad_encoding", where, f"not UTF-8 ({exc.reason} at byte {exc.start})")
+            continue
+        if not line.strip():
+            continue
+        fields = line.rstrip("\r\n").split("\t")
+        if len(fields) != 3:
+            log.skip("bad_fields", where, f"expected 3 tab-separated fields, got {len(fields)}")
+            continue
+        rel_path, score, caption = fields[0].strip(), fields[1].strip(), clean_caption(fields[2])
+        try:
+            float(score)
+        except ValueError:
+            log.skip("bad_score", where, f"detection score {score!r} is not a number")
+            continue
+        if not rel_path:
+            log.skip("bad_fields", where, "empty image path")
+            continue
+        if not caption:
+            log.skip("empty_caption", where, "caption is empty after clean-up")
+            continue
+        if rel_path in seen:
+            log.skip("duplicate", where, f"image {rel_path!r} listed again")
+            continue
+        seen.add(rel_path)
+        items.append(Item(id=rel_path, path=str(root / rel_path), caption=caption, category=category))
+    return items
+
+
+def _drop_missing(items: list[Item], log: SkipLog) -> list[Item]:
+    """Keep the items whose image file exists; count the rest as ``missing_image``."""
+    kept = [it for it in items if os.path.isfile(it.path)]
+    log.add("missing_image", len(items) - len(kept))
+    return kept
+
+
+def _parents(caption: str) -> set[str]:
+    """The captions made by removing one word from ``caption``."""
+    words = caption.split()
+    return {" ".join(words[:i] + words[i + 1 :]) for i in range(len(words))}
+
+
+def _parent_groups(captions: list[str]) -> dict[str, list[str]]:
+    """``{parent caption: sorted child captions}`` for parents with at least two children."""
+    children: dict[str, set[str]] = defaultdict(set)
+    for c in captions:
+        for p in _parents(c):
+            children[p].add(c)
+    return {p: sorted(ch) for p, ch in children.items() if len(ch) >= 2}
+
+
+def _pick_target_caption(
+    caption: str, parents: list[str], groups: dict[str, list[str]], rng: random.Random
+) -> str | None:
+    """A sibling caption as TIRG draws it: a random parent, then a random other child.
+
+    A few random draws find a valid sibling almost always; the full scan of a parent's
+    children only runs when they share every word with ``caption`` (word permutations).
+    """
+    parents = list(parents)
+    while parents:
+        p = rng.choice(parents)
+        children = groups[p]
+        for _ in range(8):
+            cand = rng.choice(children)
+            if cand != caption and word_difference(caption, cand) is not None:
+                return cand
+        valid = [c for c in children if c != caption and word_difference(caption, c) is not None]
+        if valid:
+            return rng.choice(valid)
+        parents.remove(p)
+    return None
+
+
+def generate_pairs(items: list[Item], seed: int = 0) -> list[Triplet]:
+    """One (source, target) triplet per source image that has a parent-caption sibling.
+
+    Deterministic: draws come from ``random.Random(seed)`` in item order (a parent caption,
+    a sibling caption under it, then an image with that caption).
+    """
+    by_caption: dict[str, list[str]] = defaultdict(list)
+    for it in items:
+        by_caption[it.caption].append(it.id)
+    groups = _parent_groups(list(by_caption))
+    parents_of = {c: sorted(p for p in _parents(c) if p in groups) for c in by_caption}
+    rng = random.Random(seed)
+    triplets = []
+    for it in items:
+        target_caption = _pick_target_caption(it.caption, parents_of[it.caption], groups, rng)
+        if target_caption is None:
+            continue
+        target = rng.choice(by_caption[target_caption])
+        text = modification_text(it.caption, target_caption)
+        triplets.append(
+            Triplet(it.id, target, text, it.category, (it.caption, target_caption), target_caption)
+        )
+    return triplets
+
+
+def read_test_queries(path: Path, items: list[Item], log: SkipLog, known: set[str]) -> list[Triplet]:
+    """Triplets from ``test_queries.txt``; lines naming unknown images are counted and skipped.
+
+    ``known`` holds every path the label files listed, to tell a missing image file
+    (``query_missing_image``) from a path that is not in the split at all.
+    """
+    by_id = {it.id: it for it in items}
+    triplets = []
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        where = f"{path}:{lineno}"
+        try:
+            fields = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").split()
+        except UnicodeDecodeError as exc:
+            log.skip("bad_encoding", where, f"not UTF-8 ({exc.reason} at byte {exc.start})")
+            continue
+        if not fields:
+            continue
+        if len(fields) != 2:
+            log.skip("bad_fields", where, f"expected 'source_path target_path', got {len(fields)} fields")
+            continue
+        src, tgt = (by_id.get(f) for f in fields)
+        if src is None or tgt is None:
+            unknown = fields[0] if src is None else fields[1]
+            reason = "query_missing_image" if unknown in known else "unknown_query_path"
+            log.skip(reason, where, f"image {unknown!r} is not in the loaded split")
+            continue
+        text = modification_text(src.caption, tgt.caption)
+        if text is None:
+            log.skip("no_word_difference", where, "source and target captions share every word")
+            continue
+        triplets.append(Triplet(src.id, tgt.id, text, src.category, (src.caption, tgt.caption), tgt.caption))
+    return triplets
+
+
+def load_fashion200k(
+    root: str | os.PathLike,
+    split: str = "train",
+    categories: list[str] | None = None,
+    *,
+    check_images: bool = True,
+    seed: int = 0,
+) -> RetrievalDataset:
+    """Read a Fashion200k split into a ``RetrievalDataset`` (protocol ``fashion200k``).
+
+    ``categories`` keeps only those label files (e.g. ``["pants"]``). Items are every
+    listed image that exists on disk (``check_images=False`` skips the file checks);
+    triplets are TIRG's parent-caption pairs for ``train`` and the lines of
+    ``test_queries.txt`` for ``test`` (generated the training way, with a warning, when
+    the file is absent). Bad lines are logged with file and line, skipped and counted in
+    ``dataset.skipped``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"Fashion200k split must be one of {SPLITS}, got {split!r}")
+    root = Path(root)
+    files = label_files(root, split)
+    if categories is not None:
+        unknown = sorted(set(categories) - set(files))
+        if unknown:
+            raise ValueError(
+                f"unknown Fashion200k categories {unknown} for split {split!r}; available: {sorted(files)}"
+            )
+        files = {c: p for c, p in files.items() if c in set(categories)}
+    log = SkipLog(f"Fashion200k {split} at {root}")
+    seen: set[str] = set()
+    items = [it for cat, path in files.items() for it in _read_label_file(path, cat, root, log, seen)]
+    if check_images:
+        items = _drop_missing(items, log)
+    queries_file = root / "test_queries.txt"
+    meta = {"categories": sorted(files), "seed": seed, "queries_generated": False}
+    if split == "test" and queries_file.is_file():
+        triplets = read_test_queries(queries_file, items, log, seen)
+    else:
+        if split == "test":
+            warnings.warn(
+                f"{queries_file} not found: generating test queries from the test captions "
+                f"(pairs one word apart, seed={seed}); numbers are not comparable to published ones",
+                UserWarning,
+                stacklevel=2,
+            )
+            meta["queries_generated"] = True
+        triplets = generate_pairs(items, seed=seed)
+    meta["missing_images"] = log.counts["missing_image"]
+    log.warn_summary()
+    return RetrievalDataset(
+        name="fashion200k", split=split, root=str(root), items=items, triplets=triplets,
+        protocol="fashion200k", skipped=log.counts, meta=meta,
+    )
