@@ -224,8 +224,8 @@ class GalleryIndex:
         """Like :meth:`search` but ``[(id, score), ...]`` per query, missing slots dropped."""
         scores, positions = self.search(queries, k)
         return [
-            [(self._ids[p], float(s)) for p, s in zip(prow, srow) if p >= 0]
-            for prow, srow in zip(positions, scores)
+            [(self._ids[p], float(s)) for p, s in zip(prow, srow, strict=True) if p >= 0]
+            for prow, srow in zip(positions, scores, strict=True)
         ]
 
     def meta(self) -> dict:

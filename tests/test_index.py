@@ -47,7 +47,7 @@ def test_approximate_kinds_recall_against_exact(kind: str, params: dict) -> None
     index = GalleryIndex.build(g, _ids(2000), kind=kind, **params)
     assert index.kind == kind and index.params.items() >= params.items()
     _, pos = index.search(q, 10)
-    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(pos, exact)])
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(pos, exact, strict=True)])
     assert recall > 0.8, recall
 
 

@@ -84,7 +84,9 @@ def test_recall_by_id_and_by_label_match_brute_force() -> None:
     by_label = recall_at_k(idx, ks, gallery_labels=gl, query_labels=ql)
     for k in ks:
         ref_id = np.mean([targets[i] in order[i, :k] for i in range(30)]) * 100
-        ref_lab = np.mean([wanted[i] in {captions[j] for j in order[i, :k]} for i in range(30)]) * 100
+        ref_lab = (
+            np.mean([wanted[i] in {captions[j] for j in order[i, :k]} for i in range(30)]) * 100
+        )
         assert by_id[f"R@{k}"] == pytest.approx(ref_id)
         assert by_label[f"R@{k}"] == pytest.approx(ref_lab)
     assert 0 < by_label["R@20"] < 100

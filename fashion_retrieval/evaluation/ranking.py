@@ -101,7 +101,9 @@ def encode_labels(*label_lists: Iterable[Hashable]) -> list[torch.Tensor]:
     codes: dict[Hashable, int] = {}
     out = []
     for labels in label_lists:
-        out.append(torch.tensor([codes.setdefault(x, len(codes)) for x in labels], dtype=torch.long))
+        out.append(
+            torch.tensor([codes.setdefault(x, len(codes)) for x in labels], dtype=torch.long)
+        )
     return out
 
 

@@ -1,0 +1,56 @@
+"""The protocol registry and the result shape every protocol returns.
+
+A protocol is ``fn(source: EmbeddingSource, dataset: RetrievalDataset, *, chunk) -> dict``
+with the keys ``recall`` (the headline numbers, percent), ``categories`` (per-category
+numbers, possibly empty), ``queries`` (how many queries were ranked) and ``skipped``
+(reason -> count of queries that could not be ranked).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from fashion_retrieval.registry import Registry
+
+EVAL_PROTOCOLS: Registry[Callable[..., dict[str, Any]]] = Registry("evaluation protocol")
+
+
+def protocol_result(
+    recall: dict[str, float],
+    categories: dict[str, dict[str, float]] | None,
+    queries: int,
+    skipped: Counter,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The dict a protocol returns (rounded for readable JSON)."""
+    out = {
+        "recall": {k: round(v, 4) for k, v in recall.items()},
+        "categories": {
+            c: {k: round(v, 4) for k, v in m.items()} for c, m in (categories or {}).items()
+        },
+        "queries": int(queries),
+        "skipped": dict(sorted(skipped.items())),
+    }
+    out.update(extra)
+    return out
+
+
+def mean_over(per_category: dict[str, dict[str, float]], keys: Sequence[str]) -> dict[str, float]:
+    """The unweighted mean over categories of each metric in ``keys``."""
+    if not per_category:
+        raise ValueError("no category had any query to evaluate")
+    return {k: sum(m[k] for m in per_category.values()) / len(per_category) for k in keys}
+
+
+def index_rows(ids: Sequence[str]) -> dict[str, int]:
+    """``{id: row}`` for a gallery."""
+    return {i: r for r, i in enumerate(ids)}
+
+
+def as_long(values: Sequence[int]) -> torch.Tensor:
+    """A ``(n,)`` long tensor (also for an empty list)."""
+    return torch.tensor(list(values), dtype=torch.long)
