@@ -148,11 +148,20 @@ def artifacts_dir(default: Path) -> Path:
     return path
 
 
-def wait_streamlit_idle(page: Any, timeout_ms: int = 90_000) -> None:
-    """Wait until Streamlit has finished running the script (no 'running' status widget)."""
-    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout_ms)
+def wait_streamlit_idle(page: Any, timeout_ms: int = 90_000, started_ms: int = 3_000) -> None:
+    """Wait for Streamlit to finish a script run: its status widget shows, then goes away.
+
+    After a click the run starts with a short delay, so the widget is first awaited for up
+    to ``started_ms`` (a run that already ended by then is fine).
+    """
+    page.wait_for_selector('[data-testid="stMainBlockContainer"]', timeout=timeout_ms)
+    try:
+        page.wait_for_selector('[data-testid="stStatusWidget"]', timeout=started_ms)
+    except Exception:  # noqa: BLE001 - playwright's TimeoutError: the run was quick
+        pass
     page.wait_for_function(
-        """() => !document.querySelector('[data-testid="stStatusWidget"]')""",
+        """() => !document.querySelector('[data-testid="stStatusWidget"]')
+                 && !document.querySelector('[data-testid="stSkeleton"]')""",
         timeout=timeout_ms,
     )
-    page.wait_for_timeout(300)
+    page.wait_for_timeout(500)  # let charts and images finish drawing

@@ -214,7 +214,7 @@ def test_scan_finds_results_runs_and_checkpoints(tmp_path):
 
 def test_parse_args_ignores_foreign_options():
     args = parse_args(["-x", "tests/test_dashboard.py", "--runs", "a", "--runs", "b", "-q"])
-    assert args.runs == ["a", "b"] and args.split == "test"
+    assert args.runs == ["a", "b"] and args.split == ""
 
 
 def run_app(monkeypatch, runs: list[Path], **env: str):
@@ -236,7 +236,7 @@ def test_app_recall_and_curves_without_models(tmp_path, monkeypatch):
     (runs / "broken" / "eval.json").write_text('{"recall": {"R@10": 3}, "categories": 7}')
     at = run_app(monkeypatch, [runs, tmp_path / "missing"])
     assert not at.exception
-    assert sorted(at.dataframe[0].value["model"]) == ["concat", "image_only", "tirg"]
+    assert sorted(at.table[0].value["model"]) == ["concat", "image_only", "tirg"]
     assert any("broken" in e.value and "'categories'" in e.value for e in at.error)
     assert any("missing" in w.value for w in at.sidebar.warning)
     at.radio(key="view").set_value("Training curves").run()

@@ -23,7 +23,7 @@ def recall_bars(long: pd.DataFrame, title: str = "Recall (%)") -> Any:
         alt.Chart(long, title=title)
         .mark_bar()
         .encode(
-            x=alt.X("metric:N", sort=None, title=None),
+            x=alt.X("metric:N", sort=None, title=None, axis=alt.Axis(labelAngle=0)),
             xOffset=alt.XOffset("result:N"),
             y=alt.Y("value:Q", title="recall (%)", scale=alt.Scale(domain=[0, 100])),
             color=alt.Color("result:N", title="result"),
@@ -40,7 +40,7 @@ def category_bars(cats: pd.DataFrame, metric: str) -> Any:
         alt.Chart(data, title=f"{metric} per category (%)")
         .mark_bar()
         .encode(
-            x=alt.X("category:N", title=None),
+            x=alt.X("category:N", title=None, axis=alt.Axis(labelAngle=0)),
             xOffset=alt.XOffset("result:N"),
             y=alt.Y("value:Q", title=f"{metric} (%)"),
             color=alt.Color("result:N", title="result"),

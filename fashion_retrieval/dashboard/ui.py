@@ -20,6 +20,8 @@ from .sources import Discovery, default_result_dirs, home_dir, scan_result_dirs
 DATASET_ENV = "FASHION_RETRIEVAL_DATASET"
 DATA_ROOT_ENV = "FASHION_RETRIEVAL_DATA_ROOT"
 SPLIT_ENV = "FASHION_RETRIEVAL_SPLIT"
+# The split whose queries have ground truth: FashionIQ/synthetic evaluate on val.
+DEFAULT_SPLITS = {"fashion200k": "test"}
 
 
 @dataclass
@@ -39,7 +41,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", action="append", default=None, help="result folder (repeatable)")
     p.add_argument("--dataset", default=os.environ.get(DATASET_ENV, ""), help="gallery data set")
     p.add_argument("--data-root", default=os.environ.get(DATA_ROOT_ENV, ""), help="gallery root")
-    p.add_argument("--split", default=os.environ.get(SPLIT_ENV, "test"), help="gallery split")
+    p.add_argument("--split", default=os.environ.get(SPLIT_ENV, ""), help="gallery split")
     args, _unknown = p.parse_known_args(argv)
     return args
 
@@ -145,7 +147,8 @@ def _gallery_inputs(args: argparse.Namespace, checkpoints: dict[str, Path]) -> A
         "Data set", names, index=names.index(dataset) if dataset in names else 0, key="dataset"
     )
     root = st.sidebar.text_input("Data folder", value=root, key="data_root")
-    split = st.sidebar.text_input("Split", value=args.split, key="split")
+    split_default = args.split or (guess.split if guess else DEFAULT_SPLITS.get(name, "val"))
+    split = st.sidebar.text_input("Split", value=split_default, key="split")
     return dm.GallerySpec(name, root.strip(), split.strip()) if root.strip() else None
 
 

@@ -34,13 +34,16 @@ def recall_view(settings: Settings) -> None:
     results = load_results(settings.eval_files)
     if not results:
         return
-    st.dataframe(recall_table(results), hide_index=True, width="stretch", key="recall_table")
+    table = recall_table(results).set_index("result")
+    numeric = [c for c in table.columns if c.startswith("R@")]
+    st.table(table.style.format("{:.1f}", subset=numeric, na_rep="–"))
     st.altair_chart(charts.recall_bars(recall_long(results)), width="stretch")
     cats = category_table(results)
     if not cats.empty:
         st.subheader("Per category")
-        for metric in sorted(cats["metric"].unique(), key=lambda m: float(m[2:] or 0)):
-            st.altair_chart(charts.category_bars(cats, metric), width="stretch")
+        metrics = sorted(cats["metric"].unique(), key=lambda m: float(m[2:] or 0))
+        for column, metric in zip(st.columns(len(metrics)), metrics, strict=True):
+            column.altair_chart(charts.category_bars(cats, metric), width="stretch")
 
 
 def curves_view(settings: Settings) -> None:
