@@ -142,7 +142,10 @@ class _Context:
         self.log = log
         self.images = _image_index(root / "images") if check_images else {}
         if check_images and not (root / "images").is_dir():
-            warnings.warn(f"FashionIQ images folder not found: {root / 'images'}; every image counts as missing")
+            warnings.warn(
+                f"FashionIQ images folder not found: {root / 'images'}; every image counts as missing",
+                stacklevel=4,
+            )
         meta_path = root / "image_meta.json"
         self.meta: dict[str, Any] = read_json(meta_path) if meta_path.is_file() else {}
         if not isinstance(self.meta, dict):
