@@ -39,6 +39,7 @@ class TrainConfig:
     categories: list[str] | None = None
     preset: str = "easy"
     products: int | None = None
+    data_seed: int | None = None  # the synthetic catalogue's seed; None: the same as ``seed``
     streaming: bool = False
     num_workers: int = 0
     dataset_options: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,103 @@
+"""Command-line front ends of training and evaluation (``training/train.py``, ``training/evaluate.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from fashion_retrieval.training.config import TrainConfig
+
+TRAIN_USAGE = (
+    "accelerate launch training/train.py --config training/configs/NAME.yaml [--key value ...]\n"
+    "Any TrainConfig key can be overridden as --key value or --key-with-dashes value."
+)
+
+
+def config_from_argv(argv: list[str]) -> TrainConfig:
+    """``--config FILE`` (optional) plus ``--key value`` overrides -> a new TrainConfig."""
+    parser = argparse.ArgumentParser(prog="train.py", usage=TRAIN_USAGE, add_help=False)
+    parser.add_argument("--config", default=None)
+    parser.add_argument("-h", "--help", action="store_true")
+    known, rest = parser.parse_known_args(argv)
+    if known.help:
+        keys = "\n".join(f"  --{f.name.replace('_', '-')}" for f in dataclasses.fields(TrainConfig))
+        print(f"usage: {TRAIN_USAGE}\n\nkeys:\n{keys}")
+        raise SystemExit(0)
+    base = TrainConfig.load(known.config) if known.config else TrainConfig()
+    return base.with_overrides(rest)
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``training/train.py``: prints the final checkpoint folder."""
+    try:
+        config = config_from_argv(sys.argv[1:] if argv is None else argv)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from fashion_retrieval.training.trainer import train
+
+    final = train(config)
+    print(final)
+    return 0
+
+
+def _eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="evaluate.py", description="Recall of a checkpoint under a data set's standard protocol."
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder or Hugging Face Hub repo id")
+    p.add_argument("--json", required=True, help="where to write the results JSON")
+    p.add_argument("--dataset", default=None, help="default: the dataset of the checkpoint's training config")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--split", default=None, help="default: the training config's eval_split")
+    p.add_argument("--protocol", default=None, help="default: the data set's own protocol")
+    p.add_argument("--categories", default=None, help="comma-separated, e.g. dress,shirt,toptee")
+    p.add_argument("--batch-size", type=int, default=64)
+    return p
+
+
+def _train_config_of(checkpoint: str) -> dict[str, Any]:
+    """The training config saved with a checkpoint folder ({} when there is none)."""
+    path = Path(checkpoint) / "train_config.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
+    return {}
+
+
+def evaluate_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``training/evaluate.py``: writes the DESIGN.md evaluation JSON atomically."""
+    args = _eval_parser().parse_args(argv)
+    try:
+        saved = _train_config_of(args.checkpoint)
+        dataset = args.dataset or saved.get("dataset")
+        if dataset is None:
+            raise ValueError(f"{args.checkpoint} has no saved training config: pass --dataset")
+        split = args.split or saved.get("eval_split") or "val"
+        root = args.data_root if args.data_root is not None else saved.get("data_root")
+        options: dict[str, Any] = {}
+        categories = args.categories.split(",") if args.categories else saved.get("categories")
+        if categories:
+            options["categories"] = categories
+        if dataset == "synthetic" and dataset == saved.get("dataset"):
+            options.update({k: saved[k] for k in ("preset", "products") if saved.get(k) is not None})
+        from fashion_retrieval.data import load_retrieval_dataset
+        from fashion_retrieval.evaluation import evaluate
+        from fashion_retrieval.hub import load_model
+        from fashion_retrieval.io_utils import atomic_write_json
+
+        model = load_model(args.checkpoint)
+        data = load_retrieval_dataset(dataset, root, split, **options)
+        result = evaluate(model, data, protocol=args.protocol, batch_size=args.batch_size)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    atomic_write_json(args.json, result)
+    print(json.dumps(result.get("recall", {})))
+    return 0

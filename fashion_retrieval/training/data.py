@@ -1,0 +1,181 @@
+"""Training examples per task, a resumable deterministic batch order, and dict batches.
+
+The batch order depends only on (seed, micro-step, rank, world size): each epoch is a
+permutation drawn from ``seed + epoch`` and micro-step ``k`` of rank ``r`` takes the
+``r``-th slice of the ``k``-th global batch. Resuming at step ``k`` is therefore exact
+(no batches to replay), and the ranks always see disjoint examples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from fashion_retrieval.data.records import RetrievalDataset
+from fashion_retrieval.registry import Registry
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training pair: a query (``source`` image and/or ``text``) and its ``target`` image.
+
+    ``label`` groups examples that share an identity (same caption, same product), for
+    losses such as CMPM that use identity labels.
+    """
+
+    source: str | None
+    text: str | None
+    target: str
+    label: int
+
+
+EXAMPLE_BUILDERS: Registry[Callable[[RetrievalDataset], list[Example]]] = Registry("task")
+
+
+@EXAMPLE_BUILDERS.register("composed")
+def composed_examples(dataset: RetrievalDataset) -> list[Example]:
+    """(source, text, target) triplets with a known target; label = the target's row."""
+    rows = {it.id: i for i, it in enumerate(dataset.items)}
+    return [
+        Example(t.source, t.text, t.target, rows[t.target])
+        for t in dataset.triplets
+        if t.target is not None and t.target in rows and t.source in rows
+    ]
+
+
+@EXAMPLE_BUILDERS.register("crossmodal")
+def crossmodal_examples(dataset: RetrievalDataset) -> list[Example]:
+    """(caption, image) pairs of captioned items; items with equal captions share a label."""
+    labels: dict[str, int] = {}
+    out = []
+    for it in dataset.items:
+        if it.caption:
+            out.append(Example(None, it.caption, it.id, labels.setdefault(it.caption, len(labels))))
+    return out
+
+
+def product_key(item: Any) -> str:
+    """What makes two items views of one product: a ``product`` attribute, else the caption."""
+    return str(item.attributes.get("product") or item.caption or item.id)
+
+
+@EXAMPLE_BUILDERS.register("image_to_image")
+def image_to_image_examples(dataset: RetrievalDataset) -> list[Example]:
+    """(view, other view) pairs of one product; a product with one image pairs with itself."""
+    groups: dict[str, list[str]] = {}
+    for it in dataset.items:
+        groups.setdefault(product_key(it), []).append(it.id)
+    out = []
+    for label, ids in enumerate(groups.values()):
+        for i, item_id in enumerate(ids):
+            out.append(Example(item_id, None, ids[(i + 1) % len(ids)], label))
+    return out
+
+
+def build_examples(dataset: RetrievalDataset, task: str) -> list[Example]:
+    """The training examples of ``dataset`` for ``task``; an error if there are none."""
+    examples = EXAMPLE_BUILDERS.get(task)(dataset)
+    if not examples:
+        raise ValueError(
+            f"{dataset.name} split {dataset.split!r} (root {dataset.root}) has no training examples "
+            f"for task {task!r}: {len(dataset.items)} items, {len(dataset.triplets)} triplets"
+        )
+    return examples
+
+
+class StepBatchSampler:
+    """Yields ``(micro_step, indices)`` from ``start_step`` on, forever, deterministically."""
+
+    def __init__(
+        self, num_examples: int, batch_size: int, seed: int, rank: int = 0,
+        world_size: int = 1, start_step: int = 0,
+    ) -> None:
+        self.num_examples, self.batch_size, self.seed = num_examples, batch_size, seed
+        self.rank, self.world_size, self.start_step = rank, world_size, start_step
+        self.batches_per_epoch = num_examples // (batch_size * world_size)
+        if self.batches_per_epoch < 1:
+            raise ValueError(
+                f"{num_examples} training examples are fewer than one global batch "
+                f"(batch_size {batch_size} x {world_size} processes); lower batch_size"
+            )
+        self._perm_epoch = -1
+        self._perm = torch.empty(0, dtype=torch.long)
+
+    def epoch_of(self, step: int) -> int:
+        """The epoch that micro-step ``step`` falls in."""
+        return step // self.batches_per_epoch
+
+    def indices(self, step: int) -> list[int]:
+        """The example indices of this rank's micro-batch number ``step``."""
+        epoch, j = divmod(step, self.batches_per_epoch)
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._perm, self._perm_epoch = torch.randperm(self.num_examples, generator=g), epoch
+        start = (j * self.world_size + self.rank) * self.batch_size
+        return self._perm[start : start + self.batch_size].tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, list[int]]]:
+        step = self.start_step
+        while True:
+            yield step, self.indices(step)
+            step += 1
+
+
+class FeatureBatches:
+    """Turns example indices into a dict batch of cached backbone features (no decoding)."""
+
+    def __init__(self, examples: list[Example], item_rows: dict[str, int], features: torch.Tensor) -> None:
+        self.examples, self.rows, self.features = examples, item_rows, features  # features (N, Dimg)
+
+    def __call__(self, step: int, indices: list[int]) -> dict[str, Any]:
+        """The batch for ``indices``: ``source_features``/``target_features`` (B, Dimg), ``text``, ``label``."""
+        ex = [self.examples[i] for i in indices]
+        batch = _common(ex, step)
+        if ex[0].source is not None:
+            batch["source_features"] = self.features[[self.rows[e.source] for e in ex]]  # (B, Dimg)
+        batch["target_features"] = self.features[[self.rows[e.target] for e in ex]]  # (B, Dimg)
+        return batch
+
+
+class ImageBatches(torch.utils.data.Dataset):
+    """Map-style dataset whose keys are ``(micro_step, indices)``: decodes a whole batch.
+
+    Augmentations run under an RNG seeded by (seed, step, first index) so that a resumed run
+    sees exactly the pixels an uninterrupted one would, whichever worker decodes the batch.
+    """
+
+    def __init__(self, examples: list[Example], item_paths: dict[str, str], transform: Callable, seed: int) -> None:
+        self.examples, self.paths, self.transform, self.seed = examples, item_paths, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def _pixels(self, ids: list[str]) -> torch.Tensor:
+        from fashion_retrieval.data.images import load_image
+
+        return torch.stack([self.transform(load_image(self.paths[i])) for i in ids])  # (B, 3, H, W)
+
+    def __getitem__(self, key: tuple[int, list[int]]) -> dict[str, Any]:
+        step, indices = key
+        ex = [self.examples[i] for i in indices]
+        batch = _common(ex, step)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1_000_003 + step * 7919 + indices[0])
+            if ex[0].source is not None:
+                batch["source"] = self._pixels([e.source for e in ex])
+            batch["target"] = self._pixels([e.target for e in ex])
+        return batch
+
+
+def _common(ex: list[Example], step: int) -> dict[str, Any]:
+    """The batch fields shared by both paths: texts, labels, ids and the step."""
+    return {
+        "text": None if ex[0].text is None else [e.text for e in ex],
+        "label": torch.tensor([e.label for e in ex], dtype=torch.long),
+        "source_ids": [e.source for e in ex],
+        "target_ids": [e.target for e in ex],
+        "step": step,
+    }

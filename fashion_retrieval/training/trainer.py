@@ -1,0 +1,292 @@
+"""``train(config) -> Path``: one training run on Accelerate, CPU or GPUs, one or many processes.
+
+Two input paths: with a frozen image backbone and ``cache_features`` the backbone features
+of every image are computed once (and cached on disk) and only the heads train on them;
+otherwise images are decoded and augmented in a DataLoader, end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fashion_retrieval.data.records import RetrievalDataset
+from fashion_retrieval.training.config import TrainConfig
+from fashion_retrieval.training.data import (
+    Example,
+    FeatureBatches,
+    ImageBatches,
+    StepBatchSampler,
+    build_examples,
+)
+from fashion_retrieval.training.objectives import TrainingModule
+from fashion_retrieval.training.optim import build_optimizer
+from fashion_retrieval.training.state import (
+    MetricsLog,
+    check_output_dir,
+    read_trainer_state,
+    resolve_resume,
+    save_state,
+)
+
+logger = logging.getLogger(__name__)
+
+# The evaluation protocol of each task; "composed" uses the data set's own protocol.
+TASK_PROTOCOLS: dict[str, str | None] = {"composed": None, "crossmodal": "crossmodal", "image_to_image": "image_to_image"}
+
+
+@dataclass
+class Run:
+    """Everything one run holds while it trains."""
+
+    config: TrainConfig
+    accelerator: Any
+    model: Any  # the unwrapped RetrievalModel
+    module: Any  # the prepared TrainingModule (DDP-wrapped on several processes)
+    optimizer: Any
+    scheduler: Any
+    examples: list[Example]
+    train_set: RetrievalDataset
+    eval_set: RetrievalDataset | None
+    train_features: torch.Tensor | None = None  # (N_train_items, Dimg) when cached
+    eval_features: torch.Tensor | None = None  # (N_eval_items, Dimg) when cached
+    metrics: MetricsLog | None = None
+    last_eval: dict[str, Any] = field(default_factory=dict)
+
+
+def tracker_name() -> str | None:
+    """"tensorboard" when it is installed, else None (metrics.jsonl is always written)."""
+    import importlib.util
+
+    return "tensorboard" if importlib.util.find_spec("tensorboard") is not None else None
+
+
+def make_accelerator(config: TrainConfig) -> Any:
+    """An ``Accelerator`` for the config: precision, accumulation, tracker if installed."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration
+
+    return Accelerator(
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.grad_accum_steps,
+        log_with=tracker_name(),
+        project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=str(Path(config.output_dir) / "logs")),
+        # Unused heads (a null embedding, an ignored modality) must not stall DDP.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+
+
+def load_split(config: TrainConfig, split: str) -> RetrievalDataset:
+    """Split ``split`` of the configured data set."""
+    from fashion_retrieval.data import load_retrieval_dataset
+
+    options: dict[str, Any] = dict(config.dataset_options)
+    if config.categories:
+        options["categories"] = config.categories
+    if config.dataset == "synthetic":
+        options["preset"] = config.preset
+        options["seed"] = config.seed if config.data_seed is None else config.data_seed
+        if config.products is not None:
+            options["products"] = config.products
+    return load_retrieval_dataset(config.dataset, config.data_root, split, **options)
+
+
+def build_model(config: TrainConfig, texts: list[str]) -> Any:
+    """A fresh ``RetrievalModel`` for the config; the LSTM vocabulary comes from ``texts``."""
+    from fashion_retrieval.models import ModelConfig, RetrievalModel
+
+    model_config = ModelConfig(
+        image_encoder=config.image_encoder,
+        text_encoder=config.text_encoder,
+        compositor=config.compositor,
+        embed_dim=config.embed_dim,
+        pretrained=config.pretrained,
+        freeze_image_encoder=config.freeze_image_encoder,
+        normalize_scale=1.0 / config.temperature,
+        modality_dropout=config.modality_dropout,
+    )
+    return RetrievalModel(model_config, texts=texts)
+
+
+def uses_cached_features(config: TrainConfig) -> bool:
+    """Whether the run trains the heads on cached backbone features."""
+    return config.freeze_image_encoder and config.cache_features and not config.streaming
+
+
+def _features(model: Any, dataset: RetrievalDataset, config: TrainConfig) -> torch.Tensor:
+    """(N, Dimg) backbone features of the data set's items, from the on-disk cache."""
+    from fashion_retrieval.models.feature_cache import cached_image_features
+
+    cache_dir = config.feature_cache_dir or str(Path(config.output_dir) / "features")
+    return cached_image_features(model, dataset.items, cache_dir).float()
+
+
+def setup_run(config: TrainConfig, accelerator: Any) -> Run:
+    """Load the data, build the model, optimiser and schedule, and prepare them."""
+    from accelerate.utils import set_seed
+
+    set_seed(config.seed)
+    with accelerator.main_process_first():  # the synthetic catalogue renders once
+        train_set = load_split(config, config.train_split)
+        eval_set = load_split(config, config.eval_split) if config.eval_split else None
+    examples = build_examples(train_set, config.task)
+    model = build_model(config, train_set.texts())
+    module = TrainingModule(model, config.task, config.loss)
+    backbone = None if config.freeze_image_encoder else model.image_encoder
+    optimizer, scheduler = build_optimizer(module, backbone, config)
+    run = Run(config, accelerator, model, module, optimizer, scheduler, examples, train_set, eval_set)
+    if uses_cached_features(config):
+        with accelerator.main_process_first():  # the main process fills the cache, the others read it
+            run.train_features = _features(model, train_set, config)
+            if eval_set is not None and accelerator.is_main_process:
+                run.eval_features = _features(model, eval_set, config)
+    # The scheduler is not prepared: Accelerate would step it once per process, and here
+    # a step is an optimiser step whatever the number of processes.
+    run.module, run.optimizer = accelerator.prepare(module, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    return run
+
+
+def batches(run: Run, start_micro_step: int) -> Iterator[dict[str, Any]]:
+    """This process's batches from ``start_micro_step`` on (disjoint across processes)."""
+    acc, cfg = run.accelerator, run.config
+    sampler = StepBatchSampler(
+        len(run.examples), cfg.batch_size, cfg.seed, acc.process_index, acc.num_processes, start_micro_step
+    )
+    if run.train_features is not None:
+        make = FeatureBatches(run.examples, {it.id: i for i, it in enumerate(run.train_set.items)}, run.train_features)
+        for step, indices in sampler:
+            yield make(step, indices)
+        return
+    dataset = ImageBatches(
+        run.examples, {it.id: it.path for it in run.train_set.items}, run.model.transform(train=True), cfg.seed
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset, sampler=sampler, batch_size=None, num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+    )
+    yield from loader
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors of the batch moved to ``device``; lists and ints left as they are."""
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def run_eval(run: Run, step: int) -> dict[str, Any]:
+    """Evaluate on the eval split (main process), log it, write ``eval.json``; all processes wait."""
+    acc, cfg = run.accelerator, run.config
+    result: dict[str, Any] = {}
+    if run.eval_set is not None and acc.is_main_process:
+        from fashion_retrieval.evaluation import evaluate
+        from fashion_retrieval.io_utils import atomic_write_json
+
+        result = evaluate(
+            run.model, run.eval_set, protocol=TASK_PROTOCOLS[cfg.task],
+            batch_size=cfg.eval_batch_size, features=run.eval_features,
+        )
+        result = {**result, "step": step}
+        atomic_write_json(Path(cfg.output_dir) / "eval.json", result)
+        run.metrics.write(step, {"eval": result.get("recall", {}), "eval_categories": result.get("categories", {})})
+        run.last_eval = result
+    acc.wait_for_everyone()
+    return result
+
+
+def _debug_ids(run: Run, step: int, batch: dict[str, Any]) -> None:
+    """With ``debug_log_ids``: append the ids this rank trained on (for the disjointness test)."""
+    path = Path(run.config.output_dir) / f"debug_ids_rank{run.accelerator.process_index}.jsonl"
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"micro_step": step, "source": batch["source_ids"], "target": batch["target_ids"]}) + "\n")
+
+
+def train_loop(run: Run, start_step: int) -> int:
+    """Optimise from optimiser step ``start_step`` to ``max_steps``; returns the last step."""
+    from tqdm.auto import tqdm
+
+    acc, cfg = run.accelerator, run.config
+    step, running, count = start_step, torch.zeros((), device=acc.device), 0
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not acc.is_local_main_process, desc="train")
+    run.module.train()
+    stream = batches(run, start_step * cfg.grad_accum_steps)
+    while step < cfg.max_steps:
+        batch = _to_device(next(stream), acc.device)
+        if cfg.debug_log_ids:
+            _debug_ids(run, batch["step"], batch)
+        with acc.accumulate(run.module):
+            loss = run.module(batch)
+            acc.backward(loss)
+            if acc.sync_gradients and cfg.max_grad_norm:
+                acc.clip_grad_norm_(run.module.parameters(), cfg.max_grad_norm)
+            run.optimizer.step()
+            run.optimizer.zero_grad()
+        running, count = running + loss.detach().float(), count + 1
+        if not acc.sync_gradients:
+            continue
+        if not acc.optimizer_step_was_skipped:
+            run.scheduler.step()
+        step += 1
+        bar.update(1)
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            mean = acc.reduce(running / count, reduction="mean").item()
+            lr = run.optimizer.param_groups[0]["lr"]
+            run.metrics.write(step, {"loss": mean, "lr": lr, "epoch": step * cfg.grad_accum_steps // max(1, len(run.examples) // (cfg.batch_size * acc.num_processes))})
+            bar.set_postfix(loss=f"{mean:.4f}", lr=f"{lr:.2e}")
+            running, count = torch.zeros((), device=acc.device), 0
+        if step % cfg.save_every == 0 and step < cfg.max_steps:
+            save_state(acc, cfg.output_dir, step, {"micro_step": step * cfg.grad_accum_steps})
+        if step % cfg.eval_every == 0 and step < cfg.max_steps:
+            run_eval(run, step)
+            run.module.train()
+    bar.close()
+    return step
+
+
+def finish(run: Run, step: int) -> Path:
+    """Final state, final evaluation, the checkpoint folder and the optional Hub upload."""
+    acc, cfg = run.accelerator, run.config
+    save_state(acc, cfg.output_dir, step, {"micro_step": step * cfg.grad_accum_steps})
+    run_eval(run, step)
+    final = Path(cfg.output_dir) / "final"
+    if acc.is_main_process:
+        from fashion_retrieval.hub import push_to_hub, save_checkpoint
+
+        save_checkpoint(run.model, final, train_config=cfg.to_dict(), metrics=run.last_eval or None)
+        if cfg.push_to_hub:
+            push_to_hub(final, cfg.push_to_hub)
+    acc.wait_for_everyone()
+    acc.end_training()
+    return final
+
+
+def train(config: TrainConfig) -> Path:
+    """Train as ``config`` says; returns the final checkpoint folder ``<output_dir>/final``.
+
+    Saves the resolved config as ``<output_dir>/config.yaml``, the Accelerate state every
+    ``save_every`` steps under ``<output_dir>/state/step_N`` (the last two kept), metrics
+    to ``metrics.jsonl`` and the evaluation to ``eval.json``. ``config.resume`` ("latest" or
+    a state folder) continues a run exactly where it stopped.
+    """
+    out = check_output_dir(config.output_dir)
+    resume_dir = resolve_resume(config.resume, out) if config.resume else None
+    accelerator = make_accelerator(config)
+    if accelerator.is_main_process:
+        config.save(out / "config.yaml")
+    if tracker_name() is not None:
+        accelerator.init_trackers("train", config={k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
+    run = setup_run(config, accelerator)
+    run.metrics = MetricsLog(accelerator, out)
+    start = 0
+    if resume_dir is not None:
+        accelerator.load_state(str(resume_dir))
+        start = int(read_trainer_state(resume_dir)["step"])
+        if accelerator.is_main_process:
+            logger.info("resumed from %s at step %d", resume_dir, start)
+    step = train_loop(run, start)
+    return finish(run, step)

@@ -1,0 +1,210 @@
+"""Training on Accelerate with tiny models and a tiny FashionIQ-layout catalogue made here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from fashion_retrieval.training.config import TrainConfig
+
+COLORS = {"red": (210, 30, 30), "green": (30, 160, 60), "blue": (40, 70, 210), "yellow": (230, 200, 40)}
+SHAPES = ("circle", "square", "triangle")
+
+
+def _draw(color: tuple[int, int, int], shape: str, size: int = 32) -> Image.Image:
+    img = Image.new("RGB", (size, size), (245, 245, 245))
+    d = ImageDraw.Draw(img)
+    box = (6, 6, size - 6, size - 6)
+    {"circle": d.ellipse, "square": d.rectangle}.get(shape, lambda b, fill: d.polygon(
+        [(size // 2, 5), (size - 5, size - 5), (5, size - 5)], fill=fill))(box, fill=color)
+    return img
+
+
+def make_tiny_fashioniq(root: Path) -> Path:
+    """12 images (4 colours x 3 shapes) and composed queries "make it <colour|shape>"."""
+    (root / "images").mkdir(parents=True)
+    (root / "captions").mkdir()
+    (root / "image_splits").mkdir()
+    ids, meta = [], {}
+    for c in COLORS:
+        for s in SHAPES:
+            asin = f"{c}_{s}"
+            _draw(COLORS[c], s).save(root / "images" / f"{asin}.png")
+            ids.append(asin)
+            meta[asin] = {"caption": f"{c} {s} dress", "category": "dress", "attributes": {"color": c, "shape": s}}
+    triplets = []
+    for c in COLORS:
+        for s in SHAPES:
+            for c2 in COLORS:
+                if c2 != c:
+                    triplets.append({"candidate": f"{c}_{s}", "target": f"{c2}_{s}", "captions": [f"make it {c2}", "same shape"]})
+            for s2 in SHAPES:
+                if s2 != s:
+                    triplets.append({"candidate": f"{c}_{s}", "target": f"{c}_{s2}", "captions": [f"make it a {s2}", "same colour"]})
+    for split in ("train", "val"):
+        (root / "captions" / f"cap.dress.{split}.json").write_text(json.dumps(triplets))
+        (root / "image_splits" / f"split.dress.{split}.json").write_text(json.dumps(ids))
+    (root / "image_meta.json").write_text(json.dumps(meta))
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_fashioniq(tmp_path_factory.mktemp("fiq"))
+
+
+def tiny_config(data_root: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(
+        dataset="fashioniq", data_root=str(data_root), train_split="train", eval_split="val",
+        image_encoder="tiny_cnn", text_encoder="lstm", compositor="tirg", embed_dim=32,
+        pretrained=False, freeze_image_encoder=True, cache_features=True, batch_size=8,
+        max_steps=12, lr=0.05, lr_decay_steps=6, log_every=1, save_every=4, eval_every=100,
+        eval_batch_size=16, output_dir=str(out), modality_dropout=0.2,
+        feature_cache_dir=str(out.parent / "features"),
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_training_reduces_loss_and_writes_run(data_root: Path, tmp_path: Path) -> None:
+    from fashion_retrieval.hub import load_model
+    from fashion_retrieval.training import train
+
+    out = tmp_path / "run"
+    final = train(tiny_config(data_root, out, max_steps=40, save_every=20, lr_decay_steps=1000))
+    assert final == out / "final"
+    losses = [m["loss"] for m in _metrics(out) if "loss" in m]
+    assert len(losses) == 40
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5])
+    assert TrainConfig.load(out / "config.yaml").max_steps == 40
+    result = json.loads((out / "eval.json").read_text())
+    assert result["dataset"] == "fashioniq" and "R@10" in result["recall"] and result["step"] == 40
+    assert any("eval" in m for m in _metrics(out))
+    assert sorted(p.name for p in (out / "state").iterdir()) == ["step_20", "step_40"]
+    model = load_model(final)
+    assert model.config.compositor == "tirg"
+    assert json.loads((final / "train_config.json").read_text())["max_steps"] == 40
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_matches_uninterrupted(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    from fashion_retrieval.training import train
+    from fashion_retrieval.training import state as state_mod
+
+    # concat has dropout and batch-norm; modality dropout draws random numbers; the step
+    # schedule decays at 6 and SGD keeps momentum: all must be restored exactly.
+    kw = dict(compositor="concat", max_steps=12, save_every=4, lr_decay_steps=6)
+    full = train(tiny_config(data_root, tmp_path / "full", **kw))
+
+    original = state_mod.MetricsLog.write
+
+    def crash_at_step_10(self, step, values, track=True):
+        if step == 10:
+            raise _Interrupt
+        original(self, step, values, track)
+
+    monkeypatch.setattr(state_mod.MetricsLog, "write", crash_at_step_10)
+    with pytest.raises(_Interrupt):
+        train(tiny_config(data_root, tmp_path / "cut", **kw))
+    monkeypatch.setattr(state_mod.MetricsLog, "write", original)
+    assert (tmp_path / "cut" / "state" / "step_8").is_dir()
+    assert not (tmp_path / "cut" / "final").exists()
+    resumed = train(tiny_config(data_root, tmp_path / "cut", resume="latest", **kw))
+
+    a, b = _weights(full), _weights(resumed)
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    steps = [m["step"] for m in _metrics(tmp_path / "cut") if "loss" in m]
+    assert steps == list(range(1, 10)) + [9, 10, 11, 12]  # step 9 logged, then resumed from 8
+
+
+def test_end_to_end_path_with_accumulation(data_root: Path, tmp_path: Path) -> None:
+    from fashion_retrieval.training import train
+
+    out = tmp_path / "e2e"
+    cfg = tiny_config(data_root, out, cache_features=False, freeze_image_encoder=False,
+                      max_steps=3, grad_accum_steps=2, save_every=2, num_workers=0)
+    train(cfg)
+    losses = [m for m in _metrics(out) if "loss" in m]
+    assert [m["step"] for m in losses] == [1, 2, 3]
+    assert not (tmp_path / "features").exists() or not any((tmp_path / "features").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("task", "loss", "compositor"),
+    [("crossmodal", "symmetric_infonce", "text_only"), ("crossmodal", "cmpm", "text_only"),
+     ("crossmodal", "correlational", "text_only"), ("image_to_image", "symmetric_infonce", "image_only"),
+     ("composed", "soft_triplet", "complex_rotation")],
+)
+def test_other_tasks_and_losses_train(data_root: Path, tmp_path: Path, task: str, loss: str, compositor: str) -> None:
+    from fashion_retrieval.training import train
+
+    out = tmp_path / task
+    train(tiny_config(data_root, out, task=task, loss=loss, compositor=compositor, max_steps=4,
+                      optimizer="adamw", lr=1e-3, lr_schedule="cosine"))
+    losses = [m["loss"] for m in _metrics(out) if "loss" in m]
+    assert len(losses) == 4 and all(np.isfinite(losses))
+    assert json.loads((out / "eval.json").read_text())["protocol"] == {"composed": "fashioniq"}.get(task, task)
+
+
+def test_bad_output_dir_fails_before_training(data_root: Path, tmp_path: Path) -> None:
+    from fashion_retrieval.training import train
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="not writable"):
+        train(tiny_config(data_root, blocker / "run"))
+    with pytest.raises(ValueError, match="no saved state"):
+        train(tiny_config(data_root, tmp_path / "fresh", resume="latest"))
+
+
+def test_push_to_hub_and_evaluate_cli(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    import huggingface_hub
+
+    from fashion_retrieval.training import train
+    from fashion_retrieval.training.cli import evaluate_main
+
+    calls: list[tuple[str, dict]] = []
+
+    class FakeApi:  # the network is the only thing mocked
+        def __init__(self, token=None):
+            pass
+
+        def create_repo(self, **kw):
+            calls.append(("create_repo", kw))
+
+        def upload_folder(self, **kw):
+            calls.append(("upload_folder", kw))
+            assert (Path(kw["folder_path"]) / "model.safetensors").is_file()
+            return "https://huggingface.co/me/tiny/commit/1"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    final = train(tiny_config(data_root, tmp_path / "run", max_steps=2, push_to_hub="me/tiny"))
+    assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
+    assert calls[1][1]["repo_id"] == "me/tiny"
+
+    out_json = tmp_path / "eval" / "result.json"
+    assert evaluate_main(["--checkpoint", str(final), "--json", str(out_json)]) == 0
+    result = json.loads(out_json.read_text())
+    assert result["dataset"] == "fashioniq" and result["split"] == "val"
+    assert set(result["recall"]) >= {"R@10", "R@50"}
+    assert evaluate_main(["--checkpoint", str(tmp_path), "--json", str(out_json)]) == 2
