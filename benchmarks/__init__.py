@@ -1,0 +1,1 @@
+"""Speed and scale benchmarks: `python benchmarks/run.py [--quick] --json OUT.json`."""
