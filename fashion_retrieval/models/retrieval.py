@@ -178,6 +178,11 @@ class RetrievalModel(
         raw = model_kwargs.pop("config", None)
         if raw is None:
             raise ValueError(f"{model_id}: config.json is missing; it is not a {MODEL_TYPE} checkpoint")
+        if isinstance(raw, dict) and raw.get("model_type") != MODEL_TYPE:
+            raise ValueError(
+                f"{model_id}: config.json describes a {raw.get('model_type')!r} model, "
+                f"not a {MODEL_TYPE} RetrievalModel"
+            )
         config = raw if isinstance(raw, ModelConfig) else ModelConfig.from_dict(raw)
         model = cls(dataclasses.replace(config, pretrained=False), **model_kwargs)
         model.config.pretrained = config.pretrained
