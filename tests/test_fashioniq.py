@@ -153,3 +153,38 @@ def test_missing_folders_raise(tmp_path):
     (root / "image_splits" / "split.dress.train.json").unlink()
     with pytest.raises(FileNotFoundError, match="split.dress.train.json"):
         load_fashioniq(root, "train")
+
+
+def test_inspect_cli_prints_counts(val_root, capsys):
+    import subprocess
+    import sys
+
+    from fashion_retrieval.data.inspect import main
+
+    for image_id in json.loads((val_root / "image_splits" / "split.dress.val.json").read_text())[:5]:
+        (val_root / "images" / f"{image_id}.jpg").unlink(missing_ok=True)
+        (val_root / "images" / f"{image_id}.png").unlink(missing_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["--dataset", "fashioniq", "--root", str(val_root), "--split", "val"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["images"] == 3817 + 6346 + 5373 - 5 and out["missing_images"] == 5
+    assert out["categories"]["shirt"] == {"images": 6346, "queries": 2038}
+    assert out["categories"]["dress"]["images"] == 3812
+    assert out["queries"] == sum(c["queries"] for c in out["categories"].values())
+    proc = subprocess.run(
+        [sys.executable, "-m", "fashion_retrieval.data.inspect", "--dataset", "fashioniq", "--root",
+         str(val_root), "--split", "test", "--categories", "toptee", "--no-check-images"],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert json.loads(proc.stdout)["categories"] == {"toptee": {"images": 5374, "queries": 2056}}
+    assert main(["--dataset", "fashion200k", "--root", str(val_root), "--split", "train"]) == 2
+    assert "labels folder not found" in capsys.readouterr().err
+
+
+def test_registry_names():
+    from fashion_retrieval.data import DATASETS
+
+    assert {"fashion200k", "fashioniq", "synthetic"} <= set(DATASETS.names())
+    with pytest.raises(ValueError, match="fashion200k, fashioniq"):
+        load_retrieval_dataset("imagenet", "/nowhere", "val")
