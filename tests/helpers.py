@@ -10,13 +10,19 @@ import numpy as np
 from PIL import Image
 
 
-def solid_image(size: int = 32, color: tuple[int, int, int] = (200, 30, 30), mode: str = "RGB") -> Image.Image:
+def solid_image(
+    size: int = 32, color: tuple[int, int, int] = (200, 30, 30), mode: str = "RGB"
+) -> Image.Image:
     """A ``size`` x ``size`` image of one colour, in ``mode``."""
     return Image.new("RGB", (size, size), color).convert(mode)
 
 
 def write_standin_images(
-    root: str | os.PathLike, ids: Iterable[str], size: int = 32, ext: str = ".png", link: bool = False
+    root: str | os.PathLike,
+    ids: Iterable[str],
+    size: int = 32,
+    ext: str = ".png",
+    link: bool = False,
 ) -> list[Path]:
     """Write a small image for every id under ``root`` (ids may contain sub-folders).
 

@@ -29,7 +29,10 @@ TRAIN_LINES = {
         (DRESS.format(7), "0.7", "red blue midi"),
         (DRESS.format(8), "0.7", "blue red midi"),  # a permutation of 7: no word to replace
     ],
-    "pants": [(PANTS.format(5), "0.9", "black slim pants"), (PANTS.format(6), "0.9", "white slim pants")],
+    "pants": [
+        (PANTS.format(5), "0.9", "black slim pants"),
+        (PANTS.format(6), "0.9", "white slim pants"),
+    ],
 }
 
 
@@ -37,7 +40,9 @@ def _write(root, split, lines_by_cat, extra=b""):
     (root / "labels").mkdir(parents=True, exist_ok=True)
     paths = []
     for cat, lines in lines_by_cat.items():
-        body = "".join("\t".join(f) + "\n" for f in lines).encode() + (extra if cat == "dress" else b"")
+        body = "".join("\t".join(f) + "\n" for f in lines).encode() + (
+            extra if cat == "dress" else b""
+        )
         (root / "labels" / f"{cat}_{split}_detect_all.txt").write_bytes(body)
         paths += [f[0] for f in lines]
     write_standin_images(root, paths, size=8)
@@ -58,7 +63,10 @@ def test_captions_pairs_and_texts(tmp_path):
     assert got[DRESS.format(1)].text == "replace blue with red"
     assert got[DRESS.format(1)].target in {DRESS.format(2), DRESS.format(3)}
     assert got[DRESS.format(1)].target_caption == "red floral dress"
-    assert got[DRESS.format(2)].target == DRESS.format(1) and got[DRESS.format(2)].text == "replace red with blue"
+    assert (
+        got[DRESS.format(2)].target == DRESS.format(1)
+        and got[DRESS.format(2)].text == "replace red with blue"
+    )
     assert got[PANTS.format(6)].text == "replace white with black"
     assert got[PANTS.format(6)].captions == ("white slim pants", "black slim pants")
 
@@ -79,7 +87,8 @@ def test_generate_pairs_matches_brute_force():
     rng = random.Random(0)
     vocab = ["red", "blue", "black", "long", "short", "floral", "dress", "top", "slim", "red"]
     items = [
-        Item(f"img{i}", f"/x/{i}.jpg", " ".join(rng.sample(vocab, rng.randint(2, 4))), "c") for i in range(300)
+        Item(f"img{i}", f"/x/{i}.jpg", " ".join(rng.sample(vocab, rng.randint(2, 4))), "c")
+        for i in range(300)
     ]
     caption = {it.id: it.caption for it in items}
 
@@ -92,12 +101,16 @@ def test_generate_pairs_matches_brute_force():
 
     expected_sources = {a.id for a in items if any(valid(a.caption, b.caption) for b in items)}
     triplets = generate_pairs(items, seed=1)
-    assert {t.source for t in triplets} == expected_sources and len(triplets) == len(expected_sources)
+    assert {t.source for t in triplets} == expected_sources and len(triplets) == len(
+        expected_sources
+    )
     for t in triplets:
         src, tgt = caption[t.source], caption[t.target]
         assert valid(src, tgt) and t.target_caption == tgt
         x, y = t.text.removeprefix("replace ").split(" with ")
-        assert x in src.split() and x not in tgt.split() and y in tgt.split() and y not in src.split()
+        assert (
+            x in src.split() and x not in tgt.split() and y in tgt.split() and y not in src.split()
+        )
 
 
 def test_bad_lines_are_reported_with_file_and_line(tmp_path, caplog):
@@ -110,9 +123,18 @@ def test_bad_lines_are_reported_with_file_and_line(tmp_path, caplog):
         + b"\n"
     )
     root = _write(tmp_path, "train", TRAIN_LINES, extra=extra)
-    with caplog.at_level(logging.WARNING, logger="fashion_retrieval.data"), pytest.warns(UserWarning, match="skipped records"):
+    with (
+        caplog.at_level(logging.WARNING, logger="fashion_retrieval.data"),
+        pytest.warns(UserWarning, match="skipped records"),
+    ):
         ds = load_fashion200k(root, "train")
-    assert ds.skipped == {"bad_fields": 1, "bad_score": 1, "empty_caption": 1, "duplicate": 1, "bad_encoding": 1}
+    assert ds.skipped == {
+        "bad_fields": 1,
+        "bad_score": 1,
+        "empty_caption": 1,
+        "duplicate": 1,
+        "bad_encoding": 1,
+    }
     assert len(ds.items) == 8
     label = root / "labels" / "dress_train_detect_all.txt"
     for lineno in (7, 8, 9, 10, 11):
@@ -125,7 +147,10 @@ def test_missing_images_skipped_and_counted(tmp_path, recwarn):
     (root / PANTS.format(6)).unlink()
     ds = load_fashion200k(root, "train")
     assert ds.skipped == {"missing_image": 2} and ds.meta["missing_images"] == 2
-    assert len(ds.items) == 6 and {t.source for t in ds.triplets} == {DRESS.format(1), DRESS.format(3)}
+    assert len(ds.items) == 6 and {t.source for t in ds.triplets} == {
+        DRESS.format(1),
+        DRESS.format(3),
+    }
     assert [str(w.message) for w in recwarn if "skipped" in str(w.message)] == [
         f"Fashion200k train at {root}: skipped records: missing_image=2"
     ]
@@ -154,8 +179,11 @@ def test_test_queries_file_and_generated_queries(tmp_path):
     ]
     assert ds.triplets[0].target_caption == "red floral dress"
     assert ds.skipped == {
-        "missing_image": 1, "unknown_query_path": 1, "query_missing_image": 1,
-        "no_word_difference": 1, "bad_fields": 1,
+        "missing_image": 1,
+        "unknown_query_path": 1,
+        "query_missing_image": 1,
+        "no_word_difference": 1,
+        "bad_fields": 1,
     }
     assert not ds.meta["queries_generated"]
 
@@ -171,7 +199,8 @@ def test_structural_errors(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "raw, clean", [("  Blue  Floral-Print DRESS. ", "blue floralprint dress"), ("women's top!", "womens top")]
+    "raw, clean",
+    [("  Blue  Floral-Print DRESS. ", "blue floralprint dress"), ("women's top!", "womens top")],
 )
 def test_clean_caption(raw, clean):
     assert clean_caption(raw) == clean

@@ -16,9 +16,15 @@ from fashion_retrieval.data.fashioniq import load_fashioniq
 
 # (triplets, gallery images) per category and split: the README table of the release.
 COUNTS = {
-    ("dress", "train"): (5985, 11452), ("dress", "val"): (2017, 3817), ("dress", "test"): (2024, 3818),
-    ("shirt", "train"): (5988, 19036), ("shirt", "val"): (2038, 6346), ("shirt", "test"): (2038, 6346),
-    ("toptee", "train"): (6027, 16121), ("toptee", "val"): (1961, 5373), ("toptee", "test"): (2056, 5374),
+    ("dress", "train"): (5985, 11452),
+    ("dress", "val"): (2017, 3817),
+    ("dress", "test"): (2024, 3818),
+    ("shirt", "train"): (5988, 19036),
+    ("shirt", "val"): (2038, 6346),
+    ("shirt", "test"): (2038, 6346),
+    ("toptee", "train"): (6027, 16121),
+    ("toptee", "val"): (1961, 5373),
+    ("toptee", "test"): (2056, 5374),
 }
 
 
@@ -83,7 +89,9 @@ def test_separate_mode_and_registry(fashioniq_annotations):
     sep = load_fashioniq(fashioniq_annotations, "val", ["shirt"], "separate", check_images=False)
     assert len(sep.triplets) == 2 * 2038 - 1  # one empty caption in the release
     assert all(" and " not in t.text or t.text in t.captions for t in sep.triplets)
-    joined = load_retrieval_dataset("fashioniq", fashioniq_annotations, "val", categories=["shirt"], check_images=False)
+    joined = load_retrieval_dataset(
+        "fashioniq", fashioniq_annotations, "val", categories=["shirt"], check_images=False
+    )
     first = joined.triplets[0]
     assert first.text == " and ".join(first.captions)
     with pytest.raises(ValueError, match="caption_mode"):
@@ -116,14 +124,31 @@ def test_bad_entries_are_logged_with_entry_and_counted(tmp_path, caplog):
     ]
     root = _write_layout(tmp_path, caps, ["a", "b", "c", "b", 7])
     write_standin_images(root / "images", ["a", "b", "c"], size=8, ext=".jpg")
-    (root / "image_meta.json").write_text(json.dumps({"b": {"caption": "red dress", "attributes": {"color": "red"}}}))
-    with caplog.at_level(logging.WARNING, logger="fashion_retrieval.data"), pytest.warns(UserWarning, match="skipped"):
+    (root / "image_meta.json").write_text(
+        json.dumps({"b": {"caption": "red dress", "attributes": {"color": "red"}}})
+    )
+    with (
+        caplog.at_level(logging.WARNING, logger="fashion_retrieval.data"),
+        pytest.warns(UserWarning, match="skipped"),
+    ):
         ds = load_fashioniq(root, "val")
-    assert [(t.source, t.target, t.text) for t in ds.triplets] == [("a", "b", "is red and longer"), ("b", "c", "is blue")]
+    assert [(t.source, t.target, t.text) for t in ds.triplets] == [
+        ("a", "b", "is red and longer"),
+        ("b", "c", "is blue"),
+    ]
     assert ds.triplets[0].target_caption == "red dress"
-    assert ds.skipped == {"bad_entry": 3, "duplicate": 1, "no_caption": 1, "empty_caption": 2, "not_in_split": 1}
+    assert ds.skipped == {
+        "bad_entry": 3,
+        "duplicate": 1,
+        "no_caption": 1,
+        "empty_caption": 2,
+        "not_in_split": 1,
+    }
     assert [it.id for it in ds.items] == ["a", "b", "c"]
-    assert ds.item_by_id()["b"].attributes == {"color": "red"} and ds.item_by_id()["b"].caption == "red dress"
+    assert (
+        ds.item_by_id()["b"].attributes == {"color": "red"}
+        and ds.item_by_id()["b"].caption == "red dress"
+    )
     text = caplog.text
     assert "cap.dress.val.json entry 1" in text and "missing key" in text
     assert "split.dress.val.json entry 4" in text
@@ -133,8 +158,8 @@ def test_bad_entries_are_logged_with_entry_and_counted(tmp_path, caplog):
     "caps, match",
     [
         ({"candidate": "a"}, "expected a JSON list"),
-        (b"[{\"candidate\": \n", "invalid JSON at line 2"),
-        ("[\"caf\u00e9\"]".encode("latin-1"), "not UTF-8"),
+        (b'[{"candidate": \n', "invalid JSON at line 2"),
+        ('["caf\u00e9"]'.encode("latin-1"), "not UTF-8"),
     ],
 )
 def test_unreadable_json_raises_naming_the_file(tmp_path, caps, match):
@@ -161,7 +186,9 @@ def test_inspect_cli_prints_counts(val_root, capsys):
 
     from fashion_retrieval.data.inspect import main
 
-    for image_id in json.loads((val_root / "image_splits" / "split.dress.val.json").read_text())[:5]:
+    for image_id in json.loads((val_root / "image_splits" / "split.dress.val.json").read_text())[
+        :5
+    ]:
         (val_root / "images" / f"{image_id}.jpg").unlink(missing_ok=True)
         (val_root / "images" / f"{image_id}.png").unlink(missing_ok=True)
     with warnings.catch_warnings():
@@ -173,9 +200,24 @@ def test_inspect_cli_prints_counts(val_root, capsys):
     assert out["categories"]["dress"]["images"] == 3812
     assert out["queries"] == sum(c["queries"] for c in out["categories"].values())
     proc = subprocess.run(
-        [sys.executable, "-m", "fashion_retrieval.data.inspect", "--dataset", "fashioniq", "--root",
-         str(val_root), "--split", "test", "--categories", "toptee", "--no-check-images"],
-        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent,
+        [
+            sys.executable,
+            "-m",
+            "fashion_retrieval.data.inspect",
+            "--dataset",
+            "fashioniq",
+            "--root",
+            str(val_root),
+            "--split",
+            "test",
+            "--categories",
+            "toptee",
+            "--no-check-images",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
     )
     assert json.loads(proc.stdout)["categories"] == {"toptee": {"images": 5374, "queries": 2056}}
     assert main(["--dataset", "fashion200k", "--root", str(val_root), "--split", "train"]) == 2

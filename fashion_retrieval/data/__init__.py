@@ -32,7 +32,9 @@ def _fashioniq(root: str | os.PathLike, split: str = "val", **options: Any) -> R
 
 
 @DATASETS.register("synthetic")
-def _synthetic(root: str | os.PathLike | None, split: str = "train", **options: Any) -> RetrievalDataset:
+def _synthetic(
+    root: str | os.PathLike | None, split: str = "train", **options: Any
+) -> RetrievalDataset:
     """The rendered synthetic catalogue (see ``synthetic.load_synthetic``)."""
     from fashion_retrieval.data.synthetic import load_synthetic
 

@@ -29,7 +29,9 @@ class SkipLog:
         if n <= self.detail_limit:
             logger.warning("%s: %s; skipped (%s)", where, detail, reason)
         elif n == self.detail_limit + 1:
-            logger.warning("%s: more %r records skipped; only the count is reported", self.source, reason)
+            logger.warning(
+                "%s: more %r records skipped; only the count is reported", self.source, reason
+            )
 
     def add(self, reason: str, count: int) -> None:
         """Count ``count`` records skipped for ``reason`` without per-record detail."""

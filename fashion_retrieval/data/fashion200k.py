@@ -60,11 +60,15 @@ def label_files(root: str | os.PathLike, split: str) -> dict[str, Path]:
         if m and m["split"] == split:
             found[m["category"]] = path
     if not found:
-        raise FileNotFoundError(f"no Fashion200k label files '<category>_{split}_detect_all.txt' in {labels}")
+        raise FileNotFoundError(
+            f"no Fashion200k label files '<category>_{split}_detect_all.txt' in {labels}"
+        )
     return found
 
 
-def _read_label_file(path: Path, category: str, root: Path, log: SkipLog, seen: set[str]) -> list[Item]:
+def _read_label_file(
+    path: Path, category: str, root: Path, log: SkipLog, seen: set[str]
+) -> list[Item]:
     """Parse one label file into items; bad lines are logged with file:line and skipped."""
     items = []
     for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):
@@ -96,7 +100,9 @@ def _read_label_file(path: Path, category: str, root: Path, log: SkipLog, seen: 
             log.skip("duplicate", where, f"image {rel_path!r} listed again")
             continue
         seen.add(rel_path)
-        items.append(Item(id=rel_path, path=str(root / rel_path), caption=caption, category=category))
+        items.append(
+            Item(id=rel_path, path=str(root / rel_path), caption=caption, category=category)
+        )
     return items
 
 
@@ -170,7 +176,9 @@ def generate_pairs(items: list[Item], seed: int = 0) -> list[Triplet]:
     return triplets
 
 
-def read_test_queries(path: Path, items: list[Item], log: SkipLog, known: set[str]) -> list[Triplet]:
+def read_test_queries(
+    path: Path, items: list[Item], log: SkipLog, known: set[str]
+) -> list[Triplet]:
     """Triplets from ``test_queries.txt``; lines naming unknown images are counted and skipped.
 
     ``known`` holds every path the label files listed, to tell a missing image file
@@ -188,7 +196,9 @@ def read_test_queries(path: Path, items: list[Item], log: SkipLog, known: set[st
         if not fields:
             continue
         if len(fields) != 2:
-            log.skip("bad_fields", where, f"expected 'source_path target_path', got {len(fields)} fields")
+            log.skip(
+                "bad_fields", where, f"expected 'source_path target_path', got {len(fields)} fields"
+            )
             continue
         src, tgt = (by_id.get(f) for f in fields)
         if src is None or tgt is None:
@@ -200,7 +210,9 @@ def read_test_queries(path: Path, items: list[Item], log: SkipLog, known: set[st
         if text is None:
             log.skip("no_word_difference", where, "source and target captions share every word")
             continue
-        triplets.append(Triplet(src.id, tgt.id, text, src.category, (src.caption, tgt.caption), tgt.caption))
+        triplets.append(
+            Triplet(src.id, tgt.id, text, src.category, (src.caption, tgt.caption), tgt.caption)
+        )
     return triplets
 
 
@@ -234,7 +246,9 @@ def load_fashion200k(
         files = {c: p for c, p in files.items() if c in set(categories)}
     log = SkipLog(f"Fashion200k {split} at {root}")
     seen: set[str] = set()
-    items = [it for cat, path in files.items() for it in _read_label_file(path, cat, root, log, seen)]
+    items = [
+        it for cat, path in files.items() for it in _read_label_file(path, cat, root, log, seen)
+    ]
     if check_images:
         items = _drop_missing(items, log)
     queries_file = root / "test_queries.txt"
@@ -254,6 +268,12 @@ def load_fashion200k(
     meta["missing_images"] = log.counts["missing_image"]
     log.warn_summary()
     return RetrievalDataset(
-        name="fashion200k", split=split, root=str(root), items=items, triplets=triplets,
-        protocol="fashion200k", skipped=log.counts, meta=meta,
+        name="fashion200k",
+        split=split,
+        root=str(root),
+        items=items,
+        triplets=triplets,
+        protocol="fashion200k",
+        skipped=log.counts,
+        meta=meta,
     )

@@ -54,9 +54,13 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(data)  # bytes: json detects UTF-8/16/32 itself
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8/16/32 text ({exc.reason} at byte {exc.start})") from None
+        raise ValueError(
+            f"{path}: not UTF-8/16/32 text ({exc.reason} at byte {exc.start})"
+        ) from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        raise ValueError(
+            f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
 
 
 def read_json_list(path: Path) -> list:
@@ -73,7 +77,9 @@ def available_categories(root: str | os.PathLike, split: str) -> list[str]:
     if not captions.is_dir():
         raise FileNotFoundError(f"FashionIQ captions folder not found: {captions}")
     return sorted(
-        m["category"] for p in captions.iterdir() if (m := _CAPTION_RE.match(p.name)) and m["split"] == split
+        m["category"]
+        for p in captions.iterdir()
+        if (m := _CAPTION_RE.match(p.name)) and m["split"] == split
     )
 
 
@@ -98,7 +104,11 @@ def _read_gallery(path: Path, log: SkipLog) -> list[str]:
     ids, seen = [], set()
     for n, entry in enumerate(read_json_list(path)):
         if not isinstance(entry, str) or not entry.strip():
-            log.skip("bad_entry", f"{path} entry {n}", f"expected a non-empty image id string, got {entry!r}")
+            log.skip(
+                "bad_entry",
+                f"{path} entry {n}",
+                f"expected a non-empty image id string, got {entry!r}",
+            )
         elif entry in seen:
             log.skip("duplicate", f"{path} entry {n}", f"image id {entry!r} listed again")
         else:
@@ -107,7 +117,9 @@ def _read_gallery(path: Path, log: SkipLog) -> list[str]:
     return ids
 
 
-def _parse_annotation(entry: Any, where: str, test: bool, log: SkipLog) -> tuple[str, str | None, list[str]] | None:
+def _parse_annotation(
+    entry: Any, where: str, test: bool, log: SkipLog
+) -> tuple[str, str | None, list[str]] | None:
     """``(candidate, target, non-empty captions)`` of one annotation, or None (logged)."""
     if not isinstance(entry, dict):
         log.skip("bad_entry", where, f"expected an object, got {type(entry).__name__}")
@@ -117,7 +129,11 @@ def _parse_annotation(entry: Any, where: str, test: bool, log: SkipLog) -> tuple
     if missing:
         log.skip("bad_entry", where, f"missing key(s) {missing}")
         return None
-    candidate, target, captions = entry["candidate"], None if test else entry["target"], entry["captions"]
+    candidate, target, captions = (
+        entry["candidate"],
+        None if test else entry["target"],
+        entry["captions"],
+    )
     if not isinstance(candidate, str) or not (test or isinstance(target, str)):
         log.skip("bad_entry", where, "candidate and target must be image id strings")
         return None
@@ -205,7 +221,9 @@ def _load_category(
             continue
         target_caption = ctx.caption_of(target) if target is not None else ""
         for text in make_texts(captions):
-            triplets.append(Triplet(source, target, text, category, tuple(captions), target_caption))
+            triplets.append(
+                Triplet(source, target, text, category, tuple(captions), target_caption)
+            )
     return items, triplets
 
 
@@ -229,13 +247,17 @@ def load_fashioniq(
     if split not in SPLITS:
         raise ValueError(f"FashionIQ split must be one of {SPLITS}, got {split!r}")
     if caption_mode not in CAPTION_MODES:
-        raise ValueError(f"unknown caption_mode {caption_mode!r}; valid: {', '.join(CAPTION_MODES)}")
+        raise ValueError(
+            f"unknown caption_mode {caption_mode!r}; valid: {', '.join(CAPTION_MODES)}"
+        )
     root = Path(root)
     found = available_categories(root, split)
     if categories is None:
         categories = found
         if not categories:
-            raise FileNotFoundError(f"no FashionIQ caption files 'cap.<category>.{split}.json' in {root / 'captions'}")
+            raise FileNotFoundError(
+                f"no FashionIQ caption files 'cap.<category>.{split}.json' in {root / 'captions'}"
+            )
     unknown = sorted(set(categories) - set(found))
     if unknown:
         raise FileNotFoundError(
@@ -248,8 +270,18 @@ def load_fashioniq(
         items += cat_items
         triplets += cat_triplets
     ctx.log.warn_summary()
-    meta = {"categories": list(categories), "caption_mode": caption_mode, "missing_images": len(ctx.missing)}
+    meta = {
+        "categories": list(categories),
+        "caption_mode": caption_mode,
+        "missing_images": len(ctx.missing),
+    }
     return RetrievalDataset(
-        name="fashioniq", split=split, root=str(root), items=items, triplets=triplets,
-        protocol="fashioniq", skipped=ctx.log.counts, meta=meta,
+        name="fashioniq",
+        split=split,
+        root=str(root),
+        items=items,
+        triplets=triplets,
+        protocol="fashioniq",
+        skipped=ctx.log.counts,
+        meta=meta,
     )

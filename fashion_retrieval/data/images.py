@@ -105,7 +105,11 @@ def _decode(name: str, data: bytes, max_pixels: int) -> Image.Image:
         img.load()
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         msg = str(exc)
-        problem = "truncated image" if "truncated" in msg or isinstance(exc, EOFError) else "corrupt image"
+        problem = (
+            "truncated image"
+            if "truncated" in msg or isinstance(exc, EOFError)
+            else "corrupt image"
+        )
         raise ImageLoadError(f"{name}: {problem} ({msg})") from None
     return ImageOps.exif_transpose(img) or img
 
@@ -145,7 +149,9 @@ def _high_depth_to_l(img: Image.Image) -> Image.Image:
         scale = 255.0 if arr.size and arr.max() <= 1.0 else 1.0
     else:
         # 16-bit data (I;16*, or mode I as PIL opens 16-bit PNGs) spans 0..65535.
-        scale = 1.0 / 257.0 if img.mode.startswith("I;16") or (arr.size and arr.max() > 255) else 1.0
+        scale = (
+            1.0 / 257.0 if img.mode.startswith("I;16") or (arr.size and arr.max() > 255) else 1.0
+        )
     return Image.fromarray(np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8))  # mode L
 
 
@@ -160,4 +166,6 @@ def _from_array(arr: np.ndarray) -> Image.Image:
     if arr.ndim == 3 and arr.shape[2] in (3, 4):
         img = Image.fromarray(np.ascontiguousarray(arr))  # RGB or RGBA
         return _to_rgb(img, "<numpy array>")
-    raise ImageLoadError(f"<numpy array>: expected shape (H, W) or (H, W, C) with C in 1, 3, 4; got {arr.shape}")
+    raise ImageLoadError(
+        f"<numpy array>: expected shape (H, W) or (H, W, C) with C in 1, 3, 4; got {arr.shape}"
+    )

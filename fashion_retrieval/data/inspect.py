@@ -41,12 +41,18 @@ def summarize(dataset: RetrievalDataset) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point: load the data set and print its summary as JSON on stdout."""
-    parser = argparse.ArgumentParser(prog="python -m fashion_retrieval.data.inspect", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m fashion_retrieval.data.inspect", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--dataset", required=True, choices=DATASETS.names())
     parser.add_argument("--root", required=True, help="data set folder")
-    parser.add_argument("--split", required=True, help="train, val or test (Fashion200k: train or test)")
+    parser.add_argument(
+        "--split", required=True, help="train, val or test (Fashion200k: train or test)"
+    )
     parser.add_argument("--categories", nargs="+", default=None, help="only these categories")
-    parser.add_argument("--no-check-images", action="store_true", help="do not check that image files exist")
+    parser.add_argument(
+        "--no-check-images", action="store_true", help="do not check that image files exist"
+    )
     args = parser.parse_args(argv)
     options: dict[str, Any] = {}
     if args.categories:

@@ -67,7 +67,9 @@ _ROWS: dict[str, Callable[[RetrievalDataset, list[int]], Iterator[dict[str, Any]
 }
 
 
-def _generate(dataset: RetrievalDataset, kind: str, shards: list[list[int]]) -> Iterator[dict[str, Any]]:
+def _generate(
+    dataset: RetrievalDataset, kind: str, shards: list[list[int]]
+) -> Iterator[dict[str, Any]]:
     """Generator for ``from_generator``: ``shards`` is the list datasets splits across workers."""
     for indices in shards:
         yield from _ROWS[kind](dataset, indices)
@@ -80,15 +82,26 @@ def _features(kind: str, decode: bool) -> Any:
     if kind == "triplets":
         return ds.Features(
             {
-                "source": ds.Image(decode=decode), "target": ds.Image(decode=decode), "text": text,
-                "source_id": text, "target_id": text, "category": text, "target_caption": text,
+                "source": ds.Image(decode=decode),
+                "target": ds.Image(decode=decode),
+                "text": text,
+                "source_id": text,
+                "target_id": text,
+                "category": text,
+                "target_caption": text,
             }
         )
-    return ds.Features({"image": ds.Image(decode=decode), "id": text, "caption": text, "category": text})
+    return ds.Features(
+        {"image": ds.Image(decode=decode), "id": text, "caption": text, "category": text}
+    )
 
 
 def to_iterable_dataset(
-    dataset: RetrievalDataset, kind: str = "triplets", *, num_shards: int = DEFAULT_NUM_SHARDS, decode: bool = True
+    dataset: RetrievalDataset,
+    kind: str = "triplets",
+    *,
+    num_shards: int = DEFAULT_NUM_SHARDS,
+    decode: bool = True,
 ) -> Any:
     """Stream ``dataset``'s triplets or gallery items as a ``datasets.IterableDataset``.
 
@@ -175,7 +188,9 @@ def shard_for_accelerator(ds: Any, accelerator: Any) -> Any:
     return shard_for_process(ds, accelerator.process_index, accelerator.num_processes)
 
 
-def with_image_transform(ds: Any, transform: Callable[[Any], Any], columns: Sequence[str] | None = None) -> Any:
+def with_image_transform(
+    ds: Any, transform: Callable[[Any], Any], columns: Sequence[str] | None = None
+) -> Any:
     """Map the image columns of stream ``ds`` through ``load_image`` then ``transform``.
 
     ``columns`` defaults to the ``Image()`` columns of ``ds``'s features. A None image

@@ -42,12 +42,16 @@ class ImageTransform:
 
     def config(self) -> dict[str, Any]:
         """The settings as a plain dict (what feature caches key on)."""
-        return {"size": self.size, "mean": list(self.mean), "std": list(self.std), "train": self.train}
+        return {
+            "size": self.size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "train": self.train,
+        }
 
     def _build(self) -> Any:
-        from torchvision.transforms import v2  # lazy: torchvision is heavy to import
-
         import torch
+        from torchvision.transforms import v2  # lazy: torchvision is heavy to import
 
         if self.train:
             geometry = [
