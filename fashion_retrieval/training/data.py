@@ -133,7 +133,7 @@ class FeatureBatches:
     def __call__(self, step: int, indices: list[int]) -> dict[str, Any]:
         """The batch for ``indices``: ``source_features``/``target_features`` (B, Dimg), ``text``, ``label``."""
         ex = [self.examples[i] for i in indices]
-        batch = _common(ex, step)
+        batch = _common(ex, step, indices)
         if ex[0].source is not None:
             batch["source_features"] = self.features[[self.rows[e.source] for e in ex]]  # (B, Dimg)
         batch["target_features"] = self.features[[self.rows[e.target] for e in ex]]  # (B, Dimg)
@@ -161,7 +161,7 @@ class ImageBatches(torch.utils.data.Dataset):
     def __getitem__(self, key: tuple[int, list[int]]) -> dict[str, Any]:
         step, indices = key
         ex = [self.examples[i] for i in indices]
-        batch = _common(ex, step)
+        batch = _common(ex, step, indices)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 1_000_003 + step * 7919 + indices[0])
             if ex[0].source is not None:
@@ -170,9 +170,10 @@ class ImageBatches(torch.utils.data.Dataset):
         return batch
 
 
-def _common(ex: list[Example], step: int) -> dict[str, Any]:
-    """The batch fields shared by both paths: texts, labels, ids and the step."""
+def _common(ex: list[Example], step: int, indices: list[int]) -> dict[str, Any]:
+    """The batch fields shared by both paths: texts, labels, ids, example indices, the step."""
     return {
+        "index": list(indices),
         "text": None if ex[0].text is None else [e.text for e in ex],
         "label": torch.tensor([e.label for e in ex], dtype=torch.long),
         "source_ids": [e.source for e in ex],

@@ -159,6 +159,11 @@ def batches(run: Run, start_micro_step: int) -> Iterator[dict[str, Any]]:
     sampler = StepBatchSampler(
         len(run.examples), cfg.batch_size, cfg.seed, acc.process_index, acc.num_processes, start_micro_step
     )
+    if cfg.streaming:
+        from fashion_retrieval.training.stream import stream_batches
+
+        yield from stream_batches(run, start_micro_step)
+        return
     if run.train_features is not None:
         make = FeatureBatches(run.examples, {it.id: i for i, it in enumerate(run.train_set.items)}, run.train_features)
         for step, indices in sampler:
@@ -203,7 +208,18 @@ def _debug_ids(run: Run, step: int, batch: dict[str, Any]) -> None:
     """With ``debug_log_ids``: append the ids this rank trained on (for the disjointness test)."""
     path = Path(run.config.output_dir) / f"debug_ids_rank{run.accelerator.process_index}.jsonl"
     with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps({"micro_step": step, "source": batch["source_ids"], "target": batch["target_ids"]}) + "\n")
+        f.write(json.dumps({"micro_step": step, "index": batch["index"], "target": batch["target_ids"]}) + "\n")
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of the model's state dict (names and exact values)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def train_loop(run: Run, start_step: int) -> int:
@@ -252,6 +268,9 @@ def finish(run: Run, step: int) -> Path:
     """Final state, final evaluation, the checkpoint folder and the optional Hub upload."""
     acc, cfg = run.accelerator, run.config
     save_state(acc, cfg.output_dir, step, {"micro_step": step * cfg.grad_accum_steps})
+    if cfg.debug_log_ids:
+        path = Path(cfg.output_dir) / f"debug_weights_rank{acc.process_index}.txt"
+        path.write_text(weights_fingerprint(run.model))
     run_eval(run, step)
     final = Path(cfg.output_dir) / "final"
     if acc.is_main_process:

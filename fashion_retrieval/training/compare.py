@@ -1,0 +1,148 @@
+"""The comparison the field reports, reproduced on the synthetic catalogue.
+
+``python -m fashion_retrieval.training.compare --preset hard --json results/comparison.json --readme README.md``
+
+Trains image-only, text-only, concat and TIRG (and the combiner and complex-rotation
+compositors) on the same rendered catalogue with the offline EfficientNet-Lite0 backbone
+frozen; its features are computed once and shared by every run. Writes the results JSON
+and a Markdown table between ``<!-- comparison:start -->`` and ``<!-- comparison:end -->``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fashion_retrieval.training.config import TrainConfig
+
+DEFAULT_MODELS = ("image_only", "text_only", "concat", "tirg", "combiner", "complex_rotation")
+# Compositors trained with soft triplet loss as their papers did; the rest use TIRG's loss.
+SOFT_TRIPLET = {"complex_rotation"}
+START, END = "<!-- comparison:start -->", "<!-- comparison:end -->"
+RECALL_KEYS = ("R@1", "R@10", "R@50")
+
+
+def comparison_config(name: str, work_dir: Path, preset: str, steps: int, products: int | None, seed: int) -> TrainConfig:
+    """The training config of one compared model (same data, backbone and budget for all)."""
+    return TrainConfig(
+        dataset="synthetic", data_root=str(work_dir / "data"), preset=preset, products=products,
+        data_seed=0, train_split="train", eval_split="val",
+        image_encoder="efficientnet_lite0", text_encoder="lstm", compositor=name, embed_dim=256,
+        pretrained=True, freeze_image_encoder=True, cache_features=True,
+        feature_cache_dir=str(work_dir / "features"),
+        task="composed", loss="soft_triplet" if name in SOFT_TRIPLET else "batch_classification",
+        temperature=0.07, modality_dropout=0.0,
+        optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-6,
+        lr_schedule="step", lr_decay_steps=max(1, steps * 3 // 4), lr_decay_gamma=0.1,
+        batch_size=64, max_steps=steps, seed=seed,
+        output_dir=str(work_dir / "runs" / name),
+        save_every=steps + 1, eval_every=steps, log_every=max(1, steps // 20),
+    )
+
+
+def run_comparison(
+    models: tuple[str, ...], work_dir: Path, preset: str = "hard", steps: int = 1500,
+    products: int | None = None, seed: int = 0,
+) -> dict[str, Any]:
+    """Train and evaluate each model in turn; returns the comparison JSON."""
+    from fashion_retrieval.training.trainer import train
+
+    rows = []
+    for name in models:
+        cfg = comparison_config(name, work_dir, preset, steps, products, seed)
+        start = time.perf_counter()
+        final = train(cfg)
+        seconds = time.perf_counter() - start
+        result = json.loads((Path(cfg.output_dir) / "eval.json").read_text(encoding="utf-8"))
+        rows.append({
+            "model": name, "loss": cfg.loss, "recall": result["recall"],
+            "categories": result.get("categories", {}), "train_seconds": round(seconds, 1),
+            "checkpoint": str(final),
+        })
+        print(f"[compare] {name}: {json.dumps(result['recall'])} in {seconds:.0f} s", flush=True)
+    return {
+        "dataset": "synthetic", "preset": preset, "split": "val", "protocol": "synthetic",
+        "image_encoder": "efficientnet_lite0 (frozen, ImageNet)", "text_encoder": "lstm",
+        "steps": steps, "batch_size": 64, "seed": seed,
+        "results": rows, "ordering": ordering_check(rows),
+    }
+
+
+def ordering_check(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether TIRG > concat > max(text_only, image_only) on R@10, as the published work reports."""
+    r10 = {r["model"]: r["recall"].get("R@10", 0.0) for r in rows}
+    checks: dict[str, Any] = {}
+    if {"tirg", "concat"} <= r10.keys():
+        checks["tirg_above_concat"] = r10["tirg"] > r10["concat"]
+    single = [r10[m] for m in ("text_only", "image_only") if m in r10]
+    if "concat" in r10 and single:
+        checks["concat_above_single_modality"] = r10["concat"] > max(single)
+    checks["holds"] = all(v for v in checks.values())
+    return checks
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The results as a Markdown table with a one-line description of the setting."""
+    lines = [
+        f"Synthetic catalogue, `{report['preset']}` preset, {report['split']} split "
+        f"({report['protocol']} protocol: hit = same target product, source excluded); "
+        f"{report['image_encoder']} + {report['text_encoder']}, {report['steps']} steps of batch "
+        f"{report['batch_size']}, seed {report['seed']}. Recall in percent.",
+        "",
+        "| model | loss | " + " | ".join(RECALL_KEYS) + " | train time |",
+        "|---|---|" + "---:|" * (len(RECALL_KEYS) + 1),
+    ]
+    for r in sorted(report["results"], key=lambda r: -r["recall"].get("R@10", 0.0)):
+        cells = " | ".join(f"{r['recall'].get(k, float('nan')):.1f}" for k in RECALL_KEYS)
+        lines.append(f"| {r['model']} | {r['loss']} | {cells} | {r['train_seconds']:.0f} s |")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(readme: Path, table: str, command: str) -> None:
+    """Replace the text between the comparison markers (appended at the end when absent)."""
+    from fashion_retrieval.io_utils import atomic_write_text
+
+    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
+    block = f"{START}\n{table}\nReproduce: `{command}`\n{END}"
+    if START in text and END in text:
+        head, rest = text.split(START, 1)
+        _, tail = rest.split(END, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    atomic_write_text(readme, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point."""
+    p = argparse.ArgumentParser(prog="python -m fashion_retrieval.training.compare", description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="hard", choices=("easy", "hard"))
+    p.add_argument("--json", required=True, help="where to write the results JSON")
+    p.add_argument("--readme", default=None, help="README to write the table into")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated compositors")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--products", type=int, default=None, help="catalogue size (default: the synthetic default)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work-dir", default="runs/comparison", help="data, feature cache and runs")
+    args = p.parse_args(argv)
+    from fashion_retrieval.io_utils import atomic_write_json
+
+    models = tuple(m.strip() for m in args.models.split(",") if m.strip())
+    report = run_comparison(models, Path(args.work_dir), args.preset, args.steps, args.products, args.seed)
+    atomic_write_json(args.json, report)
+    table = markdown_table(report)
+    print(table)
+    if args.readme:
+        command = f"python -m fashion_retrieval.training.compare --preset {args.preset} --json {args.json} --readme {args.readme}"
+        update_readme(Path(args.readme), table, command)
+    if not report["ordering"].get("holds", True):
+        print(f"[compare] warning: the expected ordering does not hold: {report['ordering']}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
