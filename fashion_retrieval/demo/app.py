@@ -30,7 +30,7 @@ CSS = """
 footer {visibility: hidden}
 """
 INTRO = (
-    "# 👗 Fashion retrieval: picture + words\n"
+    "# Fashion retrieval: picture + words\n"
     "Pick a catalogue image (or upload your own), say what should be different, and see "
     "how each model answers. ✓ marks a correct hit when the query comes from the catalogue "
     "with a known target."
@@ -87,18 +87,19 @@ def _compose_tab(backend: DemoBackend, max_k: int, default_k: int) -> None:
                 label="Catalogue: click an image to use it as the picture",
                 columns=6, height=330, allow_preview=False, object_fit="contain",
             )
-            examples = backend.example_triplets(8)
+            examples = backend.example_triplets(6)
             if examples:
                 gr.Examples(
                     [[backend.by_id[t.source].path, t.text] for t in examples],
                     inputs=[image, text], label="Catalogue queries with a known answer",
+                    examples_per_page=3,
                 )
     status = gr.Markdown(elem_classes="fr-status")
     galleries, columns = [], []
     with gr.Row(elem_classes="fr-results"):
         for name in names:
             with gr.Column(visible=name in chosen, min_width=220) as col:
-                galleries.append(gr.Gallery(label=name, columns=2, height=520, object_fit="contain"))
+                galleries.append(gr.Gallery(label=name, columns=3, height=480, object_fit="contain"))
             columns.append(col)
 
     def pick(evt: gr.SelectData) -> str:
@@ -116,12 +117,12 @@ def _compose_tab(backend: DemoBackend, max_k: int, default_k: int) -> None:
     def failed(message: str) -> list[Any]:
         return [message, *([gr.skip()] * len(names)), *([gr.skip()] * len(names))]
 
-    catalogue.select(pick, outputs=image, api_visibility="private")
+    catalogue.select(pick, outputs=image, api_name="ui_pick", api_visibility="private")
     io = dict(inputs=[image, text, models, k], outputs=[status, *galleries, *columns])
-    for trigger in (button.click, text.submit):
-        trigger(_guard(search, failed), **io, api_visibility="private")
+    for i, trigger in enumerate((button.click, text.submit)):
+        trigger(_guard(search, failed), **io, api_name=f"ui_compose_{i}", api_visibility="private")
     models.change(lambda sel: [gr.update(visible=n in sel) for n in names],
-                  inputs=models, outputs=columns, api_visibility="private")
+                  inputs=models, outputs=columns, api_name="ui_models", api_visibility="private")
 
 
 def _single_tab(backend: DemoBackend, max_k: int, default_k: int, *, mode: str) -> None:
@@ -155,9 +156,9 @@ def _single_tab(backend: DemoBackend, max_k: int, default_k: int, *, mode: str) 
         return summary_markdown([outcome], backend.validate_k(k_value)), gallery_value(outcome)
 
     triggers = [button.click] + ([query.submit] if mode == "text" else [])
-    for trigger in triggers:
+    for i, trigger in enumerate(triggers):
         trigger(_guard(search, lambda m: (m, gr.skip())), inputs=[query, model, k],
-                outputs=[status, gallery], api_visibility="private")
+                outputs=[status, gallery], api_name=f"ui_{mode}_{i}", api_visibility="private")
 
 
 def _api(backend: DemoBackend) -> None:

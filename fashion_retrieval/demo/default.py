@@ -157,13 +157,33 @@ def _train_one(root: Path, spec: DefaultSpec, name: str, log: Log) -> Path:
     return final
 
 
-def _retriever(checkpoint: Path, dataset: RetrievalDataset, feature_dir: Path) -> Any:
-    """A Retriever over ``dataset``'s gallery whose index is saved beside the checkpoint."""
+def _index_from_features(checkpoint: Path, dataset: RetrievalDataset, feature_dir: Path) -> None:
+    """Build and save a checkpoint's gallery index from the shared backbone feature cache.
+
+    The features of the gallery were cached while training (the eval split), so indexing
+    costs only the heads, not one backbone pass per model. The index is saved with the
+    Retriever's own fingerprint, so :func:`_retriever` later loads it as is.
+    """
+    from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
+    from fashion_retrieval.hub import load_model
+    from fashion_retrieval.index import GalleryIndex
+    from fashion_retrieval.models.feature_cache import cached_image_features
+    from fashion_retrieval.retriever import Retriever
+
+    model = load_model(str(checkpoint)).eval()
+    feats = cached_image_features(model, dataset.items, str(feature_dir))  # (N, Dimg)
+    emb = ModelEmbeddings(model, dataset.items, features=feats).item_embeddings()  # (N, D)
+    index = GalleryIndex.build(emb.numpy(), [it.id for it in dataset.items], "auto")
+    index.fingerprint = Retriever(model, dataset.items, index=index).fingerprint()
+    index.save(checkpoint / "index")
+
+
+def _retriever(checkpoint: Path, dataset: RetrievalDataset) -> Any:
+    """A Retriever over ``dataset``'s gallery; its index is loaded from beside the checkpoint."""
     from fashion_retrieval.hub import load_model
     from fashion_retrieval.retriever import Retriever
 
-    model = load_model(str(checkpoint))
-    model.eval()
+    model = load_model(str(checkpoint)).eval()
     return Retriever(model, dataset.items, index_dir=checkpoint / "index")
 
 
@@ -195,7 +215,7 @@ def build_default(
         t = time.perf_counter()
         checkpoint = _train_one(root, spec, name, log)
         log(f"[default] {name}: indexing {len(dataset.items)} gallery images")
-        _retriever(checkpoint, dataset, root / "features")
+        _index_from_features(checkpoint, dataset, root / "features")
         timings[f"{name}_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     _write_marker(root, {"spec": spec.to_dict(), "timings": timings, "built_at": time.time()})
@@ -212,7 +232,7 @@ def load_default(
     t0 = time.perf_counter()
     dataset = synthetic_catalogue(root, spec, spec.gallery_split)
     models = {
-        name: _retriever(root / "models" / name / "final", dataset, root / "features")
+        name: _retriever(root / "models" / name / "final", dataset)
         for name in spec.compositors
     }
     marker = _read_marker(root) or {}

@@ -272,24 +272,23 @@ class DemoBackend:
             notes.append(f"{model_name}: unknown words ignored: {', '.join(sorted(set(unknown)))}.")
         source_id = self.identify(image_path) if image is not None else None
         truth = self.truth_for(source_id, text) if text else None
-        hits = retriever.search(image=image, text=text or None, k=min(k + 1, len(self.items) or k + 1))
-        rows = []
-        for hit in hits:
-            if hit.id == source_id:
-                continue  # the query image itself is not an answer
-            rows.append(
-                {
-                    "id": hit.id,
-                    "score": round(float(hit.score), 4),
-                    "caption": hit.caption,
-                    "category": hit.category,
-                    "rank": len(rows) + 1,
-                    "path": hit.path,
-                    "correct": truth.is_hit(hit.id, hit.caption) if truth else None,
-                }
-            )
-            if len(rows) == k:
-                break
+        exclude = [source_id] if source_id else []  # the query image itself is no answer
+        try:
+            hits = retriever.search(image=image, text=text or None, k=k, exclude_ids=exclude)
+        except ValueError as err:  # the Retriever's own input checks
+            raise DemoInputError(f"{model_name}: {err}") from None
+        rows = [
+            {
+                "id": hit.id,
+                "score": round(float(hit.score), 4),
+                "caption": hit.caption,
+                "category": hit.category,
+                "rank": hit.rank,
+                "path": hit.path,
+                "correct": truth.is_hit(hit.id, hit.caption) if truth else None,
+            }
+            for hit in hits
+        ]
         return SearchOutcome(model_name, rows, truth, notes)
 
 

@@ -1,0 +1,248 @@
+"""The Gradio demo: Compose, Text to image and Image to image tabs, and a ``search`` API.
+
+``build_demo`` builds the page from a dict of Retrievers (or the embedded default);
+``launch_demo`` serves it with the catalogue folders allowed and the queue configured.
+The logic lives in :mod:`fashion_retrieval.demo.handlers`; this file is only layout and
+the glue that turns :class:`DemoInputError` into a message in the page.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from fashion_retrieval.data.records import RetrievalDataset
+from fashion_retrieval.demo.handlers import (
+    DemoBackend,
+    DemoInputError,
+    api_rows,
+    gallery_value,
+    summary_markdown,
+)
+
+DEFAULT_MODELS = ("tirg", "text_only", "image_only")
+CSS = """
+.fr-status {min-height: 2.5em}
+.fr-results .caption-label {white-space: normal}
+footer {visibility: hidden}
+"""
+INTRO = (
+    "# 👗 Fashion retrieval: picture + words\n"
+    "Pick a catalogue image (or upload your own), say what should be different, and see "
+    "how each model answers. ✓ marks a correct hit when the query comes from the catalogue "
+    "with a known target."
+)
+
+from gradio.events import Dependency
+
+class QueryImage(gr.Image):
+    """An image input that passes undecodable uploads on as a file path.
+
+    Gradio's own decoding would fail with a bare "Error"; our handler decodes with
+    ``load_image`` and says what is wrong with the file instead.
+    """
+
+    is_template = True  # same front-end component as gr.Image
+
+    def preprocess(self, payload: Any) -> Any:
+        """The uploaded file's path (decoding is left to the search handler)."""
+        try:
+            return super().preprocess(payload)
+        except Exception:  # any decoder error: the handler reports it readably
+            return None if payload is None else getattr(payload, "path", None)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def _guard(fn: Callable[..., Any], on_error: Callable[[str], Any]) -> Callable[..., Any]:
+    """Wrap a UI handler: a DemoInputError shows a warning toast and a status message."""
+
+    def wrapper(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except DemoInputError as err:
+            gr.Warning(str(err))
+            return on_error(f"⚠ {err}")
+
+    wrapper.__name__ = getattr(fn, "__name__", "handler")
+    wrapper.__doc__ = fn.__doc__
+    return wrapper
+
+
+def _compose_tab(backend: DemoBackend, max_k: int, default_k: int) -> None:
+    """The Compose tab: catalogue picker, query, model choice, one gallery per model."""
+    names = backend.model_names
+    chosen = [n for n in DEFAULT_MODELS if n in names] or names[:3]
+    showcase = backend.showcase_items(24)
+    with gr.Row():
+        with gr.Column(scale=2):
+            image = QueryImage(label="Picture", type="filepath", image_mode=None, height=260)
+            text = gr.Textbox(label="What should change?", placeholder="e.g. is blue with long sleeves")
+            models = gr.CheckboxGroup(names, value=chosen, label="Models")
+            k = gr.Slider(1, max_k, value=default_k, step=1, label="K (results per model)")
+            button = gr.Button("Search", variant="primary")
+        with gr.Column(scale=3):
+            catalogue = gr.Gallery(
+                [(it.path, it.caption or it.id) for it in showcase],
+                label="Catalogue: click an image to use it as the picture",
+                columns=6, height=330, allow_preview=False, object_fit="contain",
+            )
+            examples = backend.example_triplets(8)
+            if examples:
+                gr.Examples(
+                    [[backend.by_id[t.source].path, t.text] for t in examples],
+                    inputs=[image, text], label="Catalogue queries with a known answer",
+                )
+    status = gr.Markdown(elem_classes="fr-status")
+    galleries, columns = [], []
+    with gr.Row(elem_classes="fr-results"):
+        for name in names:
+            with gr.Column(visible=name in chosen, min_width=220) as col:
+                galleries.append(gr.Gallery(label=name, columns=2, height=520, object_fit="contain"))
+            columns.append(col)
+
+    def pick(evt: gr.SelectData) -> str:
+        return showcase[evt.index].path
+
+    def search(image_path: str | None, query: str, selected: list[str], k_value: float) -> list[Any]:
+        if not selected:
+            raise DemoInputError("Choose at least one model.")
+        outcomes = [backend.search(n, image_path, query, k_value) for n in selected]
+        by_name = {o.model: gallery_value(o) for o in outcomes}
+        updates = [gr.update(value=by_name.get(n, []), visible=n in by_name) for n in names]
+        return [summary_markdown(outcomes, backend.validate_k(k_value)), *updates, *(
+            gr.update(visible=n in by_name) for n in names)]
+
+    def failed(message: str) -> list[Any]:
+        return [message, *([gr.skip()] * len(names)), *([gr.skip()] * len(names))]
+
+    catalogue.select(pick, outputs=image, api_visibility="private")
+    io = dict(inputs=[image, text, models, k], outputs=[status, *galleries, *columns])
+    for trigger in (button.click, text.submit):
+        trigger(_guard(search, failed), **io, api_visibility="private")
+    models.change(lambda sel: [gr.update(visible=n in sel) for n in names],
+                  inputs=models, outputs=columns, api_visibility="private")
+
+
+def _single_tab(backend: DemoBackend, max_k: int, default_k: int, *, mode: str) -> None:
+    """Text to image (mode "text") or Image to image (mode "image"): one model, one gallery."""
+    names = backend.model_names
+    default = next((n for n in (("text_only", "tirg") if mode == "text" else ("image_only", "tirg")) if n in names), names[0])
+    with gr.Row():
+        with gr.Column(scale=2):
+            if mode == "text":
+                query = gr.Textbox(label="Describe the garment", placeholder="e.g. red striped long-sleeve dress")
+            else:
+                query = QueryImage(label="Picture", type="filepath", image_mode=None, height=260)
+            model = gr.Dropdown(names, value=default, label="Model")
+            k = gr.Slider(1, max_k, value=default_k, step=1, label="K")
+            button = gr.Button("Search", variant="primary")
+        with gr.Column(scale=3):
+            status = gr.Markdown(elem_classes="fr-status")
+            gallery = gr.Gallery(label="Results", columns=4, height=520, object_fit="contain")
+    if mode == "text" and backend.items:
+        captions = sorted({it.caption for it in backend.items if it.caption})[:6]
+        if captions:
+            gr.Examples([[c] for c in captions], inputs=[query], label="Catalogue captions")
+
+    def search(q: Any, name: str, k_value: float) -> tuple[str, Any]:
+        image_path, text = (None, q) if mode == "text" else (q, "")
+        if mode == "text" and not backend.clean_text(q):
+            raise DemoInputError("Type a description first.")
+        if mode == "image" and not q:
+            raise DemoInputError("Upload or pick a picture first.")
+        outcome = backend.search(name, image_path, text, k_value, allow_text=mode == "text")
+        return summary_markdown([outcome], backend.validate_k(k_value)), gallery_value(outcome)
+
+    triggers = [button.click] + ([query.submit] if mode == "text" else [])
+    for trigger in triggers:
+        trigger(_guard(search, lambda m: (m, gr.skip())), inputs=[query, model, k],
+                outputs=[status, gallery], api_visibility="private")
+
+
+def _api(backend: DemoBackend) -> None:
+    """The ``search`` endpoint for gradio_client: (image, text, model, k) -> list of hits."""
+    with gr.Column(visible=False):
+        image = QueryImage(type="filepath", image_mode=None, label="image")
+        text = gr.Textbox(label="text")
+        model = gr.Textbox(label="model", value=backend.model_names[0])
+        k = gr.Number(label="k", value=10)
+        out = gr.JSON(label="hits")
+        button = gr.Button("search")
+
+    def search(image_path: str | None, query: str, name: str, k_value: float) -> list[dict[str, Any]]:
+        """Search one model; returns hits {id, score, caption, category, rank}."""
+        try:
+            return api_rows(backend.search(name or backend.model_names[0], image_path, query, k_value))
+        except DemoInputError as err:
+            raise gr.Error(str(err), print_exception=False) from None
+
+    button.click(search, inputs=[image, text, model, k], outputs=out, api_name="search")
+
+
+def build_demo(
+    models: Mapping[str, Any] | None = None,
+    *,
+    dataset: RetrievalDataset | None = None,
+    home: str | Path | None = None,
+    title: str = "Fashion retrieval",
+    max_k: int = 50,
+    default_k: int = 8,
+    concurrency: int = 16,
+    queue_size: int = 64,
+) -> gr.Blocks:
+    """Build the demo page.
+
+    ``models`` maps names to Retrievers; None builds (or loads the cached) embedded default
+    under ``home`` (default ``$FASHION_RETRIEVAL_HOME``). ``dataset`` gives the catalogue's
+    ground truth for marking correct hits. Serve the result with :func:`launch_demo`.
+    """
+    if models is None:
+        from fashion_retrieval.demo.default import load_default
+
+        bundle = load_default(home)
+        models, dataset = bundle.models, dataset or bundle.dataset
+    backend = DemoBackend(models, dataset, max_k=max_k)
+    with gr.Blocks(title=title) as demo:
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            with gr.Tab("Compose"):
+                _compose_tab(backend, max_k, default_k)
+            with gr.Tab("Text to image"):
+                _single_tab(backend, max_k, default_k, mode="text")
+            with gr.Tab("Image to image"):
+                _single_tab(backend, max_k, default_k, mode="image")
+        _api(backend)
+    demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
+    demo.fashion_retrieval_paths = backend.catalogue_dirs()  # type: ignore[attr-defined]
+    demo.fashion_retrieval_backend = backend  # type: ignore[attr-defined]
+    return demo
+
+
+def launch_demo(
+    demo: gr.Blocks,
+    *,
+    server_name: str | None = None,
+    server_port: int | None = None,
+    share: bool = False,
+    allowed_paths: Sequence[str] = (),
+    **kwargs: Any,
+) -> Any:
+    """Serve a demo from :func:`build_demo` with its catalogue folders allowed.
+
+    ``server_name``/``server_port`` None fall back to Gradio's GRADIO_SERVER_NAME /
+    GRADIO_SERVER_PORT. Extra keyword arguments go to ``Blocks.launch``.
+    """
+    paths = [*getattr(demo, "fashion_retrieval_paths", []), *allowed_paths]
+    kwargs.setdefault("max_file_size", "25mb")
+    kwargs.setdefault("theme", gr.themes.Soft())
+    kwargs.setdefault("css", CSS)
+    return demo.launch(
+        server_name=server_name, server_port=server_port, share=share, allowed_paths=paths, **kwargs
+    )

@@ -1,0 +1,207 @@
+"""The Gradio demo, served in-process on loopback, driven through gradio_client.
+
+Real tiny models (tiny_cnn + LSTM, untrained) over a 12-image drawn catalogue: the test
+checks the plumbing (hit count, order, captions, ground-truth marks, bad input), not
+model quality.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from _demo_data import odd_images, tiny_model, write_tiny_fashioniq
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+gr = pytest.importorskip("gradio")
+gradio_client = pytest.importorskip("gradio_client")
+
+from fashion_retrieval.demo.handlers import (  # noqa: E402
+    DemoBackend,
+    DemoInputError,
+    gallery_value,
+    normalize_text,
+    summary_markdown,
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory):
+    from fashion_retrieval.data.fashioniq import load_fashioniq
+
+    root = write_tiny_fashioniq(tmp_path_factory.mktemp("fiq"))
+    return load_fashioniq(root, "val")
+
+
+@pytest.fixture(scope="module")
+def models(catalogue):
+    from fashion_retrieval.retriever import Retriever
+
+    return {name: Retriever(tiny_model(name, seed=i), catalogue.items)
+            for i, name in enumerate(("tirg", "text_only", "image_only"))}
+
+
+@pytest.fixture(scope="module")
+def backend(models, catalogue):
+    return DemoBackend(models, catalogue, max_k=10)
+
+
+@pytest.fixture(scope="module")
+def client(models, catalogue):
+    from fashion_retrieval.demo.app import build_demo, launch_demo
+
+    demo = build_demo(models, dataset=catalogue, max_k=10, default_k=4)
+    launch_demo(demo, server_name="127.0.0.1", server_port=_free_port(),
+                prevent_thread_lock=True, quiet=True)
+    try:
+        yield gradio_client.Client(demo.local_url, verbose=False)
+    finally:
+        demo.close()
+
+
+def _call(client, image, text, model, k):
+    image = gradio_client.handle_file(str(image)) if image is not None else None
+    return client.predict(image, text, model, k, api_name="/search")
+
+
+# ---------------------------------------------------------------- handlers, no server
+def test_validate_k(backend):
+    assert backend.validate_k(3) == 3 and backend.validate_k(10.0) == 10
+    for bad in (0, 11, -1, 2.5, "abc", None, float("nan")):
+        with pytest.raises(DemoInputError, match="K must be a whole number from 1 to 10"):
+            backend.validate_k(bad)
+
+
+def test_truth_and_identify(backend, catalogue, tmp_path):
+    t = catalogue.triplets[0]
+    copy = tmp_path / "copy.png"
+    shutil.copy(catalogue.item_by_id()[t.source].path, copy)
+    assert backend.identify(str(copy)) == t.source  # found by content, not by path
+    other = odd_images(tmp_path / "odd")["gray"]
+    assert backend.identify(str(other)) is None
+    truth = backend.truth_for(t.source, "  " + t.text.upper() + ". ")
+    assert truth is not None and t.target in truth.targets
+    assert backend.truth_for(t.source, "something else") is None
+    assert normalize_text(" Is  Blue. ") == "is blue"
+
+
+def test_examples_come_from_real_triplets(backend, catalogue):
+    examples = backend.example_triplets(4)
+    assert len(examples) == 4
+    ids = catalogue.item_by_id()
+    assert all(t.source in ids and t.target in ids for t in examples)
+    showcase = backend.showcase_items(8)
+    assert len(showcase) == 8 and len({it.id for it in showcase}) == 8
+
+
+def test_marks_and_summary(backend, catalogue):
+    t = catalogue.triplets[0]
+    source = catalogue.item_by_id()[t.source]
+    outcome = backend.search("tirg", source.path, t.text, 10)
+    assert len(outcome.rows) == 10 and t.source not in {r["id"] for r in outcome.rows}
+    for row in outcome.rows:  # a hit is correct exactly when its caption is the target's
+        assert row["correct"] == (row["caption"] == t.target_caption)
+    assert any(r["correct"] for r in outcome.rows)  # 11 candidates, top 10: the target's in
+    captions = [caption for _, caption in gallery_value(outcome)]
+    assert all(c.startswith("✓") == r["correct"] for c, r in zip(captions, outcome.rows, strict=True))
+    text = summary_markdown([outcome], 10)
+    assert "tirg" in text and f"rank {outcome.first_correct_rank()}" in text
+
+
+# ---------------------------------------------------------------- through gradio_client
+def test_api_text_search_matches_retriever(client, models, catalogue):
+    hits = _call(client, None, "red striped dress", "text_only", 5)
+    assert len(hits) == 5
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+    scores = [h["score"] for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    by_id = catalogue.item_by_id()
+    for h in hits:
+        assert set(h) >= {"id", "score", "caption", "category", "rank"}
+        assert h["caption"] == by_id[h["id"]].caption and h["category"] == "dress"
+    direct = models["text_only"].search(text="red striped dress", k=5)
+    assert [h["id"] for h in hits] == [d.id for d in direct]
+    assert scores == pytest.approx([d.score for d in direct], abs=1e-3)
+
+
+def test_api_composed_search_marks_ground_truth(client, catalogue):
+    t = catalogue.triplets[1]
+    source = catalogue.item_by_id()[t.source]
+    hits = _call(client, source.path, t.text, "tirg", 10)
+    assert len(hits) == 10
+    assert t.source not in {h["id"] for h in hits}
+    assert all(h["correct"] == (h["caption"] == t.target_caption) for h in hits)
+
+
+def test_api_image_only_search(client, catalogue):
+    source = catalogue.items[0]
+    hits = _call(client, source.path, "", "image_only", 3)
+    assert len(hits) == 3 and source.id not in {h["id"] for h in hits}
+
+
+@pytest.mark.parametrize("kind", ["gray", "rgba", "cmyk", "i16"])
+def test_api_accepts_awkward_image_modes(client, tmp_path, kind):
+    path = odd_images(tmp_path)[kind]
+    hits = _call(client, path, "is blue", "tirg", 4)
+    assert len(hits) == 4
+
+
+def _expect_error(client, image, text, model, k, pattern):
+    with pytest.raises(Exception) as info:  # gradio_client raises AppError with our message
+        _call(client, image, text, model, k)
+    assert pattern in str(info.value), str(info.value)
+    assert "Traceback" not in str(info.value)
+
+
+def test_api_bad_input_gives_readable_errors_and_keeps_serving(client, tmp_path):
+    odd = odd_images(tmp_path)
+    huge = tmp_path / "huge.png"
+    from PIL import Image
+
+    Image.new("1", (9000, 8000)).save(huge)  # 72 Mpx: over the decoder's limit, 1 MB on disk
+    cases = [
+        (None, "", "tirg", 3, "Give a picture, a description, or both"),
+        (None, "   ", "tirg", 3, "Give a picture, a description, or both"),
+        (None, "red dress", "tirg", 0, "K must be a whole number from 1 to 10"),
+        (None, "red dress", "tirg", 500, "K must be a whole number from 1 to 10"),
+        (None, "red dress", "no_such_model", 3, "Unknown model 'no_such_model'"),
+        (None, "zzzz qqqq", "text_only", 3, "knows none of the words"),
+        (odd["text"], "is red", "tirg", 3, "notes.png"),
+        (odd["empty"], "is red", "tirg", 3, "empty.jpg"),
+        (odd["truncated"], "is red", "tirg", 3, "truncated"),
+        (huge, "is red", "tirg", 3, "too many pixels"),
+    ]
+    for image, text, model, k, pattern in cases:
+        _expect_error(client, image, text, model, k, pattern)
+        assert len(_call(client, None, "blue dress", "tirg", 2)) == 2  # still serving
+
+
+def test_unknown_words_with_a_picture_still_search(backend, catalogue):
+    outcome = backend.search("tirg", catalogue.items[0].path, "zzzz qqqq", 3)
+    assert len(outcome.rows) == 3
+    assert any("none of the words" in note for note in outcome.notes)
+
+
+def test_sixteen_concurrent_searches(client):
+    with ThreadPoolExecutor(16) as pool:
+        jobs = [pool.submit(_call, client, None, f"{c} dress", "tirg", 3)
+                for c in ("red", "blue", "green", "black") * 4]
+        results = [j.result(timeout=120) for j in jobs]
+    assert all(len(r) == 3 for r in results)
+
+
+def test_page_has_the_three_tabs_and_search_api(client, models):
+    info = client.view_api(print_info=False, return_format="dict")
+    assert "/search" in info["named_endpoints"]
+    assert [p["label"] for p in info["named_endpoints"]["/search"]["parameters"]] == ["image", "text", "model", "k"]

