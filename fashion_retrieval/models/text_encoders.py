@@ -163,7 +163,8 @@ class OpenCLIPTextEncoder(TextEncoder):
         model.visual = None  # keep only the text tower's weights
         self.clip, self.name = model, spec
         self.tokenizer = open_clip.get_tokenizer(model_name)
-        self.output_dim = int(model.text_projection.shape[1]) if getattr(model, "text_projection", None) is not None else int(model.embed_dim)
+        with torch.no_grad():  # the text embedding width differs between open_clip model kinds
+            self.output_dim = int(model.encode_text(self.tokenizer(["a"])).shape[-1])
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         """CLIP text embeddings -> (B, output_dim)."""

@@ -1,0 +1,195 @@
+"""Image and text encoders and the word vocabulary. No network: pretrained=False or offline weights."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from fashion_retrieval.models.image_encoders import (
+    IMAGE_ENCODERS, build_image_encoder, efficientnet_lite0_classifier,
+)
+from fashion_retrieval.models.text_encoders import TEXT_ENCODERS, build_text_encoder
+from fashion_retrieval.models.vocab import Vocabulary, tokenize
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+# ---------------------------------------------------------------------------- vocab
+
+
+def test_tokenize_normalises_and_never_crashes():
+    assert tokenize("Like THIS, but  Blue-ish!") == ["like", "this", "but", "blue", "ish"]
+    assert tokenize("ｆｕｌｌ width") == ["full", "width"]  # NFKC
+    assert tokenize("") == [] and tokenize("!!! 🎉\x00\x07") == []
+    assert tokenize("красное платье 赤いドレス") == ["красное", "платье", "赤いドレス"]
+    assert len(tokenize("word " * 10_000)) == 128
+    with pytest.raises(TypeError):
+        tokenize(None)  # type: ignore[arg-type]
+
+
+def test_vocabulary_build_encode_round_trip(tmp_path):
+    voc = Vocabulary.build(["red dress", "red shirt", "blue"], min_count=1)
+    assert voc.words[:3] == ["<pad>", "<unk>", "red"]
+    assert voc.encode("red unknownword") == [2, voc.unk_id]
+    assert voc.encode("") == [voc.unk_id] and voc.encode("🎉") == [voc.unk_id]
+    assert Vocabulary.build(["red dress", "red shirt"], min_count=2).words == ["<pad>", "<unk>", "red"]
+    again = Vocabulary.from_json(voc.to_json())
+    assert again.words == voc.words
+    voc.save(tmp_path / "v.json")
+    assert Vocabulary.load(tmp_path / "v.json").words == voc.words
+    (tmp_path / "bad.json").write_text("[1,2]")
+    with pytest.raises(ValueError, match="bad.json"):
+        Vocabulary.load(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="must start with"):
+        Vocabulary(["a", "b"])
+
+
+# ---------------------------------------------------------------------- image encoders
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn", "resnet18", "efficientnet_b0", "mobilenet_v3_large"])
+def test_image_encoders_build_offline(name):
+    torch.manual_seed(0)
+    enc = build_image_encoder(name, pretrained=False).eval()
+    size = enc.preprocess.size
+    with torch.no_grad():
+        out = enc(torch.randn(2, 3, size, size))
+    assert out.shape == (2, enc.output_dim) and enc.name == name
+    assert torch.isfinite(out).all()
+
+
+def test_registry_lists_all_names_and_rejects_unknown():
+    expected = {"efficientnet_lite0", "resnet18", "resnet50", "densenet161", "vgg16", "inception_v3",
+                "mobilenet_v3_large", "tiny_cnn", "open_clip:<...>"} | {f"efficientnet_b{i}" for i in range(5)}
+    assert set(IMAGE_ENCODERS.names()) == expected
+    with pytest.raises(ValueError, match="unknown image encoder 'resnet19'.*efficientnet_lite0"):
+        build_image_encoder("resnet19")
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        build_image_encoder("tiny_cnn")(torch.randn(3, 64, 64))
+
+
+def test_tiny_cnn_init_follows_torch_rng():
+    torch.manual_seed(5)
+    a = build_image_encoder("tiny_cnn").state_dict()
+    torch.manual_seed(5)
+    b = build_image_encoder("tiny_cnn").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_torchvision_download_failure_names_the_alternative(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached weights
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    with pytest.raises(RuntimeError, match="could not download.*resnet18.*efficientnet_lite0.*pretrained=False"):
+        build_image_encoder("resnet18", pretrained=True)
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    return build_image_encoder("efficientnet_lite0").eval()
+
+
+def test_efficientnet_lite0_real_weights_are_deterministic(lite0):
+    assert lite0.output_dim == 1280 and lite0.preprocess.size == 224
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        a, b = lite0(x), lite0(x)
+        c = build_image_encoder("efficientnet_lite0").eval()(x)  # a fresh build: same weights
+    assert a.shape == (2, 1280) and torch.equal(a, b) and torch.allclose(a, c)
+    random = build_image_encoder("efficientnet_lite0", pretrained=False)
+    assert not torch.equal(random.state_dict()["body.conv_stem.weight"], lite0.state_dict()["body.conv_stem.weight"])
+
+
+def test_efficientnet_lite0_classifies_photos_sensibly():
+    """The packaged weights are real ImageNet weights: scikit-learn's sample photos get the right classes."""
+    datasets = pytest.importorskip("sklearn.datasets")
+    from PIL import Image
+    from torchvision import transforms as T
+
+    tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                    T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    photos = [tf(Image.fromarray(datasets.load_sample_image(n))) for n in ("china.jpg", "flower.jpg")]
+    model = efficientnet_lite0_classifier()
+    with torch.no_grad():
+        top5 = model(torch.stack(photos)).topk(5).indices  # (2, 5)
+    assert top5[0, 0].item() == 698  # "palace": a Chinese temple building
+    assert 985 in top5[1].tolist()  # "daisy": a flower close-up
+
+
+# ------------------------------------------------------------------------ text encoders
+
+
+def test_text_registry_names():
+    assert set(TEXT_ENCODERS.names()) == {"lstm", "minilm", "hf:<...>", "open_clip:<...>"}
+    with pytest.raises(ValueError, match="unknown text encoder 'gru'.*lstm"):
+        build_text_encoder("gru")
+
+
+@pytest.mark.parametrize("pooling", ["last", "max"])
+def test_lstm_encoder(pooling):
+    torch.manual_seed(0)
+    enc = build_text_encoder("lstm", texts=["a red dress", "blue shirt"], word_dim=8, hidden=12, pooling=pooling).eval()
+    texts = ["a red dress", "", "never seen words 🎉", "x " * 1000]
+    out = enc(texts)
+    assert out.shape == (4, 12) and torch.isfinite(out).all()
+    # padding must not change a text's embedding: alone or in a batch with a longer text
+    assert torch.allclose(enc(["a red dress"]), enc(["a red dress", "blue shirt blue shirt blue"])[:1], atol=1e-6)
+    with pytest.raises(TypeError, match="list of str"):
+        enc("a red dress")
+    with pytest.raises(ValueError, match="needs texts"):
+        build_text_encoder("lstm")
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return build_text_encoder("minilm").eval()
+
+
+def test_minilm_offline_is_a_real_sentence_encoder(minilm):
+    assert minilm.output_dim == 384
+    with torch.no_grad():
+        e = torch.nn.functional.normalize(minilm(["a red dress", "a crimson gown", "a laptop computer", ""]), dim=-1)
+    assert e.shape == (4, 384) and torch.isfinite(e).all()
+    assert e[0] @ e[1] > e[0] @ e[2] + 0.1  # meaning, not random weights
+    with torch.no_grad():
+        long = minilm(["word " * 5000])  # truncated, not a crash
+    assert long.shape == (1, 384)
+
+
+def test_hf_prefix_with_local_folder_and_random_init():
+    from fashion_retrieval.models.text_encoders import minilm_path
+
+    enc = build_text_encoder(f"hf:{minilm_path()}", pretrained=False)
+    assert enc.output_dim == 384 and enc.name.startswith("hf:")
+    assert enc(["hello"]).shape == (1, 384)
+
+
+@pytest.fixture()
+def tiny_clip(tmp_path):
+    open_clip = pytest.importorskip("open_clip")
+    cfg = {"embed_dim": 32,
+           "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16, "head_width": 32},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    (tmp_path / "TinyClipTest.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(str(tmp_path / "TinyClipTest.json"))
+    return "open_clip:TinyClipTest"
+
+
+def test_open_clip_towers_offline(tiny_clip):
+    img = build_image_encoder(tiny_clip, pretrained=False).eval()
+    assert img.output_dim == 32 and img.preprocess.size == 32
+    assert img(torch.randn(2, 3, 32, 32)).shape == (2, 32)
+    txt = build_text_encoder(tiny_clip).eval()
+    assert txt.output_dim == 32 and txt(["a red dress", ""]).shape == (2, 32)
+    assert txt.clip.visual is None  # the image tower is not kept twice
+    with pytest.raises(RuntimeError, match="could not load open_clip weights.*efficientnet_lite0"):
+        build_image_encoder(tiny_clip + ":laion2b_s34b_b79k")
+    with pytest.raises(ValueError, match="unknown open_clip model"):
+        build_image_encoder("open_clip:NoSuchModel")
