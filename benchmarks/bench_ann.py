@@ -61,7 +61,7 @@ def recall_of(found, truth) -> float:  # (Q, K), (Q, K) positions
     """Mean share of each query's true top ``K`` present in its approximate top ``K``."""
     import numpy as np
 
-    hits = sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth))
+    hits = sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth, strict=True))
     return hits / truth.size
 
 
@@ -103,7 +103,6 @@ def _row(
     chosen = best or max(points, key=lambda p: p["recall"])
     speedup = chosen["qps"] / exact_qps
     passed = best is not None and speedup >= SPEEDUP_TARGET
-    curve = ", ".join(f"{knob}={p[knob]}: {p['recall']:.3f}@{p['qps']:.0f}/s" for p in points)
     return Row(
         figure="approximate search",
         measure=f"{kind.upper()} queries/s at {n:,} ({knob}={chosen[knob]}, recall@10 {chosen['recall']:.3f})",

@@ -39,8 +39,12 @@ from benchmarks.common import (  # noqa: E402
 
 # Modules that register steps; imported lazily so that --help costs nothing.
 STEP_MODULES = (
+    "benchmarks.bench_embedding",
+    "benchmarks.bench_latency",
     "benchmarks.bench_ann",
     "benchmarks.bench_eval",
+    "benchmarks.bench_training",
+    "benchmarks.bench_startup",
 )
 # Seconds a step may take before it is stopped and reported as a timeout.
 STEP_TIMEOUT = {True: 240, False: 1200}
