@@ -223,7 +223,8 @@ def mutate(
     names = [n for n in values if only is None or n in only]
     if n_changes > len(names):
         raise ValueError(f"cannot change {n_changes} of {len(names)} attributes of {category}")
-    chosen = {names[i] for i in rng.choice(len(names), size=n_changes, replace=False)}
+    picked = {int(i) for i in rng.choice(len(names), size=n_changes, replace=False)}
+    chosen = [n for i, n in enumerate(names) if i in picked]  # fixed order: reproducible draws
     new = dict(attributes)
     for name in chosen:
         others = [v for v in values[name] if v != attributes[name]]

@@ -129,7 +129,10 @@ def _family(category: str, preset: Preset, rng: np.random.Generator
             only = changed if d % 2 == 0 or not unchanged else unchanged
             near, _ = mutate(category, target, 1, rng, only=only)
             members.append(near)
-        if preset.distractors:  # more supervision from the same renders: the reverse pair
+        if preset.distractors:  # the reverse pair, with a near-duplicate of its target too
+            unchanged = [n for n in attribute_values(category) if n not in changed]
+            near, _ = mutate(category, root, 1, rng, only=unchanged or changed)
+            members.append(near)
             pairs.append((t, 0))
     return members, pairs
 
