@@ -7,6 +7,7 @@ Used by tests/test_browser.py and scripts/screenshots.py. Chromium is the system
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -165,3 +166,41 @@ def wait_streamlit_idle(page: Any, timeout_ms: int = 90_000, started_ms: int = 3
         timeout=timeout_ms,
     )
     page.wait_for_timeout(500)  # let charts and images finish drawing
+
+
+TINY_MODELS = ("tirg", "concat", "image_only")
+
+
+def make_tiny_results(root: Path, models: tuple[str, ...] = TINY_MODELS) -> dict[str, Any]:
+    """Tiny but real results to show: a 12-image FashionIQ-layout catalogue, one untrained
+    tiny_cnn + LSTM checkpoint per compositor (``runs/<name>/final``), each one's evaluation
+    JSON computed by ``evaluate`` on the catalogue (``runs/<name>/eval.json``) and a short
+    ``metrics.jsonl``. Returns the paths and the environment the dashboard needs."""
+    from _demo_data import write_tiny_checkpoint, write_tiny_fashioniq
+
+    from fashion_retrieval.data import load_retrieval_dataset
+    from fashion_retrieval.evaluation import evaluate
+    from fashion_retrieval.hub import load_model
+
+    data = write_tiny_fashioniq(root / "catalogue")
+    dataset = load_retrieval_dataset("fashioniq", data, "val")
+    runs = root / "runs"
+    for i, name in enumerate(models):
+        run = runs / name
+        ckpt = write_tiny_checkpoint(run / "final", compositor=name)
+        result = evaluate(load_model(ckpt), dataset)
+        result["model"] = name
+        (run / "eval.json").write_text(json.dumps(result))
+        lines = [
+            {"step": s, "loss": (3.0 + i) / s, "lr": 0.01 * (1 - s / 20)} for s in range(1, 11)
+        ]
+        lines.append({"step": 10, "eval": {"R@10": result["recall"]["R@10"]}})
+        (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    env = {
+        "FASHION_RETRIEVAL_RUNS": str(runs),
+        "FASHION_RETRIEVAL_DATASET": "fashioniq",
+        "FASHION_RETRIEVAL_DATA_ROOT": str(data),
+        "FASHION_RETRIEVAL_SPLIT": "val",
+        "FASHION_RETRIEVAL_HOME": str(root / "home"),
+    }
+    return {"runs": runs, "data": data, "dataset": dataset, "env": env, "models": list(models)}

@@ -45,19 +45,19 @@ def load_gallery(spec: GallerySpec) -> Any:
     return load_retrieval_dataset(spec.dataset, str(root), spec.split)
 
 
-def build_retriever(model: Any, items: list[Any]) -> Any:
-    """A ``Retriever`` over ``items`` (embeds the gallery once)."""
+def build_retriever(checkpoint: str | Path, model: Any, items: list[Any]) -> Any:
+    """A ``Retriever`` over ``items``; its index is kept where the demo keeps it (beside a
+    writable checkpoint, else under ``$FASHION_RETRIEVAL_HOME/indexes``), so both reuse it."""
+    from ..demo.loading import index_dir_for
     from ..retriever import Retriever
 
-    return Retriever(model, items)
+    return Retriever(model, items, index_dir=index_dir_for(str(checkpoint)))
 
 
-def gallery_embeddings(retriever: Any) -> np.ndarray:
-    """The retriever's ``(N, D)`` gallery embeddings as a float32 array, in item order."""
-    emb = retriever.gallery_embeddings()  # (N, D)
-    if hasattr(emb, "detach"):
-        emb = emb.detach().cpu().numpy()
-    return np.asarray(emb, dtype=np.float32)
+def gallery_embeddings(retriever: Any, items: list[Any]) -> np.ndarray:
+    """``(N, D)`` target embeddings of ``items`` under the retriever's model, as float32."""
+    emb = retriever.embed_items(items)  # (N, D) torch tensor
+    return np.asarray(emb.detach().cpu().numpy(), dtype=np.float32)
 
 
 def train_gallery(checkpoint: str | Path) -> GallerySpec | None:

@@ -90,7 +90,7 @@ def cached_gallery(spec: dm.GallerySpec) -> Any:
 @st.cache_resource(show_spinner="Embedding the gallery…")
 def cached_retriever(checkpoint: str, spec: dm.GallerySpec) -> Any:
     """Build a model's retriever over a gallery once per server."""
-    return dm.build_retriever(cached_model(checkpoint), cached_gallery(spec).items)
+    return dm.build_retriever(checkpoint, cached_model(checkpoint), cached_gallery(spec).items)
 
 
 def load_results(files: dict[str, Path]) -> list[EvalResult]:

@@ -73,8 +73,9 @@ def _projection(checkpoint: str, _spec: Any, spec_key: str, method: str, max_poi
     """A model's gallery projected to 2-D (cached per model, gallery, method and size)."""
     items = cached_gallery(_spec).items
     idx = subsample(len(items), max_points)
-    emb = gallery_embeddings(cached_retriever(checkpoint, _spec))[idx]  # (n, D)
-    return project_gallery([items[i] for i in idx], emb, method=method)
+    chosen = [items[i] for i in idx]
+    emb = gallery_embeddings(cached_retriever(checkpoint, _spec), chosen)  # (n, D)
+    return project_gallery(chosen, emb, method=method)
 
 
 def embedding_view(settings: Settings) -> None:
