@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from fashion_retrieval.io_utils import atomic_write_bytes, atomic_write_json
 from fashion_retrieval.registry import Registry
 
 INDEX_FILE, IDS_FILE, META_FILE = "index.faiss", "ids.json", "meta.json"
@@ -127,19 +127,6 @@ def resolve_kind(kind: str, n: int) -> str:
     return kind
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write through ``write(tmp_path)`` into a temp file beside ``path``, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 class GalleryIndex:
     """Gallery embeddings in a faiss index, with their ids, kind, parameters and fingerprint."""
 
@@ -185,6 +172,10 @@ class GalleryIndex:
     def ids(self) -> list[str]:
         """Gallery ids, in index order (a copy)."""
         return list(self._ids)
+
+    def id_at(self, position: int) -> str:
+        """The id stored at an index position (as returned by :meth:`search`)."""
+        return self._ids[position]
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -240,12 +231,11 @@ class GalleryIndex:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``index.faiss``, ``ids.json`` and ``meta.json`` (last) atomically."""
-        faiss = _faiss()
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        _atomic_write(out / INDEX_FILE, lambda p: faiss.write_index(self._index, p))
-        _atomic_write(out / IDS_FILE, lambda p: Path(p).write_text(json.dumps(self._ids)))
-        _atomic_write(out / META_FILE, lambda p: Path(p).write_text(json.dumps(self.meta())))
+        data = _faiss().serialize_index(self._index).tobytes()  # uint8 array -> bytes
+        atomic_write_bytes(out / INDEX_FILE, data)
+        atomic_write_json(out / IDS_FILE, self._ids, indent=0)
+        atomic_write_json(out / META_FILE, self.meta())  # last: marks a complete save
         return out
 
     @classmethod
