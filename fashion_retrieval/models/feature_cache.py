@@ -1,0 +1,101 @@
+"""On-disk cache of frozen-backbone image features, so head-only training skips the backbone.
+
+The key hashes the backbone name, a fingerprint of its weights, the preprocessing and, for
+every image, its path, size and modification time: change any of them and the features
+are recomputed. Files are safetensors written atomically, with a checksum of the features
+in their metadata; a corrupt or truncated file is detected, reported and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..io_utils import atomic_save_file
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer of ``module`` (names, shapes, values)."""
+    h = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _path_of(item: Any) -> str:
+    """The file path of a path-like or of an ``Item`` (anything with ``.path``)."""
+    return str(getattr(item, "path", item))
+
+
+def cache_key(model, paths: Sequence[Any]) -> str:
+    """The cache key of ``model``'s image features for ``paths``."""
+    entries = []
+    for p in map(_path_of, paths):
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            raise FileNotFoundError(f"image {p} cannot be read for the feature cache: {e.strerror}") from e
+        entries.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
+    payload = {
+        "backbone": model.config.image_encoder,
+        "weights": weights_fingerprint(model.image_encoder),
+        "preprocess": model.transform(train=False).config(),
+        "images": entries,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _checksum(features: torch.Tensor) -> str:
+    """sha256 of the feature values."""
+    return hashlib.sha256(features.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+
+
+def _read(file: Path, key: str, n: int) -> torch.Tensor:
+    """Read and verify a cache file; raises ``ValueError`` saying what is wrong."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            features = f.get_tensor("features")
+    except Exception as e:  # truncated header, wrong format, missing tensor
+        raise ValueError(f"unreadable ({type(e).__name__}: {e})") from e
+    if meta.get("key") != key:
+        raise ValueError("its key does not match its name")
+    if features.dim() != 2 or features.shape[0] != n:
+        raise ValueError(f"shape {tuple(features.shape)} does not fit {n} images")
+    if meta.get("sha256") != _checksum(features):
+        raise ValueError("checksum mismatch")
+    return features
+
+
+def cached_image_features(
+    model, paths: Sequence[Any], cache_dir: str | Path, *, batch_size: int = 64, num_workers: int = 0,
+) -> torch.Tensor:
+    """Backbone features ``(N, Dimg)`` of the images at ``paths`` (paths or ``Item``s), from the
+    cache under ``cache_dir`` when valid, else computed with :func:`embed_images` and stored."""
+    from .embedding import embed_images
+
+    paths = list(paths)
+    key = cache_key(model, paths)
+    name = model.config.image_encoder.replace(":", "_").replace("/", "_")
+    file = Path(cache_dir) / f"{name}-{key[:24]}.safetensors"
+    if file.exists():
+        try:
+            return _read(file, key, len(paths))
+        except ValueError as e:
+            warnings.warn(f"feature cache {file} is corrupt ({e}); rebuilding it", stacklevel=2)
+    features = embed_images(model, [_path_of(p) for p in paths], batch_size=batch_size,
+                            num_workers=num_workers, target=False).contiguous()  # (N, Dimg)
+    atomic_save_file({"features": features}, file,
+                     metadata={"key": key, "sha256": _checksum(features), "n": str(len(paths))})
+    return features

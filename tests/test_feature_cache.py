@@ -1,0 +1,131 @@
+"""Batch embedding through a DataLoader, and the on-disk feature cache (keys, corruption)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from fashion_retrieval.models import ModelConfig, RetrievalModel
+from fashion_retrieval.models import embedding as embedding_mod
+from fashion_retrieval.models.embedding import embed_images, embed_images_skipping_bad
+from fashion_retrieval.models.feature_cache import cached_image_features
+
+
+@pytest.fixture(scope="module")
+def model() -> RetrievalModel:
+    torch.manual_seed(0)
+    cfg = ModelConfig(image_encoder="tiny_cnn", compositor="concat", embed_dim=16,
+                      text_kwargs={"word_dim": 8, "hidden": 8})
+    return RetrievalModel(cfg, texts=["red dress"]).eval()
+
+
+@pytest.fixture()
+def images(tmp_path) -> list[str]:
+    paths = []
+    for i in range(7):
+        img = Image.new("RGB", (80 + i, 70), (30 * i % 255, 100, 200 - 20 * i))
+        img.paste((255, 255, 255), (5 * i, 10, 5 * i + 20, 40))
+        p = tmp_path / f"img_{i}.png"
+        img.save(p)
+        paths.append(str(p))
+    return paths
+
+
+def reference(model, paths, target=True):
+    """Embeddings computed by hand, one image at a time."""
+    tf = model.transform()
+    with torch.no_grad():
+        pixels = torch.stack([tf(Image.open(p).convert("RGB")) for p in paths])
+        return model.encode_target(pixels) if target else model.image_features(pixels)
+
+
+def test_embed_images_matches_one_by_one(model, images):
+    out = embed_images(model, images, batch_size=3)
+    assert out.shape == (7, 16)
+    assert torch.allclose(out, reference(model, images), atol=1e-5)
+    feats = embed_images(model, images, batch_size=4, target=False)
+    assert feats.shape == (7, 128) and torch.allclose(feats, reference(model, images, False), atol=1e-5)
+    pil = embed_images(model, [Image.open(p) for p in images[:2]])
+    assert torch.allclose(pil, out[:2], atol=1e-5)
+
+
+def test_embed_images_with_a_worker_process(model, images):
+    out = embed_images(model, images, batch_size=4, num_workers=1)
+    assert torch.allclose(out, reference(model, images), atol=1e-5)
+
+
+def test_embed_images_restores_training_mode(model, images):
+    model.train()
+    try:
+        embed_images(model, images[:2])
+        assert model.training
+    finally:
+        model.eval()
+
+
+def test_unreadable_image_is_named_or_skipped(model, images, tmp_path):
+    from fashion_retrieval.data.images import ImageLoadError
+
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(ImageLoadError, match="broken.jpg"):
+        embed_images(model, [images[0], str(bad)])
+    out, kept = embed_images_skipping_bad(model, [images[0], str(bad), images[1]], batch_size=2)
+    assert kept == [0, 2] and out.shape == (2, 16)
+    assert torch.allclose(out, reference(model, [images[0], images[1]]), atol=1e-5)
+    with pytest.raises(TypeError, match="list"):
+        embed_images(model, images[0])
+
+
+def test_cache_hit_skips_the_backbone(model, images, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = cached_image_features(model, images, cache, batch_size=4)
+    assert first.shape == (7, 128)
+    assert torch.allclose(first, reference(model, images, False), atol=1e-5)
+    assert len(list(cache.glob("*.safetensors"))) == 1
+
+    def no_compute(*a, **k):
+        raise AssertionError("cache miss")
+
+    monkeypatch.setattr(embedding_mod, "embed_images", no_compute)
+    again = cached_image_features(model, images, cache)
+    assert torch.equal(first, again)
+
+
+def test_cache_key_changes_with_data_and_weights(model, images, tmp_path):
+    cache = tmp_path / "cache"
+    cached_image_features(model, images, cache)
+    Image.new("RGB", (64, 64), (0, 0, 0)).save(images[3])  # new content, size and mtime
+    st = os.stat(images[3])
+    os.utime(images[3], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    changed = cached_image_features(model, images, cache)
+    assert torch.allclose(changed, reference(model, images, False), atol=1e-5)
+    assert len(list(cache.glob("*.safetensors"))) == 2
+    other = RetrievalModel(ModelConfig(image_encoder="tiny_cnn", embed_dim=16,
+                                       text_kwargs={"word_dim": 8, "hidden": 8}), texts=["x"]).eval()
+    cached_image_features(other, images, cache)  # different backbone weights: a new entry
+    assert len(list(cache.glob("*.safetensors"))) == 3
+    with pytest.raises(FileNotFoundError, match="nope.png"):
+        cached_image_features(model, images + [str(tmp_path / "nope.png")], cache)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_corrupt_cache_is_rebuilt_with_warning(model, images, tmp_path, damage):
+    cache = tmp_path / "cache"
+    good = cached_image_features(model, images, cache)
+    (file,) = cache.glob("*.safetensors")
+    data = bytearray(file.read_bytes())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    elif damage == "flip":
+        data[-5] ^= 0xFF  # inside the feature values: only the checksum notices
+    else:
+        data = bytearray(b"\x00" * 10)
+    file.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="is corrupt"):
+        rebuilt = cached_image_features(model, images, cache)
+    assert torch.allclose(rebuilt, good)
+    assert torch.equal(cached_image_features(model, images, cache), rebuilt)  # and valid again
