@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _demo_data import write_tiny_checkpoint, write_tiny_fashioniq
 
 from fashion_retrieval.demo import space
 
@@ -107,6 +108,16 @@ def test_upload_needs_repo_id(tmp_path):
         space.main(["--out", str(tmp_path / "s")])
 
 
+@pytest.fixture
+def tiny_fashioniq(tmp_path):
+    return write_tiny_fashioniq(tmp_path / "fiq")
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    return write_tiny_checkpoint(tmp_path / "tiny-tirg")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -144,7 +155,7 @@ def test_assembled_space_starts_and_answers(tmp_path, tiny_checkpoint, tiny_fash
             except Exception:
                 time.sleep(1)
         assert client is not None, proc.stdout.read() if proc.poll() is not None else "server did not start"
-        hits = client.predict(None, "red dress", "final", 3, api_name="/search")
+        hits = client.predict(None, "red dress", "tiny-tirg", 3, api_name="/search")
         assert len(hits) == 3
         assert [h["rank"] for h in hits] == [1, 2, 3]
     finally:

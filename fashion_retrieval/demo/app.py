@@ -37,21 +37,25 @@ INTRO = (
 )
 
 
-class QueryImage(gr.Image):
-    """An image input that passes undecodable uploads on as a file path.
+def query_image(**kwargs: Any) -> gr.Image:
+    """An image input (file path) that passes undecodable uploads on instead of failing.
 
-    Gradio's own decoding would fail with a bare "Error"; our handler decodes with
-    ``load_image`` and says what is wrong with the file instead.
+    Gradio's own decoding would fail with a bare "Error"; the search handler decodes with
+    ``load_image`` and says what is wrong with the file. (The instance's ``preprocess`` is
+    wrapped rather than subclassing ``gr.Image``: Gradio writes a ``.pyi`` stub beside
+    every component subclass when it is defined.)
     """
+    image = gr.Image(type="filepath", image_mode=None, **kwargs)
+    strict = image.preprocess
 
-    is_template = True  # same front-end component as gr.Image
-
-    def preprocess(self, payload: Any) -> Any:
-        """The uploaded file's path (decoding is left to the search handler)."""
+    def lenient(payload: Any) -> Any:
         try:
-            return super().preprocess(payload)
+            return strict(payload)
         except Exception:  # any decoder error: the handler reports it readably
             return None if payload is None else getattr(payload, "path", None)
+
+    image.preprocess = lenient  # type: ignore[method-assign]
+    return image
 
 
 def _guard(fn: Callable[..., Any], on_error: Callable[[str], Any]) -> Callable[..., Any]:
@@ -76,7 +80,7 @@ def _compose_tab(backend: DemoBackend, max_k: int, default_k: int) -> None:
     showcase = backend.showcase_items(24)
     with gr.Row():
         with gr.Column(scale=2):
-            image = QueryImage(label="Picture", type="filepath", image_mode=None, height=260)
+            image = query_image(label="Picture", height=260)
             text = gr.Textbox(label="What should change?", placeholder="e.g. is blue with long sleeves")
             models = gr.CheckboxGroup(names, value=chosen, label="Models")
             k = gr.Slider(1, max_k, value=default_k, step=1, label="K (results per model)")
@@ -134,7 +138,7 @@ def _single_tab(backend: DemoBackend, max_k: int, default_k: int, *, mode: str) 
             if mode == "text":
                 query = gr.Textbox(label="Describe the garment", placeholder="e.g. red striped long-sleeve dress")
             else:
-                query = QueryImage(label="Picture", type="filepath", image_mode=None, height=260)
+                query = query_image(label="Picture", height=260)
             model = gr.Dropdown(names, value=default, label="Model")
             k = gr.Slider(1, max_k, value=default_k, step=1, label="K")
             button = gr.Button("Search", variant="primary")
@@ -164,7 +168,7 @@ def _single_tab(backend: DemoBackend, max_k: int, default_k: int, *, mode: str) 
 def _api(backend: DemoBackend) -> None:
     """The ``search`` endpoint for gradio_client: (image, text, model, k) -> list of hits."""
     with gr.Column(visible=False):
-        image = QueryImage(type="filepath", image_mode=None, label="image")
+        image = query_image(label="image")
         text = gr.Textbox(label="text")
         model = gr.Textbox(label="model", value=backend.model_names[0])
         k = gr.Number(label="k", value=10)
