@@ -237,3 +237,88 @@ def test_registry_lists_all_protocols() -> None:
         "image_to_image",
         "synthetic",
     ]
+
+
+class DirectEmbeddings:
+    """Embeddings straight from the model on full image tensors (no feature reuse, no batches)."""
+
+    def __init__(self, model, items) -> None:
+        from PIL import Image
+
+        tf = model.transform()
+        self.model, self.items = model, items
+        self.row = {it.id: i for i, it in enumerate(items)}
+        self.pix = torch.stack([tf(Image.open(it.path).convert("RGB")) for it in items])
+
+    def item_embeddings(self):
+        with torch.no_grad():
+            return self.model.encode_target(images=self.pix)
+
+    def query_embeddings(self, triplets):
+        rows = [self.row[t.source] for t in triplets]
+        with torch.no_grad():
+            return self.model.encode_query(images=self.pix[rows], texts=[t.text for t in triplets])
+
+    def text_embeddings(self, texts):
+        with torch.no_grad():
+            return self.model.encode_query(texts=list(texts))
+
+    def image_query_embeddings(self):
+        with torch.no_grad():
+            return self.model.encode_query(images=self.pix)
+
+
+def test_evaluate_with_a_real_tiny_model(tmp_path) -> None:
+    import json
+
+    from PIL import Image
+
+    from fashion_retrieval.evaluation import evaluate
+    from fashion_retrieval.models import ModelConfig, RetrievalModel
+
+    ds = _dataset(seed=5)
+    rng = np.random.default_rng(0)
+    items = []
+    for it in ds.items:
+        path = tmp_path / f"{it.id}.png"
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(path)
+        items.append(Item(it.id, str(path), it.caption, it.category, it.attributes))
+    ds.items = items
+    torch.manual_seed(0)
+    config = ModelConfig(
+        image_encoder="tiny_cnn",
+        text_encoder="lstm",
+        compositor="tirg",
+        embed_dim=16,
+        pretrained=False,
+    )
+    model = RetrievalModel(config, texts=ds.texts()).eval()
+    direct = DirectEmbeddings(model, items)
+    for name in EVAL_PROTOCOLS.names():
+        res = evaluate(model, ds, protocol=name, batch_size=5)
+        ref = evaluate_embeddings(direct, ds, protocol=name, model=res["model"])
+        assert {
+            k: v for k, v in res.items() if k not in ("recall", "categories", "category_level")
+        } == {k: v for k, v in ref.items() if k not in ("recall", "categories", "category_level")}
+        assert res["categories"].keys() == ref["categories"].keys()
+        for key, value in ref["recall"].items():
+            assert res["recall"][key] == pytest.approx(value, abs=1e-2), (name, key)
+    res = evaluate(model, ds, batch_size=7)
+    assert res["protocol"] == "synthetic" and res["model"] == "tirg(tiny_cnn+lstm)"
+    assert set(res) >= {
+        "dataset",
+        "split",
+        "protocol",
+        "model",
+        "recall",
+        "categories",
+        "queries",
+        "skipped",
+    }
+    json.dumps(res)  # JSON-ready
+    feats = direct.model.image_features(direct.pix).detach()  # (N, Dimg)
+    by_id = {it.id: row for it, row in zip(items, feats, strict=True)}
+    assert evaluate(model, ds, features=feats)["recall"] == pytest.approx(res["recall"])
+    assert evaluate(model, ds, features=by_id)["recall"] == pytest.approx(res["recall"])
+    with pytest.raises(ValueError, match="aligned with the items"):
+        evaluate(model, ds, features=feats[:3])
