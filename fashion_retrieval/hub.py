@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 from .io_utils import atomic_write_json
 
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
+_METRIC = re.compile(r"^(R@|P@|mAP|recall|precision)", re.IGNORECASE)  # what goes in the model-index
 
 
 def save_checkpoint(
@@ -70,7 +72,10 @@ def _recall_table(metrics: dict | None) -> tuple[dict[str, float], dict[str, Any
     if not metrics:
         return {}, {}
     recall = metrics.get("recall", metrics)
-    values = {k: float(v) for k, v in recall.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    values = {
+        k: float(v) for k, v in recall.items()
+        if _METRIC.match(k) and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
     return values, {k: metrics[k] for k in ("dataset", "split", "protocol") if k in metrics}
 
 

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from fashion_retrieval.models.image_encoders import (
-    IMAGE_ENCODERS, build_image_encoder, efficientnet_lite0_classifier,
+    IMAGE_ENCODERS,
+    build_image_encoder,
+    efficientnet_lite0_classifier,
 )
 from fashion_retrieval.models.text_encoders import TEXT_ENCODERS, build_text_encoder
 from fashion_retrieval.models.vocab import Vocabulary, tokenize

@@ -45,7 +45,7 @@ def test_checkpoint_folder_and_round_trip(saved):
     assert not [p for p in os.listdir(out.parent) if p.startswith(".")]  # no temp folders left
     loaded = hub.load_model(out)
     assert loaded.config == model.config and not loaded.training
-    for a, b in zip(outputs(model), outputs(loaded)):
+    for a, b in zip(outputs(model), outputs(loaded), strict=True):
         assert torch.equal(a, b)
 
 
@@ -59,6 +59,13 @@ def test_model_card_has_model_index(saved):
     assert values == {"R@1": 12.5, "R@10": 40.0, "R@50": 70.25}
     assert data["library_name"] == "fashion_retrieval" and data["datasets"] == ["synthetic"]
     assert "How to load" in card.text and "Limitations" in card.text
+
+
+def test_model_card_keeps_only_metrics(tmp_path):
+    out = hub.save_checkpoint(tiny(), tmp_path / "c", metrics={"R@10": 5.0, "step": 100, "loss": 0.3},
+                              dataset_name="fashioniq")
+    card = (out / "README.md").read_text()
+    assert "R@10" in card and "step" not in card and "fashioniq" in card
 
 
 def test_save_over_existing_keeps_old_if_interrupted(saved, monkeypatch):
@@ -145,7 +152,7 @@ def test_load_from_hub_repo_id_with_mocked_download(saved, monkeypatch):
     loaded = hub.load_model("someone/tirg-fashion", revision="v1")
     assert ("someone/tirg-fashion", "config.json", "v1") in calls
     assert ("someone/tirg-fashion", "model.safetensors", "v1") in calls
-    for a, b in zip(outputs(model), outputs(loaded)):
+    for a, b in zip(outputs(model), outputs(loaded), strict=True):
         assert torch.equal(a, b)
 
 

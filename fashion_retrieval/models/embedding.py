@@ -64,7 +64,7 @@ def _run(
 
 def _collate(batch: list[tuple[int, torch.Tensor, bool]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Stack (index, pixels, ok) triples into (B,), (B, 3, S, S), (B,) tensors."""
-    idx, pixels, ok = zip(*batch)
+    idx, pixels, ok = zip(*batch, strict=True)
     return torch.tensor(idx), torch.stack(pixels), torch.tensor(ok)
 
 

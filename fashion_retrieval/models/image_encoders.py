@@ -97,7 +97,7 @@ def _lite0_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     if len(src) != len(dst):
         raise RuntimeError(f"{path}: {len(src)} tensors, but timm's efficientnet_lite0 has {len(dst)}")
     out = {}
-    for (src_key, tensor), (dst_key, ref) in zip(src.items(), dst.items()):
+    for (src_key, tensor), (dst_key, ref) in zip(src.items(), dst.items(), strict=True):
         if tensor.shape != ref.shape:
             raise RuntimeError(
                 f"{path}: tensor {src_key} {tuple(tensor.shape)} does not fit timm's "
