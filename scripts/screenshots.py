@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     sources = tiny_sources(args.tiny) if args.tiny else default_sources(args.home)
     shoot_demo(sources, args.out / "demo.png")
-    shoot_dashboard(sources, args.out, args.out.parent / ".streamlit_screenshots.log")
+    log = Path(tempfile.gettempdir()) / "fashion_retrieval_screenshots_streamlit.log"
+    shoot_dashboard(sources, args.out, log)
     for name in ("demo.png", "dashboard.png", "dashboard_query.png"):
         print(f"wrote {args.out / name}")
 

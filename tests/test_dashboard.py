@@ -243,3 +243,62 @@ def test_app_recall_and_curves_without_models(tmp_path, monkeypatch):
     assert not at.exception and not [e for e in at.error if "Training log" in e.value]
     charts = [e for e in at.main if getattr(e, "type", "") == "vega_lite_chart"]
     assert len(charts) == 3  # loss, learning rate, recall
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Tiny real checkpoints with their evaluation JSONs and logs (see browser_utils)."""
+    from browser_utils import make_tiny_results
+
+    return make_tiny_results(tmp_path_factory.mktemp("tiny"))
+
+
+def _captions(at) -> list[str]:
+    return [img.proto.imgs[0].caption for img in at.get("image")]
+
+
+def test_app_with_tiny_checkpoints(tiny, monkeypatch):
+    from fashion_retrieval.hub import load_model
+    from fashion_retrieval.retriever import Retriever
+
+    bad = tiny["runs"].parent / "broken_ckpt"
+    bad.mkdir(exist_ok=True)
+    (bad / "config.json").write_text('{"model_type": "fashion_retrieval", "embed_dim": "x"}')
+    (bad / "model.safetensors").write_bytes(b"not weights")
+    env = {k: v for k, v in tiny["env"].items() if k != "FASHION_RETRIEVAL_RUNS"}
+    at = run_app(monkeypatch, [tiny["runs"], bad], **env)
+    assert not at.exception
+    assert sorted(at.table[0].value["model"]) == sorted(tiny["models"])  # every model
+    at.sidebar.multiselect(key="checkpoints").set_value(
+        [*at.sidebar.multiselect(key="checkpoints").options]
+    )
+    at.radio(key="view").set_value("Embedding map").run()
+    assert not at.exception
+    assert [e for e in at.error if "broken_ckpt" in e.value and "could not be loaded" in e.value]
+    charts = [e for e in at.main if getattr(e, "type", "") == "vega_lite_chart"]
+    assert len(charts) == len(tiny["models"])  # one map per model that loaded
+    at.selectbox(key="projection").set_value("tsne").run()
+    at.selectbox(key="color_by").set_value("color").run()
+    assert not at.exception and not [e for e in at.error if "projection failed" in e.value]
+
+    at.radio(key="view").set_value("Query browser").run()
+    assert not at.exception
+    triplet = tiny["dataset"].triplets[0]
+    captions = _captions(at)
+    assert captions[0].startswith("query image") and len(captions) == 1 + 5 * len(tiny["models"])
+    # the ✅ marks agree with the target found by each model's own Retriever
+    source = tiny["dataset"].item_by_id()[triplet.source]
+    headers = [h.value for h in at.main.get("subheader")]
+    assert headers == [f"runs/{n}/final" for n in sorted(tiny["models"])]  # side by side, by label
+    for i, name in enumerate(sorted(tiny["models"])):
+        retriever = Retriever(load_model(tiny["runs"] / name / "final"), tiny["dataset"].items)
+        hits = retriever.search(source.path, triplet.text, k=5, exclude_ids=[source.id])
+        shown = captions[1 + 5 * i : 1 + 5 * (i + 1)]
+        assert [c.startswith("✅") for c in shown] == [h.id == triplet.target for h in hits]
+        assert [c.split(" · ")[0].lstrip("✅ ").split(". ", 1)[1] for c in shown] == [
+            h.caption for h in hits
+        ]
+
+    at.radio(key="query_mode").set_value("Make one").run()
+    at.text_input(key="query_text").input("yellow striped dress").run()
+    assert not at.exception and len(_captions(at)) == 5 * len(tiny["models"])
