@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,8 @@ def train_main(argv: list[str] | None = None) -> int:
     from fashion_retrieval.training.trainer import train
 
     final = train(config)
-    print(final)
+    if os.environ.get("RANK", "0") == "0":  # one line, from the main process of a launch
+        print(final)
     return 0
 
 

@@ -47,6 +47,8 @@ class TrainConfig:
     image_encoder: str = "efficientnet_lite0"
     text_encoder: str = "lstm"
     compositor: str = "tirg"
+    text_encoder_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"hidden": 512} for lstm
+    compositor_options: dict[str, Any] = field(default_factory=dict)
     embed_dim: int = 512
     pretrained: bool = True
     freeze_image_encoder: bool = True

@@ -105,6 +105,8 @@ def build_model(config: TrainConfig, texts: list[str]) -> Any:
         image_encoder=config.image_encoder,
         text_encoder=config.text_encoder,
         compositor=config.compositor,
+        text_kwargs=dict(config.text_encoder_options),
+        compositor_kwargs=dict(config.compositor_options),
         embed_dim=config.embed_dim,
         pretrained=config.pretrained,
         freeze_image_encoder=config.freeze_image_encoder,
@@ -150,6 +152,9 @@ def setup_run(config: TrainConfig, accelerator: Any) -> Run:
     # a step is an optimiser step whatever the number of processes.
     run.module, run.optimizer = accelerator.prepare(module, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    # Building the feature cache draws from the global RNG (DataLoader seeds) only when the
+    # cache misses: re-seed so that training is the same whether or not it hit.
+    set_seed(config.seed + 1)
     return run
 
 
