@@ -21,6 +21,7 @@ from browser_utils import (
 )
 
 REASON = chromium_missing_reason()
+expect = pytest.importorskip("playwright.sync_api", reason=REASON or "").expect
 pytestmark = [pytest.mark.browser, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
 
@@ -53,22 +54,39 @@ def test_gradio_demo_search_in_browser(tiny, artifacts, monkeypatch):
         # Text to image: type a description, press Search, read the result gallery.
         page.get_by_role("tab", name="Text to image").click()
         page.get_by_label("Describe the garment").fill("red striped dress")
-        page.locator("button:visible", has_text=re.compile(r"^\s*Search\s*$")).click()
-        thumbs = page.locator(".gallery-item:visible, .thumbnail-item:visible")
-        thumbs.first.wait_for()
+        _click_search(page)
+        captions = _gallery_captions(page, ".block:visible", 4)
         page.screenshot(path=artifacts / "demo_text.png", full_page=True)
-        assert thumbs.count() == 4
-        shown = page.inner_text("body")
-        assert sum(cap in shown for cap in _catalogue_captions(tiny)) >= 4
-        # Compose: pick a catalogue query from the examples, search, every model answers.
+        expected = models["tirg"].search(text="red striped dress", k=4)
+        assert [c.split(" · ")[-1] for c in captions] == [h.caption for h in expected]
+        scores = [float(c.split(" · ")[1]) for c in captions]
+        assert scores == sorted(scores, reverse=True)
+        # Compose: click a catalogue query with a known target; each chosen model answers.
         page.get_by_role("tab", name="Compose").click()
-        page.get_by_label("What should change?").fill("is blue")
-        page.locator(".fr-results").wait_for(state="attached")
-        page.locator("button:visible", has_text=re.compile(r"^\s*Search\s*$")).click()
-        page.wait_for_function("() => document.querySelector('.fr-status')?.innerText.trim()")
+        triplet = tiny["dataset"].triplets[0]
+        page.locator("tr.tr-body", has_text=triplet.text).first.click()
+        expect(page.get_by_label("What should change?")).to_have_value(triplet.text)
+        _click_search(page)
+        page.wait_for_function(
+            "() => document.querySelector('.fr-status')?.innerText.includes('Known target')"
+        )
+        for name in ("tirg", "image_only"):  # the demo's default models among ours
+            _gallery_captions(page, f'.fr-results .block:visible:has(label:text-is("{name}"))', 4)
         status = page.inner_text(".fr-status")
         page.screenshot(path=artifacts / "demo_compose.png", full_page=True)
-        assert "⚠" in status or all(n in status for n in ("tirg", "concat"))
+        assert "tirg" in status and "image_only" in status
+
+
+def _click_search(page) -> None:
+    page.locator("button:visible", has_text=re.compile(r"^\s*Search\s*$")).click()
+
+
+def _gallery_captions(page, scope: str, k: int) -> list[str]:
+    """Wait until the gallery in ``scope`` shows ``k`` thumbnails; return their captions."""
+    labels = page.locator(f"{scope} button.thumbnail-item .caption-label")
+    expect(labels).to_have_count(k)
+    page.wait_for_timeout(800)  # the gallery fades in
+    return labels.all_inner_texts()
 
 
 def _load(tiny, name):
