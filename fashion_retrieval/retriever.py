@@ -21,6 +21,12 @@ import torch
 
 from fashion_retrieval.data.records import Item
 from fashion_retrieval.index import GalleryIndex, combine_fingerprints
+from fashion_retrieval.whitening import (
+    POSTPROCESS_MODES,
+    WHITENING_FILE,
+    PCAWhitening,
+    fit_postprocess,
+)
 
 NO_QUERY = "give an image, a text, or both"
 
@@ -95,6 +101,10 @@ class Retriever:
     :class:`GalleryIndex` (``index_kind`` "auto", "flat", "ivf" or "hnsw"). With
     ``index_dir`` the index is saved there and reused while the fingerprint of model and
     gallery matches. Searches are thread-safe (one lock around the model and the index).
+
+    ``postprocess`` ("none", "pca", "whiten", or a fitted :class:`PCAWhitening`) transforms
+    gallery and query embeddings before indexing and search; a mode name is fitted on the
+    gallery embeddings (``postprocess_dim`` components) and saved beside the index.
     """
 
     def __init__(
@@ -108,6 +118,8 @@ class Retriever:
         index_params: dict[str, Any] | None = None,
         batch_size: int = 64,
         num_workers: int = 0,
+        postprocess: str | PCAWhitening = "none",
+        postprocess_dim: int | None = None,
     ) -> None:
         if not items:
             raise ValueError("the gallery is empty: give at least one item")
@@ -122,6 +134,7 @@ class Retriever:
         self._lock = threading.RLock()
         self._transform = model.transform(train=False)
         self._model_fp = model_fingerprint(model)
+        self._init_postprocess(postprocess, postprocess_dim, index)
         if index is not None:
             unknown = [i for i in index.ids if i not in self._items]
             if unknown or len(index) != len(self._items):
@@ -134,8 +147,58 @@ class Retriever:
             self.index = GalleryIndex.load_or_build(
                 self.index_dir, self.fingerprint(), lambda: self._build(list(self._items.values()))
             )
+            self._load_postprocessor()
         else:
             self.index = self._build(list(self._items.values()))
+
+    # ------------------------------------------------------------------ post-processing
+
+    def _init_postprocess(
+        self, postprocess: str | PCAWhitening, dim: int | None, index: GalleryIndex | None
+    ) -> None:
+        """Keep a fitted post-processor, or the mode to fit on the gallery when indexing."""
+        self.postprocessor: PCAWhitening | None = None
+        self._post_mode, self._post_dim = "none", dim
+        if isinstance(postprocess, PCAWhitening):
+            self.postprocessor = postprocess
+            if index is not None and index.dim != postprocess.output_dim:
+                raise ValueError(
+                    f"the index has dimension {index.dim}, the post-processor outputs "
+                    f"{postprocess.output_dim}"
+                )
+            return
+        POSTPROCESS_MODES.get(postprocess)  # an unknown mode lists the valid ones
+        if postprocess != "none" and index is not None:
+            raise ValueError(
+                f"postprocess={postprocess!r} is fitted while indexing; with a prebuilt "
+                "index pass the fitted PCAWhitening instead"
+            )
+        self._post_mode = postprocess
+
+    def _post_settings(self) -> list[Any]:
+        """What of the post-processing the fingerprint keys on (nothing when there is none)."""
+        if self.postprocessor is not None and self._post_mode == "none":  # given ready-made
+            h = hashlib.sha256()
+            for t in (self.postprocessor.mean, self.postprocessor.projection):
+                if t is not None:
+                    h.update(t.contiguous().numpy().tobytes())
+            return [self.postprocessor.mode, h.hexdigest()]
+        return [] if self._post_mode == "none" else [self._post_mode, self._post_dim]
+
+    def _load_postprocessor(self) -> None:
+        """After reusing a saved index, read the post-processor saved beside it (or rebuild)."""
+        if self._post_mode == "none" or self.postprocessor is not None:
+            return
+        try:
+            self.postprocessor = PCAWhitening.load(self.index_dir)
+        except ValueError:  # missing or corrupt: fit and index again
+            self.index = self._build(list(self._items.values()))
+            self.index.fingerprint = self.fingerprint()
+            self.index.save(self.index_dir)
+
+    def _postprocess(self, emb: torch.Tensor) -> torch.Tensor:
+        """``(N, D) -> (N, d)`` through the post-processor, if any."""
+        return emb if self.postprocessor is None else self.postprocessor.transform(emb)
 
     # ------------------------------------------------------------------ gallery
 
@@ -152,7 +215,9 @@ class Retriever:
 
     def fingerprint(self) -> str:
         """Fingerprint of model weights + gallery + index settings (what a saved index keys on)."""
-        settings = json.dumps([self.index_kind, self.index_params], sort_keys=True)
+        settings = json.dumps(
+            [self.index_kind, self.index_params, *self._post_settings()], sort_keys=True
+        )
         return combine_fingerprints(
             self._model_fp, gallery_fingerprint(list(self._items.values())), settings
         )
@@ -170,6 +235,11 @@ class Retriever:
     def _build(self, items: list[Item]) -> GalleryIndex:
         """Embed ``items`` and index them."""
         emb = self.embed_items(items)  # (N, D)
+        if self._post_mode != "none":  # fitted on this gallery, saved before the index
+            self.postprocessor = fit_postprocess(self._post_mode, emb, dim=self._post_dim)
+            if self.index_dir is not None:
+                self.postprocessor.save(self.index_dir / WHITENING_FILE)
+        emb = self._postprocess(emb)  # (N, d)
         return GalleryIndex.build(
             emb.numpy(), [it.id for it in items], self.index_kind, **self.index_params
         )
@@ -179,7 +249,8 @@ class Retriever:
         with self._lock:
             new = self._add_to_catalogue(items)
             try:
-                self.index.add(self.embed_items(new).numpy(), [it.id for it in new])
+                emb = self._postprocess(self.embed_items(new))  # (M, d)
+                self.index.add(emb.numpy(), [it.id for it in new])
             except BaseException:
                 for it in new:
                     del self._items[it.id]
@@ -288,6 +359,7 @@ class Retriever:
         """Search the index and turn positions into hits, dropping excluded ids."""
         extra = max(len(e) for e in excluded)
         with self._lock:
+            queries = self._postprocess(queries)  # (Q, d)
             scores, positions = self.index.search(queries.numpy(), min(k + extra, len(self)))
             ids = [[self.index.id_at(p) if p >= 0 else None for p in row] for row in positions]
         results = []
