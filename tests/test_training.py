@@ -16,27 +16,30 @@ COLORS = {"red": (210, 30, 30), "green": (30, 160, 60), "blue": (40, 70, 210), "
 SHAPES = ("circle", "square", "triangle")
 
 
-def _draw(color: tuple[int, int, int], shape: str, size: int = 32) -> Image.Image:
+def _draw(color: tuple[int, int, int], shape: str, size: int = 32, shift: int = 0) -> Image.Image:
     img = Image.new("RGB", (size, size), (245, 245, 245))
     d = ImageDraw.Draw(img)
-    box = (6, 6, size - 6, size - 6)
+    box = (6 + shift, 6, size - 6 + shift, size - 6)
     {"circle": d.ellipse, "square": d.rectangle}.get(shape, lambda b, fill: d.polygon(
         [(size // 2, 5), (size - 5, size - 5), (5, size - 5)], fill=fill))(box, fill=color)
     return img
 
 
-def make_tiny_fashioniq(root: Path) -> Path:
-    """12 images (4 colours x 3 shapes) and composed queries "make it <colour|shape>"."""
+def make_tiny_fashioniq(root: Path, views: int = 1) -> Path:
+    """12 products (4 colours x 3 shapes), ``views`` images each, and composed queries
+    "make it <colour|shape>" between the first views."""
     (root / "images").mkdir(parents=True)
     (root / "captions").mkdir()
     (root / "image_splits").mkdir()
     ids, meta = [], {}
     for c in COLORS:
         for s in SHAPES:
-            asin = f"{c}_{s}"
-            _draw(COLORS[c], s).save(root / "images" / f"{asin}.png")
-            ids.append(asin)
-            meta[asin] = {"caption": f"{c} {s} dress", "category": "dress", "attributes": {"color": c, "shape": s}}
+            for v in range(views):
+                asin = f"{c}_{s}" if v == 0 else f"{c}_{s}_v{v}"
+                _draw(COLORS[c], s, shift=2 * v).save(root / "images" / f"{asin}.png")
+                ids.append(asin)
+                meta[asin] = {"caption": f"{c} {s} dress", "category": "dress",
+                              "attributes": {"color": c, "shape": s}}
     triplets = []
     for c in COLORS:
         for s in SHAPES:
@@ -56,6 +59,11 @@ def make_tiny_fashioniq(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_fashioniq(tmp_path_factory.mktemp("fiq"))
+
+
+@pytest.fixture(scope="module")
+def views_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_fashioniq(tmp_path_factory.mktemp("fiq_views"), views=2)
 
 
 def tiny_config(data_root: Path, out: Path, **kw) -> TrainConfig:
@@ -157,11 +165,13 @@ def test_end_to_end_path_with_accumulation(data_root: Path, tmp_path: Path) -> N
      ("crossmodal", "correlational", "text_only"), ("image_to_image", "symmetric_infonce", "image_only"),
      ("composed", "soft_triplet", "complex_rotation")],
 )
-def test_other_tasks_and_losses_train(data_root: Path, tmp_path: Path, task: str, loss: str, compositor: str) -> None:
+def test_other_tasks_and_losses_train(
+    views_root: Path, tmp_path: Path, task: str, loss: str, compositor: str
+) -> None:
     from fashion_retrieval.training import train
 
     out = tmp_path / task
-    train(tiny_config(data_root, out, task=task, loss=loss, compositor=compositor, max_steps=4,
+    train(tiny_config(views_root, out, task=task, loss=loss, compositor=compositor, max_steps=4,
                       optimizer="adamw", lr=1e-3, lr_schedule="cosine"))
     losses = [m["loss"] for m in _metrics(out) if "loss" in m]
     assert len(losses) == 4 and all(np.isfinite(losses))
