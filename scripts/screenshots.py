@@ -25,6 +25,7 @@ from browser_utils import (  # noqa: E402
     chromium_page,
     gradio_server,
     make_tiny_results,
+    streamlit_screenshot,
     streamlit_server,
     wait_streamlit_idle,
 )
@@ -85,12 +86,12 @@ def shoot_dashboard(sources: dict[str, Any], out_dir: Path, log: Path) -> None:
         page.goto(url)
         wait_streamlit_idle(page)
         page.locator('[data-testid="stTable"]').wait_for()
-        page.screenshot(path=out_dir / "dashboard.png", full_page=True)
+        streamlit_screenshot(page, out_dir / "dashboard.png")
         page.get_by_text("Query browser", exact=True).click()
         wait_streamlit_idle(page, timeout_ms=300_000)
         page.locator('[data-testid="stImage"]').first.wait_for(timeout=300_000)
         page.wait_for_timeout(1000)
-        page.screenshot(path=out_dir / "dashboard_query.png", full_page=True)
+        streamlit_screenshot(page, out_dir / "dashboard_query.png")
 
 
 def main(argv: list[str] | None = None) -> None:

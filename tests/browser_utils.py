@@ -168,6 +168,18 @@ def wait_streamlit_idle(page: Any, timeout_ms: int = 90_000, started_ms: int = 3
     page.wait_for_timeout(500)  # let charts and images finish drawing
 
 
+def streamlit_screenshot(page: Any, path: Path, width: int = 1440) -> None:
+    """Screenshot the whole Streamlit page: its main area scrolls inside the window, so the
+    window is first made as tall as the content."""
+    height = page.evaluate(
+        """() => Math.max(...['stMain', 'stSidebarContent', 'stMainBlockContainer'].map(
+            id => document.querySelector(`[data-testid="${id}"]`)?.scrollHeight || 0))"""
+    )
+    page.set_viewport_size({"width": width, "height": int(min(max(height, 600), 6000))})
+    page.wait_for_timeout(700)  # charts re-lay out at the new size
+    page.screenshot(path=path, full_page=True)
+
+
 TINY_MODELS = ("tirg", "concat", "image_only")
 
 

@@ -16,6 +16,7 @@ from browser_utils import (
     chromium_page,
     gradio_server,
     make_tiny_results,
+    streamlit_screenshot,
     streamlit_server,
     wait_streamlit_idle,
 )
@@ -104,7 +105,7 @@ def test_streamlit_dashboard_in_browser(tiny, artifacts, tmp_path):
         rows = table.locator("tbody tr").all_inner_texts()
         assert sorted(r.split()[0] for r in rows) == sorted(tiny["models"])
         assert page.locator('[data-testid="stVegaLiteChart"]').count() >= 1
-        page.screenshot(path=artifacts / "dashboard_recall.png", full_page=True)
+        streamlit_screenshot(page, artifacts / "dashboard_recall.png")
         # Query browser: make a query by typing, every model shows its top-K images.
         page.get_by_text("Query browser", exact=True).click()
         wait_streamlit_idle(page)
@@ -116,7 +117,7 @@ def test_streamlit_dashboard_in_browser(tiny, artifacts, tmp_path):
         wait_streamlit_idle(page)
         images = page.locator('[data-testid="stImage"]')
         images.first.wait_for()
-        page.screenshot(path=artifacts / "dashboard_query.png", full_page=True)
+        streamlit_screenshot(page, artifacts / "dashboard_query.png")
         assert not page.locator('[data-testid="stException"]').count()
         assert images.count() == 5 * len(tiny["models"])  # top 5 per model, no query image
         shown = page.inner_text('[data-testid="stMain"]')

@@ -125,16 +125,30 @@ def _query_inputs(dataset: Any) -> tuple[Any, str, Any, str | None]:
     return image, text, None, source if source != "(none)" else None
 
 
-def _show_hits(column: Any, label: str, hits: Any) -> None:
-    """One model's top-K in a column; correct targets marked with ✅."""
-    column.subheader(label)
-    for row in hits.itertuples():
+def _show_hits(label: str, hits: Any, k: int) -> None:
+    """One model's top-K as a row of images; correct targets marked with ✅."""
+    st.subheader(label, divider="gray")
+    cells = st.columns(k)
+    for cell, row in zip(cells, hits.itertuples(), strict=False):
         mark = "✅ " if row.correct else ""
         caption = f"{mark}{row.rank}. {row.caption or row.id} · {row.score:.3f}"
         if row.path:
-            column.image(row.path, caption=caption, width=140)
+            cell.image(row.path, caption=caption, width="stretch")
         else:
-            column.write(caption)
+            cell.write(caption)
+
+
+def _show_query(dataset: Any, image: Any, text: str, triplet: Any, source: str | None) -> None:
+    """The query (image and words) and, for a test query, its known target."""
+    cols = st.columns([1, 1, 4])
+    if image is not None:
+        cols[0].image(image, caption=f"query image · {source}", width="stretch")
+    target = dataset.item_by_id().get(triplet.target) if triplet and triplet.target else None
+    if target is not None:
+        cols[1].image(
+            target.path, caption=f"target · {target.caption or target.id}", width="stretch"
+        )
+    cols[2].markdown(f"**Words:** {text or '(none)'}")
 
 
 def query_view(settings: Settings) -> None:
@@ -146,12 +160,11 @@ def query_view(settings: Settings) -> None:
         return
     dataset = cached_gallery(settings.gallery)
     image, text, triplet, source = _query_inputs(dataset)
-    k = st.slider("Top K", 1, 20, 5, key="top_k")
+    k = st.slider("Top K", 1, 10, 5, key="top_k")
     if image is None and not (text or "").strip():
         st.info("Pick a catalogue image, type a change, or both.")
         return
-    if image is not None:
-        st.image(image, caption=f"query image · {source}", width=140)
+    _show_query(dataset, image, text, triplet, source)
     results = compare_models(
         retrievers,
         image=image,
@@ -161,8 +174,8 @@ def query_view(settings: Settings) -> None:
         protocol=dataset.protocol,
         exclude=source,
     )
-    for column, (label, hits) in zip(st.columns(len(results)), results.items(), strict=True):
-        _show_hits(column, label, hits)
+    for label, hits in results.items():
+        _show_hits(label, hits, k)
 
 
 VIEWS: dict[str, Callable[[Settings], None]] = {
