@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from test_training import make_tiny_fashioniq
 
@@ -29,6 +30,7 @@ def test_two_cpu_processes_see_disjoint_data_and_agree(tmp_path: Path) -> None:
         "--text-encoder", "lstm", "--compositor", "tirg", "--embed-dim", "32", "--pretrained", "false",
         "--batch-size", "4", "--max-steps", "6", "--save-every", "3", "--eval-every", "100",
         "--log-every", "1", "--lr", "0.05", "--modality-dropout", "0.2",
+        "--text-encoder-options", '{"word_dim": 32, "hidden": 32}',
         "--feature-cache-dir", str(tmp_path / "features"), "--output-dir", str(out), "--debug-log-ids",
     ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
@@ -47,13 +49,15 @@ def test_two_cpu_processes_see_disjoint_data_and_agree(tmp_path: Path) -> None:
     for step in range(6):
         assert not set(seen[0][step]["index"]) & set(seen[1][step]["index"])
 
-    w0 = (out / "debug_weights_rank0.txt").read_text()
-    w1 = (out / "debug_weights_rank1.txt").read_text()
-    assert w0 == w1
-    from fashion_retrieval.hub import load_model
-    from fashion_retrieval.training.trainer import weights_fingerprint
+    from safetensors.torch import load_file
 
-    assert weights_fingerprint(load_model(out / "final")) == w0
+    w0 = load_file(str(out / "debug_weights_rank0.safetensors"))
+    w1 = load_file(str(out / "debug_weights_rank1.safetensors"))
+    final = load_file(str(out / "final" / "model.safetensors"))
+    assert w0.keys() == w1.keys() == final.keys()
+    for key in w0:  # parameters and buffers alike
+        assert torch.equal(w0[key], w1[key]), key
+        assert torch.equal(w0[key], final[key]), key
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(line)]
     assert steps == [1, 2, 3, 4, 5, 6]  # written once, by the main process

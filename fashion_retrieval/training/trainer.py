@@ -216,15 +216,19 @@ def _debug_ids(run: Run, step: int, batch: dict[str, Any]) -> None:
         f.write(json.dumps({"micro_step": step, "index": batch["index"], "target": batch["target_ids"]}) + "\n")
 
 
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """SHA-256 of the model's state dict (names and exact values)."""
-    import hashlib
+def sync_buffers(run: Run) -> None:
+    """Copy rank 0's buffers (BatchNorm statistics) to every rank.
 
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    DDP broadcasts buffers at the start of each forward, so after the last step each rank
+    holds the statistics of its own last batch; this makes all ranks end identical.
+    """
+    if run.accelerator.num_processes == 1:
+        return
+    from accelerate.utils import broadcast
+
+    with torch.no_grad():
+        for buf in run.model.buffers():
+            buf.copy_(broadcast(buf.detach().clone(), from_process=0))
 
 
 def train_loop(run: Run, start_step: int) -> int:
@@ -272,10 +276,13 @@ def train_loop(run: Run, start_step: int) -> int:
 def finish(run: Run, step: int) -> Path:
     """Final state, final evaluation, the checkpoint folder and the optional Hub upload."""
     acc, cfg = run.accelerator, run.config
+    sync_buffers(run)
     save_state(acc, cfg.output_dir, step, {"micro_step": step * cfg.grad_accum_steps})
     if cfg.debug_log_ids:
-        path = Path(cfg.output_dir) / f"debug_weights_rank{acc.process_index}.txt"
-        path.write_text(weights_fingerprint(run.model))
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
+        save_file(state, str(Path(cfg.output_dir) / f"debug_weights_rank{acc.process_index}.safetensors"))
     run_eval(run, step)
     final = Path(cfg.output_dir) / "final"
     if acc.is_main_process:
