@@ -129,9 +129,10 @@ class PCAWhitening:
                 f"{None if eigenvalues is None else tuple(eigenvalues.shape)}"
             )
         self.mode = mode
-        self.mean = mean.float()  # (D,)
-        self.projection = None if projection is None else projection.float()  # (D, d)
-        self.eigenvalues = None if eigenvalues is None else eigenvalues.float()  # (d,)
+        # contiguous float32, so a saved and reloaded copy computes bit for bit the same
+        self.mean = mean.float().contiguous()  # (D,)
+        self.projection = None if projection is None else projection.float().contiguous()  # (D, d)
+        self.eigenvalues = None if eigenvalues is None else eigenvalues.float().contiguous()
         self.shrinkage = float(shrinkage)
         self.eps = float(eps)
 
@@ -172,6 +173,12 @@ class PCAWhitening:
                 stacklevel=2,
             )
         keep = min(dim or rank, rank)
+        if whiten and keep >= n - 1:
+            warnings.warn(
+                f"whitening all {keep} directions of {n} items makes every pair of gallery "
+                "items equally similar; pass a smaller dim (or more items)",
+                stacklevel=2,
+            )
         vals, vecs = vals[:keep], vecs[:, :keep]  # (d,), (D, d)
         projection = vecs
         if whiten:
