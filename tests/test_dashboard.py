@@ -287,7 +287,7 @@ def test_app_with_tiny_checkpoints(tiny, monkeypatch):
     captions = _captions(at)
     assert captions[0].startswith("query image") and captions[1].startswith("target")
     assert len(captions) == 2 + 5 * len(tiny["models"])
-    # the ✅ marks agree with the target found by each model's own Retriever
+    # the ✓ marks agree with the target found by each model's own Retriever
     source = tiny["dataset"].item_by_id()[triplet.source]
     headers = [h.value for h in at.main.get("subheader")]
     assert headers == [f"runs/{n}/final" for n in sorted(tiny["models"])]  # side by side, by label
@@ -295,8 +295,8 @@ def test_app_with_tiny_checkpoints(tiny, monkeypatch):
         retriever = Retriever(load_model(tiny["runs"] / name / "final"), tiny["dataset"].items)
         hits = retriever.search(source.path, triplet.text, k=5, exclude_ids=[source.id])
         shown = captions[2 + 5 * i : 2 + 5 * (i + 1)]
-        assert [c.startswith("✅") for c in shown] == [h.id == triplet.target for h in hits]
-        assert [c.split(" · ")[0].lstrip("✅ ").split(". ", 1)[1] for c in shown] == [
+        assert [c.startswith("✓") for c in shown] == [h.id == triplet.target for h in hits]
+        assert [c.split(" · ")[0].lstrip("✓ ").split(". ", 1)[1] for c in shown] == [
             h.caption for h in hits
         ]
 

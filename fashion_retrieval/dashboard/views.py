@@ -126,16 +126,18 @@ def _query_inputs(dataset: Any) -> tuple[Any, str, Any, str | None]:
 
 
 def _show_hits(label: str, hits: Any, k: int) -> None:
-    """One model's top-K as a row of images; correct targets marked with ✅."""
+    """One model's top-K as a row of images; correct targets marked ✓ with a green badge."""
     st.subheader(label, divider="gray")
     cells = st.columns(k)
     for cell, row in zip(cells, hits.itertuples(), strict=False):
-        mark = "✅ " if row.correct else ""
+        mark = "✓ " if row.correct else ""  # a glyph every font has (no colour emoji)
         caption = f"{mark}{row.rank}. {row.caption or row.id} · {row.score:.3f}"
         if row.path:
             cell.image(row.path, caption=caption, width="stretch")
         else:
             cell.write(caption)
+        if row.correct:
+            cell.markdown(":green-badge[✓ correct target]")
 
 
 def _show_query(dataset: Any, image: Any, text: str, triplet: Any, source: str | None) -> None:
