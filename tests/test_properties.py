@@ -151,3 +151,35 @@ def test_fashioniq_join_builds_c1_and_c2(tmp_path_factory):
     _fashioniq_join_builds_c1_and_c2(tmp_path_factory)
     record("properties", "FashionIQ query = 'c1 and c2' (blank captions dropped and counted)",
            "load_fashioniq caption_mode=join/separate", "held for 40 generated caption lists")
+
+
+# ---------------------------------------------------------------- the report's README writer
+# No "\r": files are read with universal newlines, as editors and git do.
+readme_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r"), max_size=200).filter(
+    lambda t: "<!--" not in t)
+block_text = st.text(string.ascii_letters + string.digits + " |*`-\n", max_size=80)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(readme_text, readme_text, block_text, block_text)
+def _readme_update_keeps_the_rest(tmp_path_factory, before, after, block1, block2):
+    from fashion_retrieval.reliability.report import END, HEADING, START, update_readme
+
+    path = tmp_path_factory.mktemp("readme") / "README.md"
+    path.write_text(before, encoding="utf-8")
+    update_readme(path, block1)
+    first = path.read_text(encoding="utf-8")
+    assert first.startswith(before.rstrip("\n")) and first.count(START) == 1 and HEADING in first
+    path.write_text(first + after, encoding="utf-8")  # text after the section must survive
+    update_readme(path, block2)
+    second = path.read_text(encoding="utf-8")
+    assert second == first.replace(f"{START}\n{block1}\n{END}", f"{START}\n{block2}\n{END}") + after
+    update_readme(path, block2)
+    assert path.read_text(encoding="utf-8") == second  # idempotent
+
+
+def test_readme_update_keeps_the_rest(tmp_path_factory):
+    _readme_update_keeps_the_rest(tmp_path_factory)
+    record("properties", "README section writer: appends once, replaces only between markers, idempotent",
+           "reliability.report.update_readme", "held for 30 generated READMEs")
