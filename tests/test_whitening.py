@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections import Counter
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from fashion_retrieval.data.records import Item, RetrievalDataset
 from fashion_retrieval.evaluation import evaluate_embeddings
@@ -301,3 +303,92 @@ def test_evaluate_image_to_image_on_a_model(space: str) -> None:
     )
     with pytest.raises(ValueError, match="model, backbone"):
         evaluate_image_to_image(model, ds, features=feats, space="pixels")
+
+
+# ---------------------------------------------------------------------------- the Retriever
+
+
+def _image_items(folder, n: int, start: int = 0) -> list[Item]:
+    """``n`` small generated images that differ in colour and in a band's width."""
+    rng = np.random.default_rng(start)
+    items = []
+    for i in range(start, start + n):
+        arr = rng.integers(0, 256, size=(48, 48, 3), dtype=np.uint8)
+        arr[:, : 6 + i % 30] = (41 * i) % 256
+        path = folder / f"img{i}.png"
+        Image.fromarray(arr).save(path)
+        items.append(Item(f"item{i}", str(path), f"item {i}", ("dress", "shirt")[i % 2]))
+    return items
+
+
+def _retriever_brute_force(retriever, model, items, query_path) -> list[str]:
+    """Ranking by the post-processor applied to directly computed embeddings."""
+    from fashion_retrieval.data.images import load_image
+
+    tf = model.transform()
+    with torch.no_grad():
+        pix = torch.stack([tf(load_image(it.path)) for it in items])  # (N, 3, S, S)
+        gallery = retriever.postprocessor.transform(model.encode_target(images=pix))
+        query = retriever.postprocessor.transform(
+            model.encode_query(images=tf(load_image(query_path))[None])
+        )
+    order = torch.argsort((query @ gallery.T)[0], descending=True)
+    return [items[i].id for i in order]
+
+
+def test_retriever_whitens_gallery_and_queries(tmp_path, monkeypatch) -> None:
+    from fashion_retrieval.retriever import Retriever
+
+    items = _image_items(tmp_path, 14)
+    model = _tiny_model(items, seed=1)
+    plain = Retriever(model, items, index_kind="flat")
+    assert plain.postprocessor is None and plain.index.dim == 16
+    saved = functools.partial(
+        Retriever, model, items, index_kind="flat", postprocess="whiten", postprocess_dim=6
+    )
+    white = saved(index_dir=tmp_path / "idx")
+    assert white.index.dim == 6 and white.postprocessor.mode == "whiten"
+    assert (tmp_path / "idx" / WHITENING_FILE).is_file()
+    assert white.fingerprint() != plain.fingerprint()
+    hits = white.search(image=items[3].path, k=14)
+    assert [h.id for h in hits] == _retriever_brute_force(white, model, items, items[3].path)
+    assert hits[0].id == "item3" and hits[0].score == pytest.approx(1.0, abs=1e-4)
+
+    def no_rebuild(self, items):
+        raise AssertionError("the saved index and whitening should have been reused")
+
+    with monkeypatch.context() as m:
+        m.setattr(Retriever, "_build", no_rebuild)
+        again = saved(index_dir=tmp_path / "idx")
+    assert [h.id for h in again.search(image=items[3].path, k=5)] == [h.id for h in hits[:5]]
+    (tmp_path / "idx" / WHITENING_FILE).unlink()  # lost: fitted and indexed again
+    rebuilt = saved(index_dir=tmp_path / "idx")
+    assert rebuilt.postprocessor is not None and (tmp_path / "idx" / WHITENING_FILE).is_file()
+    other_dim = Retriever(model, items, postprocess="whiten", postprocess_dim=4)
+    assert other_dim.fingerprint() != white.fingerprint() and other_dim.index.dim == 4
+
+
+def test_retriever_adds_items_and_takes_a_fitted_postprocessor(tmp_path) -> None:
+    from fashion_retrieval.index import GalleryIndex
+    from fashion_retrieval.retriever import Retriever
+
+    items = _image_items(tmp_path, 12)
+    model = _tiny_model(items, seed=2)
+    retriever = Retriever(model, items, postprocess="pca", postprocess_dim=5, index_kind="flat")
+    fitted = retriever.postprocessor
+    new = _image_items(tmp_path, 3, start=50)
+    retriever.add_items(new)
+    assert retriever.postprocessor is fitted  # new items use the gallery's fit, not a refit
+    assert retriever.search(image=new[1].path, k=1)[0].id == "item51"
+    given = Retriever(model, items, postprocess=fitted, index_kind="flat")
+    assert given.index.dim == 5
+    assert given.search(image=items[0].path, k=3)[0].id == "item0"
+    with pytest.raises(ValueError, match="none, pca, whiten"):
+        Retriever(model, items, postprocess="zca")
+    index = GalleryIndex.build(np.eye(12, 5, dtype=np.float32), [it.id for it in items], "flat")
+    with pytest.raises(ValueError, match="pass the fitted PCAWhitening"):
+        Retriever(model, items, index=index, postprocess="whiten")
+    with pytest.raises(
+        ValueError, match="the index has dimension 5, the post-processor outputs 16"
+    ):
+        Retriever(model, items, index=index, postprocess=fit_postprocess("none", torch.ones(2, 16)))
