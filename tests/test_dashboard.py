@@ -303,3 +303,23 @@ def test_app_with_tiny_checkpoints(tiny, monkeypatch):
     at.radio(key="query_mode").set_value("Make one").run()
     at.text_input(key="query_text").input("yellow striped dress").run()
     assert not at.exception and len(_captions(at)) == 5 * len(tiny["models"])
+
+
+def test_missing_gallery_folder_is_an_error_not_a_render(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    write_eval(runs / "tirg" / "eval.json", "tirg", 40.0)
+    ckpt = runs / "tirg" / "final"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    (ckpt / "model.safetensors").write_bytes(b"")
+    gone = tmp_path / "no_catalogue"
+    at = run_app(
+        monkeypatch,
+        [runs],
+        FASHION_RETRIEVAL_DATASET="synthetic",
+        FASHION_RETRIEVAL_DATA_ROOT=str(gone),
+    )
+    at.radio(key="view").set_value("Query browser").run()
+    assert not at.exception
+    assert any("does not exist" in e.value for e in at.error)
+    assert not gone.exists()  # nothing was rendered there

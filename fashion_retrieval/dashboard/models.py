@@ -36,12 +36,25 @@ def load_checkpoint(path: str | Path) -> Any:
 
 
 def load_gallery(spec: GallerySpec) -> Any:
-    """The ``RetrievalDataset`` a ``GallerySpec`` names (its items and test queries)."""
+    """The ``RetrievalDataset`` a ``GallerySpec`` names (its items and test queries).
+
+    Read-only: a synthetic catalogue is read as the FashionIQ layout it is written in, never
+    rendered (``load_synthetic`` would re-render, and replace, a catalogue whose parameters
+    differ from its arguments, such as the embedded default's).
+    """
+    import dataclasses
+
     from ..data import load_retrieval_dataset
 
     root = Path(spec.root).expanduser()
-    if spec.dataset != "synthetic" and not root.is_dir():
-        raise FileNotFoundError(f"gallery folder {root} does not exist")
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"gallery folder {root} does not exist (build the embedded default with "
+            "`python app.py`, or give a data folder)"
+        )
+    if spec.dataset == "synthetic":
+        ds = load_retrieval_dataset("fashioniq", str(root), spec.split)
+        return dataclasses.replace(ds, name="synthetic", protocol="synthetic")
     return load_retrieval_dataset(spec.dataset, str(root), spec.split)
 
 
