@@ -205,3 +205,69 @@ def test_page_has_the_three_tabs_and_search_api(client, models):
     info = client.view_api(print_info=False, return_format="dict")
     assert "/search" in info["named_endpoints"]
     assert [p["label"] for p in info["named_endpoints"]["/search"]["parameters"]] == ["image", "text", "model", "k"]
+
+
+# ---------------------------------------------------------------- the embedded default
+TINY_DEFAULT = dict(
+    products=24, image_encoder="tiny_cnn", pretrained=False, embed_dim=32,
+    compositors=("tirg", "image_only"), max_steps=4, batch_size=8,
+)
+
+
+@pytest.mark.slow
+def test_embedded_default_builds_caches_and_resumes(tmp_path):
+    from fashion_retrieval.demo.default import MARKER, DefaultSpec, default_dir, is_complete, load_default
+
+    spec = DefaultSpec(**TINY_DEFAULT)
+    logs: list[str] = []
+    bundle = load_default(tmp_path, spec, log=logs.append)
+    root = default_dir(tmp_path)
+    assert is_complete(tmp_path, spec) and (root / MARKER).is_file()
+    assert set(bundle.models) == {"tirg", "image_only"}
+    for name, retriever in bundle.models.items():
+        assert (root / "models" / name / "final" / "index").is_dir()
+        assert len(retriever) == len(bundle.dataset.items)
+    t = bundle.dataset.triplets[0]
+    backend = DemoBackend(bundle.models, bundle.dataset)
+    outcome = backend.search("tirg", bundle.dataset.item_by_id()[t.source].path, t.text, 5)
+    assert len(outcome.rows) == 5 and outcome.truth is not None
+    assert any("training" in line for line in logs)
+
+    # a later start loads the cache: no training, no rendering
+    logs.clear()
+    again = load_default(tmp_path, spec, log=logs.append)
+    assert not any("training" in line or "building" in line for line in logs)
+    assert [h.id for h in again.models["tirg"].search(text="red dress", k=3)] == [
+        h.id for h in bundle.models["tirg"].search(text="red dress", k=3)
+    ]
+
+    # an interrupted build: no marker, one model half-written -> only that one retrains
+    (root / MARKER).unlink()
+    final = root / "models" / "image_only" / "final"
+    for f in final.iterdir():
+        if f.is_file():
+            f.unlink()
+    logs.clear()
+    load_default(tmp_path, spec, log=logs.append)
+    assert any("tirg: checkpoint found" in line for line in logs)
+    assert any("image_only: training" in line for line in logs)
+    assert is_complete(tmp_path, spec)
+
+    # another spec rebuilds the models
+    other = DefaultSpec(**{**TINY_DEFAULT, "max_steps": 3})
+    assert not is_complete(tmp_path, other)
+    logs.clear()
+    load_default(tmp_path, other, log=logs.append)
+    assert any("built differently" in line for line in logs) and is_complete(tmp_path, other)
+
+
+@pytest.mark.slow
+def test_build_demo_without_models_uses_the_embedded_default(tmp_path):
+    from fashion_retrieval.demo.app import build_demo
+    from fashion_retrieval.demo.default import DefaultSpec
+
+    spec = DefaultSpec(**{**TINY_DEFAULT, "compositors": ("text_only",)})
+    demo = build_demo(home=tmp_path, default_spec=spec)
+    backend = demo.fashion_retrieval_backend
+    assert backend.model_names == ["text_only"]
+    assert backend.example_triplets(2)  # ground truth from the synthetic catalogue

@@ -161,3 +161,18 @@ def test_assembled_space_starts_and_answers(tmp_path, tiny_checkpoint, tiny_fash
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_cli_options_fall_back_to_space_variables():
+    from fashion_retrieval.demo.cli import parse_args
+
+    env = {"FASHION_RETRIEVAL_CHECKPOINTS": " me/tirg, me/concat ,", "FASHION_RETRIEVAL_GALLERY": "/data/fiq"}
+    args = parse_args([], env=env)
+    assert args.checkpoint == ["me/tirg", "me/concat"]
+    assert args.gallery == "/data/fiq" and args.dataset == "fashioniq" and args.split == "val"
+    assert args.host is None and args.port is None  # Gradio reads GRADIO_SERVER_NAME/PORT itself
+    args = parse_args(["--checkpoint", "a", "--checkpoint", "b", "--dataset", "fashion200k", "--port", "9000"], env=env)
+    assert args.checkpoint == ["a", "b"] and args.split == "test" and args.port == 9000
+    assert parse_args([], env={}).checkpoint == []
+    with pytest.raises(SystemExit):
+        parse_args(["--dataset", "nope"], env={})

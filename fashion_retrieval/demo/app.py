@@ -190,6 +190,7 @@ def build_demo(
     *,
     dataset: RetrievalDataset | None = None,
     home: str | Path | None = None,
+    default_spec: Any = None,
     title: str = "Fashion retrieval",
     max_k: int = 50,
     default_k: int = 8,
@@ -199,13 +200,14 @@ def build_demo(
     """Build the demo page.
 
     ``models`` maps names to Retrievers; None builds (or loads the cached) embedded default
-    under ``home`` (default ``$FASHION_RETRIEVAL_HOME``). ``dataset`` gives the catalogue's
+    under ``home`` (default ``$FASHION_RETRIEVAL_HOME``) from ``default_spec`` (a
+    :class:`~fashion_retrieval.demo.default.DefaultSpec`). ``dataset`` gives the catalogue's
     ground truth for marking correct hits. Serve the result with :func:`launch_demo`.
     """
     if models is None:
         from fashion_retrieval.demo.default import load_default
 
-        bundle = load_default(home)
+        bundle = load_default(home, default_spec)
         models, dataset = bundle.models, dataset or bundle.dataset
     backend = DemoBackend(models, dataset, max_k=max_k)
     with gr.Blocks(title=title) as demo:

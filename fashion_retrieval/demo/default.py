@@ -46,7 +46,7 @@ class DefaultSpec:
     pretrained: bool = True
     embed_dim: int = 256
     compositors: tuple[str, ...] = ("tirg", "concat", "text_only", "image_only")
-    max_steps: int = 300
+    max_steps: int = 120
     batch_size: int = 32
     lr: float = 0.05
     modality_dropout: float = 0.1
@@ -132,6 +132,7 @@ def _train_config(root: Path, spec: DefaultSpec, compositor: str) -> Any:
         batch_size=spec.batch_size,
         max_steps=spec.max_steps,
         seed=spec.seed,
+        data_seed=spec.seed,
         output_dir=str(root / "models" / compositor),
         save_every=spec.max_steps + 1,  # no intermediate states: a model retrains from scratch
         eval_every=spec.max_steps,

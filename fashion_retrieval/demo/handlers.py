@@ -267,9 +267,9 @@ class DemoBackend:
                     f"Model {model_name!r} knows none of the words in {text!r}; "
                     "try words from the catalogue (colours, patterns, garment types)."
                 )
-            notes.append(f"{model_name}: none of the words are known to this model; it relies on the picture.")
+            notes.append("none of the words are known to this model; it relies on the picture.")
         elif unknown:
-            notes.append(f"{model_name}: unknown words ignored: {', '.join(sorted(set(unknown)))}.")
+            notes.append(f"unknown words ignored: {', '.join(sorted(set(unknown)))}.")
         source_id = self.identify(image_path) if image is not None else None
         truth = self.truth_for(source_id, text) if text else None
         exclude = [source_id] if source_id else []  # the query image itself is no answer
@@ -325,6 +325,9 @@ def summary_markdown(outcomes: Sequence[SearchOutcome], k: int) -> str:
             lines.append(f"- **{o.model}**: {found} (Recall@{k} = {1 if rank else 0})")
     elif outcomes:
         lines.append(f"Top {k} from {', '.join(o.model for o in outcomes)}.")
+    by_note: dict[str, list[str]] = defaultdict(list)  # one line per note, naming its models
     for o in outcomes:
-        lines.extend(f"- ⚠ {note}" for note in o.notes)
+        for note in o.notes:
+            by_note[note].append(o.model)
+    lines.extend(f"- ⚠ {', '.join(names)}: {note}" for note, names in by_note.items())
     return "\n".join(lines)
