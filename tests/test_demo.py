@@ -216,7 +216,13 @@ TINY_DEFAULT = dict(
 
 @pytest.mark.slow
 def test_embedded_default_builds_caches_and_resumes(tmp_path):
-    from fashion_retrieval.demo.default import MARKER, DefaultSpec, default_dir, is_complete, load_default
+    from fashion_retrieval.demo.default import (
+        MARKER,
+        DefaultSpec,
+        default_dir,
+        is_complete,
+        load_default,
+    )
 
     spec = DefaultSpec(**TINY_DEFAULT)
     logs: list[str] = []
