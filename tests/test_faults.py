@@ -307,9 +307,9 @@ def test_train_cli_reports_unwritable_output_without_traceback(data_root, capsys
 
 
 def test_evaluate_cli_checks_json_destination_first(data_root, tmp_path, capsys, monkeypatch):
-    import fashion_retrieval.evaluation as evaluation
     from _demo_data import write_tiny_checkpoint
 
+    import fashion_retrieval.evaluation as evaluation
     from fashion_retrieval.training.cli import evaluate_main
 
     ckpt = write_tiny_checkpoint(tmp_path / "ckpt")

@@ -20,7 +20,7 @@ from fashion_retrieval.models.vocab import MAX_WORDS, PAD, UNK, Vocabulary, toke
 from fashion_retrieval.reliability import record
 
 EXAMPLES = 150
-BOUNDED = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+BOUNDED = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 any_text = st.text(max_size=300)  # every Unicode category: emoji, scripts, controls, surrogates excluded
 ascii_words = st.lists(st.text(string.ascii_lowercase, min_size=1, max_size=8), min_size=0, max_size=8)
@@ -117,7 +117,7 @@ def test_word_difference_and_query_text():
 captions = st.lists(st.text(max_size=40), min_size=1, max_size=3)
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(captions)
 def _fashioniq_join_builds_c1_and_c2(tmp_path_factory, caps):
@@ -160,7 +160,7 @@ readme_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_char
 block_text = st.text(string.ascii_letters + string.digits + " |*`-\n", max_size=80)
 
 
-@settings(max_examples=30, deadline=None, derandomize=True,
+@settings(max_examples=30, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(readme_text, readme_text, block_text, block_text)
 def _readme_update_keeps_the_rest(tmp_path_factory, before, after, block1, block2):

@@ -10,7 +10,12 @@ import tempfile
 from pathlib import Path
 
 from fashion_retrieval.reliability.recorder import RESULTS_ENV
-from fashion_retrieval.reliability.report import build_rows, load_results, render_table, update_readme
+from fashion_retrieval.reliability.report import (
+    build_rows,
+    load_results,
+    render_table,
+    update_readme,
+)
 
 TESTS = ("tests/test_bad_input.py", "tests/test_properties.py", "tests/test_faults.py", "tests/test_load.py")
 LOAD_ENV = "FASHION_RETRIEVAL_LOAD_SEARCHES"
@@ -55,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     if not cases:
         print(f"error: no reliability cases recorded in {results}", file=sys.stderr)
         return code or 1
-    searches = os.environ.get(LOAD_ENV, "50" if args.full else "default")
-    note = f"Load test size: {'16 clients x 50 searches' if searches == '50' else f'{LOAD_ENV}={searches}'}."
+    note = (
+        "Each row is one case a test tried, the code path it went through and what a user "
+        "would see. The load test's size is in its rows; `--full` runs the issue's 16 clients "
+        f"x 50 searches (the default run uses {LOAD_ENV} or 10, for a 2-core CI box)."
+    )
     command = "python -m fashion_retrieval.reliability --readme README.md" + (" --full" if args.full else "")
     block = render_table(build_rows(cases, outcomes), command=command, note=note)
     update_readme(args.readme, block)

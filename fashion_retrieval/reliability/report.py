@@ -60,8 +60,19 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def summary_rows(rows: list[Row]) -> list[tuple[str, int, int, int]]:
+    """``(area, cases, passed, failed)`` per area, in first-seen order."""
+    areas: dict[str, list[Row]] = {}
+    for r in rows:
+        areas.setdefault(r.area, []).append(r)
+    return [
+        (area, len(rs), sum(r.verdict == "pass" for r in rs), sum(r.verdict.startswith("FAIL") for r in rs))
+        for area, rs in areas.items()
+    ]
+
+
 def render_table(rows: list[Row], *, command: str, note: str = "") -> str:
-    """The Markdown block (summary line, table) that goes between the README markers."""
+    """The Markdown block (summary per area, then every case) that goes between the README markers."""
     failed = sum(r.verdict.startswith("FAIL") for r in rows)
     passed = sum(r.verdict == "pass" for r in rows)
     lines = [
@@ -70,6 +81,8 @@ def render_table(rows: list[Row], *, command: str, note: str = "") -> str:
     ]
     if note:
         lines += ["", note]
+    lines += ["", "| area | cases | pass | fail |", "|---|---:|---:|---:|"]
+    lines += [f"| {_cell(a)} | {n} | {p} | {f} |" for a, n, p, f in summary_rows(rows)]
     lines += ["", "| area | case | through | what happened | result |", "|---|---|---|---|---|"]
     lines += [
         f"| {_cell(r.area)} | {_cell(r.case)} | {_cell(r.via)} | {_cell(r.observed)} | {r.verdict} |"
