@@ -245,6 +245,48 @@ def test_fashioniq_caption_file_in_wrong_encoding(tmp_path):
     expect("data sets", "FashionIQ caption file in Latin-1", "load_fashioniq", observed, ok)
 
 
+def test_fashioniq_malformed_annotations_are_counted(tmp_path):
+    from fashion_retrieval.data.fashioniq import load_fashioniq
+
+    root = _fashioniq(tmp_path)
+    cap = root / "captions" / "cap.dress.val.json"
+    good = json.loads(cap.read_text())
+    bad = [
+        "not an object",
+        {"candidate": "red_solid", "captions": ["is blue"]},  # no target
+        {"candidate": "red_solid", "target": 7, "captions": ["is blue"]},  # target not a string
+        {"candidate": "red_solid", "target": "blue_solid", "captions": "is blue"},  # not a list
+        {"candidate": "red_solid", "target": "blue_solid", "captions": ["", "  "]},  # blank captions
+        {"candidate": "red_solid", "target": "not_in_split", "captions": ["is odd"]},
+    ]
+    cap.write_text(json.dumps(good + bad))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = load_fashioniq(root, "val")
+    want = {"bad_entry": 4, "empty_caption": 1, "no_caption": 1, "not_in_split": 1}
+    ok = len(data.triplets) == len(good) and dict(data.skipped) == want
+    expect("data sets", "FashionIQ: 6 malformed annotations among 12 good", "load_fashioniq",
+           f"{len(data.triplets)} queries kept; skipped {dict(sorted(data.skipped.items()))}", ok)
+
+
+def test_fashion200k_test_queries_naming_unknown_images(tmp_path):
+    from fashion_retrieval.data.fashion200k import load_fashion200k
+
+    paths = [f"women/dresses/{i}/{i}_0.jpeg" for i in range(3)]
+    lines = [f"{p}\t0.9\t{c} dress".encode() for p, c in zip(paths, ("red", "blue", "green"), strict=True)]
+    _write_fashion200k(tmp_path, lines, paths)
+    (tmp_path / "labels" / "dress_train_detect_all.txt").rename(tmp_path / "labels" / "dress_test_detect_all.txt")
+    (tmp_path / "test_queries.txt").write_text(
+        f"{paths[0]} {paths[1]}\n{paths[0]} women/x/gone.jpeg\nonly-one-field\n{paths[1]} {paths[1]}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        data = load_fashion200k(tmp_path, "test")
+    want = {"unknown_query_path": 1, "bad_fields": 1, "no_word_difference": 1}
+    ok = [t.text for t in data.triplets] == ["replace red with blue"] and dict(data.skipped) == want
+    expect("data sets", "Fashion200k test_queries.txt: 3 bad of 4 lines", "load_fashion200k",
+           f"{len(data.triplets)} query kept; skipped {dict(sorted(data.skipped.items()))}", ok)
+
+
 # ---------------------------------------------------------------- checkpoints
 def _break_checkpoint(ckpt: Path, how: str) -> None:
     """Damage a checkpoint folder in one of the ways users do."""
