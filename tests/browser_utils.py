@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +62,16 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
 
 @contextlib.contextmanager
 def streamlit_server(
-    env: Mapping[str, str], log_path: Path, timeout: float = 90.0, app: Path = STREAMLIT_APP
+    env: Mapping[str, str],
+    log_path: Path,
+    timeout: float = 90.0,
+    app: Path = STREAMLIT_APP,
+    app_args: Sequence[str] = (),
 ) -> Iterator[str]:
     """Run ``streamlit run app`` headless on a free loopback port; yield its URL.
 
-    ``env`` is added to the environment (result folders, gallery). The server's output goes
+    ``env`` is added to the environment (result folders, gallery); ``app_args`` go to the
+    app after ``--`` (e.g. ``["--runs", DIR]``). The server's output goes
     to ``log_path``; the process group is stopped on exit.
     """
     port = free_port()
@@ -76,6 +81,8 @@ def streamlit_server(
         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
     ]  # fmt: skip
+    if app_args:
+        cmd += ["--", *app_args]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:

@@ -97,7 +97,10 @@ def _load(tiny, name):
 
 
 def test_streamlit_dashboard_in_browser(tiny, artifacts, tmp_path):
-    with streamlit_server(tiny["env"], tmp_path / "streamlit.log") as url, chromium_page() as page:
+    env = {k: v for k, v in tiny["env"].items() if k != "FASHION_RETRIEVAL_RUNS"}
+    args = ["--runs", str(tiny["runs"])]  # as in `streamlit run streamlit_app/app.py -- --runs`
+    server = streamlit_server(env, tmp_path / "streamlit.log", app_args=args)
+    with server as url, chromium_page() as page:
         page.goto(url)
         wait_streamlit_idle(page)
         table = page.locator('[data-testid="stTable"]')
