@@ -68,11 +68,11 @@ def shoot_demo(sources: dict[str, Any], out: Path) -> None:
     demo = build_demo(sources["models"], dataset=sources["dataset"], default_k=4)
     with gradio_server(demo) as url, chromium_page(**VIEWPORT) as page:
         page.goto(url)
-        examples = page.locator(".gallery button, table.gr-examples button, button.gallery-item")
+        examples = page.locator("tr.tr-body")  # the "Catalogue queries" examples table
         if examples.count():
             examples.first.click()
         else:  # no examples: pick the first catalogue image and type a change
-            page.locator(".thumbnail-item").first.click()
+            page.locator("button.thumbnail-item").first.click()
             page.get_by_label("What should change?").fill("is blue")
         page.locator("button:visible", has_text="Search").first.click()
         page.wait_for_function("() => document.querySelector('.fr-status')?.innerText.trim()")
