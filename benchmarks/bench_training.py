@@ -21,16 +21,18 @@ BATCH = 32
 # (cached steps, end-to-end steps) per mode; warm-up steps come on top.
 STEPS = {True: (60, 4), False: (300, 20)}
 WARMUP = 2
+# Synthetic products rendered: ~0.5 training triplets each, at least one batch needed.
+PRODUCTS = {True: 100, False: 200}
 
 
-def train_config(workdir: Path, **changes):
+def train_config(workdir: Path, products: int = 150, **changes):
     """A TIRG TrainConfig on a small synthetic catalogue, no evaluation or saving while timed."""
     from fashion_retrieval.training.config import TrainConfig
 
     base = TrainConfig(
         dataset="synthetic",
         data_root=str(workdir / "synthetic"),
-        products=60,
+        products=products,
         eval_split="",
         compositor="tirg",
         image_encoder="efficientnet_lite0",
@@ -72,8 +74,11 @@ def bench_training(ctx: StepContext) -> list[Row]:
     import torch
 
     n_cached, n_e2e = STEPS[ctx.quick]
-    cached, device = triplets_per_second(train_config(ctx.workdir, cache_features=True), n_cached)
-    e2e, _ = triplets_per_second(train_config(ctx.workdir, cache_features=False), n_e2e)
+    products = PRODUCTS[ctx.quick]
+    cached, device = triplets_per_second(
+        train_config(ctx.workdir, products, cache_features=True), n_cached
+    )
+    e2e, _ = triplets_per_second(train_config(ctx.workdir, products, cache_features=False), n_e2e)
     notes = (
         f"{cached / e2e:.0f}x on {device}; batch {BATCH}, {n_cached} / {n_e2e} timed steps, synthetic "
         f"128 px images, 2 DataLoader workers, torch threads {torch.get_num_threads()}"
@@ -94,7 +99,8 @@ def bench_training(ctx: StepContext) -> list[Row]:
     ]
     if not ctx.quick:
         tuned, _ = triplets_per_second(
-            train_config(ctx.workdir, cache_features=False, freeze_image_encoder=False), n_e2e
+            train_config(ctx.workdir, products, cache_features=False, freeze_image_encoder=False),
+            n_e2e,
         )
         rows.append(
             Row(
