@@ -92,13 +92,15 @@ def test_sigkill_then_resume_matches_uninterrupted_run(data_root, tmp_path):
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     seen = _kill_at_step(proc, cut, kill_step)
     saved = sorted(p.name for p in (cut / "state").iterdir() if p.name.startswith("step_"))
+    torn = sorted(p.name for p in (cut / "state").iterdir() if p.name.startswith(".tmp_step_"))
     assert not (cut / "final").exists(), "the run finished before the kill"
     assert train_main([*_train_args(data_root, cut, max_steps), "--resume", "latest"]) == 0
     full = tmp_path / "full"
     assert train_main(_train_args(data_root, full, max_steps)) == 0
     a, b = _weights(full / "final"), _weights(cut / "final")
     same = a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    expect("faults", f"SIGKILL at step {seen} of {max_steps} (states {saved}), resume --resume latest",
+    during = f", killed mid-save of {torn}" if torn else ""
+    expect("faults", f"SIGKILL at step {seen} of {max_steps} (states {saved}{during}), resume --resume latest",
            "training/train.py", f"final weights {'bitwise equal' if same else 'DIFFER'} to an uninterrupted run "
            f"({len(a)} tensors)", same, kill_step=seen)
     la, lb = _losses(full), _losses(cut)
