@@ -110,13 +110,7 @@ def _compose_tab(backend: DemoBackend, max_k: int, default_k: int) -> None:
         return showcase[evt.index].path
 
     def search(image_path: str | None, query: str, selected: list[str], k_value: float) -> list[Any]:
-        if not selected:
-            raise DemoInputError("Choose at least one model.")
-        outcomes = [backend.search(n, image_path, query, k_value) for n in selected]
-        by_name = {o.model: gallery_value(o) for o in outcomes}
-        updates = [gr.update(value=by_name.get(n, []), visible=n in by_name) for n in names]
-        return [summary_markdown(outcomes, backend.validate_k(k_value)), *updates, *(
-            gr.update(visible=n in by_name) for n in names)]
+        return _compose_results(backend, names, image_path, query, selected, k_value)
 
     def failed(message: str) -> list[Any]:
         return [message, *([gr.skip()] * len(names)), *([gr.skip()] * len(names))]
@@ -127,6 +121,18 @@ def _compose_tab(backend: DemoBackend, max_k: int, default_k: int) -> None:
         trigger(_guard(search, failed), **io, api_name=f"ui_compose_{i}", api_visibility="private")
     models.change(lambda sel: [gr.update(visible=n in sel) for n in names],
                   inputs=models, outputs=columns, api_name="ui_models", api_visibility="private")
+
+
+def _compose_results(
+    backend: DemoBackend, names: list[str], image_path: str | None, query: str, selected: list[str], k: float
+) -> list[Any]:
+    """Status text, then one gallery value per model, then one column visibility per model."""
+    if not selected:
+        raise DemoInputError("Choose at least one model.")
+    outcomes = [backend.search(n, image_path, query, k) for n in names if n in selected]
+    by_name = {o.model: gallery_value(o) for o in outcomes}
+    status = summary_markdown(outcomes, backend.validate_k(k))
+    return [status, *(by_name.get(n, []) for n in names), *(gr.update(visible=n in by_name) for n in names)]
 
 
 def _single_tab(backend: DemoBackend, max_k: int, default_k: int, *, mode: str) -> None:

@@ -199,7 +199,11 @@ def build_default(
     root = default_dir(home)
     marker = _read_marker(root)
     if marker is not None and marker.get("spec") == spec.to_dict():
-        return root
+        if all((root / "models" / n / "final" / "config.json").is_file() for n in spec.compositors):
+            return root
+        log(f"[default] {root} lost some checkpoints; rebuilding the missing ones")
+        marker = None
+        (root / MARKER).unlink(missing_ok=True)
     if marker is not None:  # another spec: rebuild the models (the data keeps its own marker)
         log(f"[default] cached default in {root} was built differently; rebuilding")
         (root / MARKER).unlink(missing_ok=True)
