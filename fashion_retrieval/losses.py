@@ -125,7 +125,7 @@ def reconstruction_loss(
     if len(reconstructions) != len(targets) or not targets:
         raise ValueError("reconstruction_loss needs as many targets as reconstructions (at least one)")
     total = reconstructions[0].new_zeros((), dtype=torch.float32)
-    for rec, tgt in zip(reconstructions, targets):
+    for rec, tgt in zip(reconstructions, targets, strict=True):
         if rec.shape != tgt.shape:
             raise ValueError(f"reconstruction shape {tuple(rec.shape)} != target shape {tuple(tgt.shape)}")
         total = total + F.mse_loss(rec.float(), tgt.float())

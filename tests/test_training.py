@@ -116,8 +116,8 @@ class _Interrupt(Exception):
 
 
 def test_resume_after_interruption_matches_uninterrupted(data_root: Path, tmp_path: Path, monkeypatch) -> None:
-    from fashion_retrieval.training import train
     from fashion_retrieval.training import state as state_mod
+    from fashion_retrieval.training import train
 
     # concat has dropout and batch-norm; modality dropout draws random numbers; the step
     # schedule decays at 6 and SGD keeps momentum: all must be restored exactly.

@@ -32,6 +32,7 @@ def comparison_config(name: str, work_dir: Path, preset: str, steps: int, produc
         dataset="synthetic", data_root=str(work_dir / "data"), preset=preset, products=products,
         data_seed=0, train_split="train", eval_split="val",
         image_encoder="efficientnet_lite0", text_encoder="lstm", compositor=name, embed_dim=256,
+        text_encoder_options={"word_dim": 128, "hidden": 256},  # a smaller LSTM than TIRG's 512: CPU budget
         pretrained=True, freeze_image_encoder=True, cache_features=True,
         feature_cache_dir=str(work_dir / "features"),
         task="composed", loss="soft_triplet" if name in SOFT_TRIPLET else "batch_classification",
@@ -45,8 +46,8 @@ def comparison_config(name: str, work_dir: Path, preset: str, steps: int, produc
 
 
 def run_comparison(
-    models: tuple[str, ...], work_dir: Path, preset: str = "hard", steps: int = 1500,
-    products: int | None = None, seed: int = 0,
+    models: tuple[str, ...], work_dir: Path, preset: str = "hard", steps: int = 600,
+    products: int | None = 1200, seed: int = 0,
 ) -> dict[str, Any]:
     """Train and evaluate each model in turn; returns the comparison JSON."""
     from fashion_retrieval.training.trainer import train
@@ -124,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", required=True, help="where to write the results JSON")
     p.add_argument("--readme", default=None, help="README to write the table into")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated compositors")
-    p.add_argument("--steps", type=int, default=1500)
-    p.add_argument("--products", type=int, default=None, help="catalogue size (default: the synthetic default)")
+    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--products", type=int, default=1200, help="catalogue size (hard: ~1 composed query per 4 products)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", default="runs/comparison", help="data, feature cache and runs")
     args = p.parse_args(argv)

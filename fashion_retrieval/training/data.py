@@ -58,8 +58,10 @@ def crossmodal_examples(dataset: RetrievalDataset) -> list[Example]:
 
 
 def product_key(item: Any) -> str:
-    """What makes two items views of one product: a ``product`` attribute, else the caption."""
-    return str(item.attributes.get("product") or item.caption or item.id)
+    """What makes two items views of one product: the same rule as the image-to-image protocol."""
+    from fashion_retrieval.evaluation.image_to_image import product_label
+
+    return product_label(item)
 
 
 @EXAMPLE_BUILDERS.register("image_to_image")
