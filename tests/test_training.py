@@ -220,3 +220,27 @@ def test_push_to_hub_and_evaluate_cli(data_root: Path, tmp_path: Path, monkeypat
     assert result["dataset"] == "fashioniq" and result["split"] == "val"
     assert set(result["recall"]) >= {"R@10", "R@50"}
     assert evaluate_main(["--checkpoint", str(tmp_path), "--json", str(out_json)]) == 2
+
+
+def test_comparison_table_and_readme_markers(tmp_path: Path) -> None:
+    from fashion_retrieval.training.compare import END, START, markdown_table, ordering_check, update_readme
+
+    rows = [
+        {"model": m, "loss": "batch_classification", "recall": {"R@1": r / 4, "R@10": r, "R@50": r * 2},
+         "train_seconds": 10.0}
+        for m, r in (("image_only", 5.0), ("text_only", 8.0), ("concat", 20.0), ("tirg", 30.0))
+    ]
+    assert ordering_check(rows) == {"tirg_above_concat": True, "concat_above_single_modality": True, "holds": True}
+    rows[3]["recall"]["R@10"] = 1.0
+    assert ordering_check(rows)["holds"] is False
+    report = {"preset": "hard", "split": "val", "protocol": "synthetic", "image_encoder": "lite0",
+              "text_encoder": "lstm", "steps": 10, "batch_size": 64, "seed": 0, "results": rows}
+    table = markdown_table(report)
+    assert "| concat | batch_classification | 5.0 | 20.0 | 40.0 | 10 s |" in table
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\nintro\n")
+    update_readme(readme, table, "cmd")
+    update_readme(readme, table.replace("concat", "concat2"), "cmd")  # replaced, not appended twice
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nintro\n") and text.count(START) == 1 and text.count(END) == 1
+    assert "concat2" in text and "| concat |" not in text
