@@ -10,6 +10,7 @@ from __future__ import annotations
 from benchmarks.common import (
     Row,
     StepContext,
+    log,
     percentile,
     random_unit_embeddings,
     register,
@@ -58,6 +59,7 @@ def bench_latency(ctx: StepContext) -> list[Row]:
     rows = []
     for n in SIZES[ctx.quick]:
         m = measure_size(model, n, image, REPEATS[ctx.quick])
+        log(f"latency: {n:,} gallery: p50 {m['p50']:.1f} ms, p99 {m['p99']:.1f} ms")
         rows.append(
             Row(
                 figure="query latency",

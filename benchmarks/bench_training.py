@@ -14,7 +14,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from benchmarks.common import Row, StepContext, register
+from benchmarks.common import Row, StepContext, log, register
 
 TARGET_RATIO = 20.0
 BATCH = 32
@@ -65,7 +65,12 @@ def triplets_per_second(config, steps: int) -> tuple[float, str]:
     run.config = dataclasses.replace(config, max_steps=WARMUP + steps)
     t0 = time.perf_counter()
     train_loop(run, WARMUP)
-    return steps * config.batch_size / (time.perf_counter() - t0), str(accelerator.device)
+    rate = steps * config.batch_size / (time.perf_counter() - t0)
+    log(
+        f"training: cache_features={config.cache_features} "
+        f"freeze={config.freeze_image_encoder}: {rate:.1f} triplets/s"
+    )
+    return rate, str(accelerator.device)
 
 
 @register("training")

@@ -74,6 +74,13 @@ def register(name: str) -> Callable[[StepFn], StepFn]:
     return BENCHMARKS.register(name)
 
 
+def log(message: str) -> None:
+    """A progress line on stderr (long steps say what they are doing)."""
+    import sys
+
+    print(f"[benchmarks]   {message}", file=sys.stderr, flush=True)
+
+
 # --------------------------------------------------------------------------- timing
 
 
@@ -215,33 +222,42 @@ def random_unit_embeddings(n: int, dim: int, seed: int = 0, chunk: int = 100_000
     return out
 
 
-def clustered_unit_embeddings(
+def structured_unit_embeddings(
     n: int,
     dim: int,
-    clusters: int,
-    spread: float,
+    intrinsic: int = 32,
+    clusters: int = 1000,
+    spread: float = 1.0,
+    ambient: float = 0.3,
     seed: int = 0,
     centre_seed: int = 12345,
     chunk: int = 100_000,
 ):
-    """``(n, dim)`` unit rows drawn around ``clusters`` random centres.
+    """``(n, dim)`` unit rows with the structure of real embeddings, not uniform on the sphere.
 
-    Real image embeddings are clustered (by product, category, colour); points uniform on
-    the sphere are the worst case for any approximate index. ``spread`` is the noise norm
-    relative to the centre's (1.0: as much noise as signal). Calls with the same
-    ``centre_seed`` share centres; ``seed`` picks the points.
+    Image embeddings lie near a low-dimensional manifold; points uniform on the 512-d sphere
+    are the worst case for any approximate index. Here: a Gaussian mixture (``clusters``
+    centres with unit spread, each point ``spread`` around its centre) in a random
+    ``intrinsic``-dimensional subspace, plus isotropic noise of relative norm ``ambient`` in
+    all ``dim`` dimensions. Calls with the same ``centre_seed`` share centres and subspace;
+    ``seed`` picks the points.
     """
     import numpy as np
 
+    crng = np.random.default_rng(centre_seed)
+    centres = crng.standard_normal((clusters, intrinsic)).astype(np.float32)  # (C, I)
+    basis = np.linalg.qr(crng.standard_normal((dim, intrinsic)))[0].T.astype(np.float32)  # (I, D)
     rng = np.random.default_rng(seed)
-    centres = random_unit_embeddings(clusters, dim, seed=centre_seed)
     out = np.empty((n, dim), dtype=np.float32)
     for start in range(0, n, chunk):
         m = min(chunk, n - start)
-        noise = rng.standard_normal((m, dim), dtype=np.float32) * (spread / np.sqrt(dim))
-        block = centres[rng.integers(0, clusters, m)] + noise
-        block /= np.linalg.norm(block, axis=1, keepdims=True)
-        out[start : start + m] = block
+        z = centres[rng.integers(0, clusters, m)]
+        z += spread * rng.standard_normal((m, intrinsic), dtype=np.float32)  # (m, I)
+        x = z @ basis  # (m, D)
+        noise = rng.standard_normal((m, dim), dtype=np.float32)
+        x += noise * (ambient / np.sqrt(dim) * np.linalg.norm(z, axis=1, keepdims=True))
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+        out[start : start + m] = x
     return out
 
 

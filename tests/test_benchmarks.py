@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:  # benchmarks/ is a folder of scripts beside the p
 from benchmarks import report  # noqa: E402
 from benchmarks.bench_ann import recall_of, sweep  # noqa: E402
 from benchmarks.bench_eval import make_protocol_data, recall_library, recall_numpy  # noqa: E402
-from benchmarks.common import PeakSampler, Row, clustered_unit_embeddings, percentile  # noqa: E402
+from benchmarks.common import PeakSampler, Row, percentile, structured_unit_embeddings  # noqa: E402
 
 
 def _result(rows: list[dict], status: str = "ok", **step) -> dict:
@@ -118,8 +118,8 @@ def test_library_and_numpy_evaluation_agree():
 def test_ann_sweep_picks_a_setting_that_meets_recall():
     from fashion_retrieval.index import GalleryIndex
 
-    gallery = clustered_unit_embeddings(3000, 32, clusters=30, spread=1.0, seed=0)
-    queries = clustered_unit_embeddings(50, 32, clusters=30, spread=1.0, seed=1)
+    gallery = structured_unit_embeddings(3000, 32, intrinsic=8, clusters=30, seed=0)
+    queries = structured_unit_embeddings(50, 32, intrinsic=8, clusters=30, seed=1)
     ids = [str(i) for i in range(len(gallery))]
     _, truth = GalleryIndex.build(gallery, ids, kind="flat").search(queries, 10)
     index = GalleryIndex.build(gallery, ids, kind="ivf", nlist=30)
