@@ -210,7 +210,7 @@ def test_page_has_the_three_tabs_and_search_api(client, models):
 # ---------------------------------------------------------------- the embedded default
 TINY_DEFAULT = dict(
     products=24, image_encoder="tiny_cnn", pretrained=False, embed_dim=32,
-    compositors=("tirg", "image_only"), max_steps=4, batch_size=8,
+    compositors=("tirg", "image_only"), crossmodal=False, max_steps=4, batch_size=8,
 )
 
 
@@ -272,8 +272,9 @@ def test_build_demo_without_models_uses_the_embedded_default(tmp_path):
     from fashion_retrieval.demo.app import build_demo
     from fashion_retrieval.demo.default import DefaultSpec
 
-    spec = DefaultSpec(**{**TINY_DEFAULT, "compositors": ("text_only",)})
+    spec = DefaultSpec(**{**TINY_DEFAULT, "compositors": ("text_only",), "crossmodal": True})
     demo = build_demo(home=tmp_path, default_spec=spec)
     backend = demo.fashion_retrieval_backend
-    assert backend.model_names == ["text_only"]
+    assert backend.model_names == ["text_only", "text_to_image"]
+    assert len(backend.search("text_to_image", None, "red dress", 3).rows) == 3
     assert backend.example_triplets(2)  # ground truth from the synthetic catalogue

@@ -26,7 +26,10 @@ from fashion_retrieval.demo.handlers import (
 DEFAULT_MODELS = ("tirg", "text_only", "image_only")
 CSS = """
 .fr-status {min-height: 2.5em}
-.fr-results .caption-label {white-space: normal}
+.fr-results .caption-label {
+  font-size: 11px; line-height: 1.25; white-space: normal; overflow: hidden;
+  display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; max-height: 2.6em;
+}
 footer {visibility: hidden}
 """
 INTRO = (
@@ -103,7 +106,7 @@ def _compose_tab(backend: DemoBackend, max_k: int, default_k: int) -> None:
     with gr.Row(elem_classes="fr-results"):
         for name in names:
             with gr.Column(visible=name in chosen, min_width=220) as col:
-                galleries.append(gr.Gallery(label=name, columns=3, height=480, object_fit="contain"))
+                galleries.append(gr.Gallery(label=name, columns=2, height=560, object_fit="contain"))
             columns.append(col)
 
     def pick(evt: gr.SelectData) -> str:
@@ -138,7 +141,7 @@ def _compose_results(
 def _single_tab(backend: DemoBackend, max_k: int, default_k: int, *, mode: str) -> None:
     """Text to image (mode "text") or Image to image (mode "image"): one model, one gallery."""
     names = backend.model_names
-    default = next((n for n in (("text_only", "tirg") if mode == "text" else ("image_only", "tirg")) if n in names), names[0])
+    default = next((n for n in (("text_to_image", "text_only", "tirg") if mode == "text" else ("image_only", "tirg")) if n in names), names[0])
     with gr.Row():
         with gr.Column(scale=2):
             if mode == "text":

@@ -1,7 +1,8 @@
 """The embedded default: a synthetic catalogue and four models trained on it, cached.
 
 First start (no checkpoint configured): render the synthetic catalogue, train TIRG,
-concat, text-only and image-only heads on cached features of the offline
+concat, text-only and image-only heads (composed queries) and a caption -> image model
+(``text_to_image``, for the Text to image tab) on cached features of the offline
 ``efficientnet_lite0`` backbone, and build each model's faiss gallery index. Everything
 goes under ``$FASHION_RETRIEVAL_HOME/default`` (default ``~/.cache/fashion_retrieval``)::
 
@@ -46,10 +47,16 @@ class DefaultSpec:
     pretrained: bool = True
     embed_dim: int = 256
     compositors: tuple[str, ...] = ("tirg", "concat", "text_only", "image_only")
+    crossmodal: bool = True  # also a caption -> image model ("text_to_image") for that tab
     max_steps: int = 120
     batch_size: int = 32
     lr: float = 0.05
     modality_dropout: float = 0.1
+
+    def models(self) -> list[tuple[str, str, str]]:
+        """(name, compositor, task) of every default model."""
+        out = [(c, c, "composed") for c in self.compositors]
+        return out + ([("text_to_image", "text_only", "crossmodal")] if self.crossmodal else [])
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (tuples as lists)."""
@@ -109,7 +116,7 @@ def synthetic_catalogue(root: Path, spec: DefaultSpec, split: str) -> RetrievalD
     )
 
 
-def _train_config(root: Path, spec: DefaultSpec, compositor: str) -> Any:
+def _train_config(root: Path, spec: DefaultSpec, name: str, compositor: str, task: str) -> Any:
     from fashion_retrieval.training import TrainConfig
 
     return TrainConfig(
@@ -121,6 +128,7 @@ def _train_config(root: Path, spec: DefaultSpec, compositor: str) -> Any:
         image_encoder=spec.image_encoder,
         text_encoder=spec.text_encoder,
         compositor=compositor,
+        task=task,
         embed_dim=spec.embed_dim,
         pretrained=spec.pretrained,
         freeze_image_encoder=True,
@@ -133,15 +141,16 @@ def _train_config(root: Path, spec: DefaultSpec, compositor: str) -> Any:
         max_steps=spec.max_steps,
         seed=spec.seed,
         data_seed=spec.seed,
-        output_dir=str(root / "models" / compositor),
+        output_dir=str(root / "models" / name),
         save_every=spec.max_steps + 1,  # no intermediate states: a model retrains from scratch
         eval_every=spec.max_steps,
         log_every=max(1, spec.max_steps // 10),
     )
 
 
-def _train_one(root: Path, spec: DefaultSpec, name: str, log: Log) -> Path:
+def _train_one(root: Path, spec: DefaultSpec, model: tuple[str, str, str], log: Log) -> Path:
     """Train one default model unless its final checkpoint is already there."""
+    name = model[0]
     out = root / "models" / name
     final = out / "final"
     if (final / "config.json").is_file():
@@ -153,7 +162,7 @@ def _train_one(root: Path, spec: DefaultSpec, name: str, log: Log) -> Path:
 
     start = time.perf_counter()
     log(f"[default] {name}: training {spec.max_steps} steps on cached {spec.image_encoder} features")
-    final = Path(train(_train_config(root, spec, name)))
+    final = Path(train(_train_config(root, spec, *model)))
     log(f"[default] {name}: done in {time.perf_counter() - start:.0f} s")
     return final
 
@@ -199,7 +208,7 @@ def build_default(
     root = default_dir(home)
     marker = _read_marker(root)
     if marker is not None and marker.get("spec") == spec.to_dict():
-        if all((root / "models" / n / "final" / "config.json").is_file() for n in spec.compositors):
+        if all((root / "models" / n / "final" / "config.json").is_file() for n, _, _ in spec.models()):
             return root
         log(f"[default] {root} lost some checkpoints; rebuilding the missing ones")
         marker = None
@@ -216,9 +225,9 @@ def build_default(
         dataset = synthetic_catalogue(root, spec, split)
         log(f"[default] catalogue {split}: {len(dataset.items)} images, {len(dataset.triplets)} queries")
     timings["catalogue_s"] = time.perf_counter() - t0
-    for name in spec.compositors:
-        t = time.perf_counter()
-        checkpoint = _train_one(root, spec, name, log)
+    for model in spec.models():
+        name, t = model[0], time.perf_counter()
+        checkpoint = _train_one(root, spec, model, log)
         log(f"[default] {name}: indexing {len(dataset.items)} gallery images")
         _index_from_features(checkpoint, dataset, root / "features")
         timings[f"{name}_s"] = time.perf_counter() - t
@@ -238,7 +247,7 @@ def load_default(
     dataset = synthetic_catalogue(root, spec, spec.gallery_split)
     models = {
         name: _retriever(root / "models" / name / "final", dataset)
-        for name in spec.compositors
+        for name, _, _ in spec.models()
     }
     marker = _read_marker(root) or {}
     timings = dict(marker.get("timings", {}), load_s=time.perf_counter() - t0)
