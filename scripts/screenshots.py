@@ -69,8 +69,14 @@ def shoot_demo(sources: dict[str, Any], out: Path) -> None:
     with gradio_server(demo) as url, chromium_page(**VIEWPORT) as page:
         page.goto(url)
         examples = page.locator("tr.tr-body")  # the "Catalogue queries" examples table
-        if examples.count():
+        try:
+            examples.first.wait_for(timeout=20_000)
+            has_examples = True
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError: a catalogue without queries
+            has_examples = False
+        if has_examples:
             examples.first.click()
+            page.wait_for_timeout(1000)  # the picture and the text fill in
         else:  # no examples: pick the first catalogue image and type a change
             page.locator("button.thumbnail-item").first.click()
             page.get_by_label("What should change?").fill("is blue")

@@ -42,8 +42,9 @@ def recall_view(settings: Settings) -> None:
     if not cats.empty:
         st.subheader("Per category")
         metrics = sorted(cats["metric"].unique(), key=lambda m: float(m[2:] or 0))
-        for column, metric in zip(st.columns(len(metrics)), metrics, strict=True):
-            column.altair_chart(charts.category_bars(cats, metric), width="stretch")
+        default = metrics.index("R@10") if "R@10" in metrics else 0
+        metric = st.selectbox("Metric", metrics, index=default, key="category_metric")
+        st.altair_chart(charts.category_bars(cats, metric), width="stretch")
 
 
 def curves_view(settings: Settings) -> None:
