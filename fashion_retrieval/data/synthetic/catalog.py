@@ -43,6 +43,10 @@ class Preset:
     targets_per_source: tuple[int, int]
     distractors: int  # near-duplicates per target, each differing in exactly one attribute
     view: ViewConfig
+    # Pair every two family members whose difference fits ``changes`` (not only the
+    # planned source -> target pairs): more training pairs per product, and each
+    # near-duplicate is also some query's target, so only the text tells them apart.
+    all_pairs: bool = False
 
 
 PRESETS: dict[str, Preset] = {
@@ -52,6 +56,7 @@ PRESETS: dict[str, Preset] = {
         ViewConfig(shift=0.12, scale=(0.72, 1.02), rotation=14.0, brightness=(0.72, 1.2),
                    tint=0.1, gradient=0.3, noise=5.0, clutter=5, occlusion=0.5,
                    dark_backgrounds=True),
+        all_pairs=True,
     ),
 }
 
@@ -134,6 +139,11 @@ def _family(category: str, preset: Preset, rng: np.random.Generator
             near, _ = mutate(category, root, 1, rng, only=unchanged or changed)
             members.append(near)
             pairs.append((t, 0))
+    if preset.all_pairs:  # extra pairs change at most two attributes: the text stays vague
+        planned = set(pairs)
+        pairs += [(s, t) for s in range(len(members)) for t in range(len(members))
+                  if s != t and (s, t) not in planned
+                  and 1 <= len(differing(members[s], members[t])) <= 2]
     return members, pairs
 
 
