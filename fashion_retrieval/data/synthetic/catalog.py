@@ -190,7 +190,7 @@ def build_catalog(products: int, seed: int = 0, preset: str = "easy", views: int
     budgets = [max(1, round(products * f)) for f in SPLIT_FRACTIONS[:-1]]
     budgets.append(max(1, products - sum(budgets)))
     splits, first = {}, FIRST_PRODUCT_NUMBER
-    for name, budget in zip(SPLITS, budgets):
+    for name, budget in zip(SPLITS, budgets, strict=True):
         splits[name] = _plan_split(name, budget, first, p, seed, cats, views)
         first += budget
     return Catalog(p, seed, views, splits)
