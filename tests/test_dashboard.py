@@ -14,7 +14,9 @@ from fashion_retrieval.dashboard import (
     combine_runs,
     compare_models,
     embedding_frame,
+    group_results,
     is_correct,
+    is_recall_metric,
     load_eval_result,
     load_metrics,
     metric_groups,
@@ -83,6 +85,21 @@ def test_bad_eval_files_name_the_file(tmp_path, text, problem):
     with pytest.raises(ValueError, match=problem) as err:
         load_eval_result(path)
     assert "bad.json" in str(err.value)
+
+
+def test_crossmodal_results_form_their_own_group(tmp_path):
+    composed = load_eval_result(write_eval(tmp_path / "a.json", "tirg", 40.0))
+    path = tmp_path / "t2i.json"
+    path.write_text(json.dumps({
+        "dataset": "synthetic", "split": "test", "protocol": "crossmodal", "model": "t",
+        "recall": {"t2i_R@10": 80.0, "t2i_R@1": 50.0, "i2t_R@1": 40.0, "rsum": 170.0},
+    }))  # fmt: skip
+    cross = load_eval_result(path)
+    assert is_recall_metric("t2i_R@10") and not is_recall_metric("rsum")
+    groups = group_results([composed, cross])
+    assert list(groups) == ["synthetic · test · synthetic", "synthetic · test · crossmodal"]
+    table = recall_table(groups["synthetic · test · crossmodal"])
+    assert list(table.columns[5:]) == ["i2t_R@1", "t2i_R@1", "t2i_R@10"]
 
 
 def test_metrics_curves(tmp_path):

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+RECALL_METRIC = re.compile(r"^(?:(?P<prefix>.*)[_/])?R@(?P<k>\d+)$")  # R@10, t2i_R@10
+
+
+def is_recall_metric(name: str) -> bool:
+    """Whether a metric name is a recall at K: "R@10", or prefixed like "t2i_R@10"."""
+    return RECALL_METRIC.match(name) is not None
 
 
 class ResultFileError(ValueError):
@@ -77,7 +85,7 @@ def load_eval_result(path: str | Path, label: str | None = None) -> EvalResult:
     if not isinstance(data, dict) or "recall" not in data:
         raise ResultFileError(f"{path}: not an evaluation result (no 'recall' object)")
     recall = _numeric_metrics(data["recall"], f"{path}: 'recall'")
-    if not any(k.startswith("R@") for k in recall):
+    if not any(is_recall_metric(k) for k in recall):
         raise ResultFileError(f"{path}: 'recall' has no R@K entries")
     raw_cats = data.get("categories") or {}
     if not isinstance(raw_cats, dict):
@@ -109,22 +117,32 @@ def is_eval_json(path: str | Path) -> bool:
 
 
 def _recall_columns(names: set[str]) -> list[str]:
-    """R@K columns sorted by K (R@1, R@5, R@10, R@50), then any other numeric column."""
+    """Recall columns grouped by prefix, then sorted by K (R@1, R@5, R@10, R@50)."""
 
-    def key(name: str) -> tuple[int, float, str]:
-        if name.startswith("R@"):
-            try:
-                return (0, float(name[2:]), name)
-            except ValueError:
-                pass
-        return (1, 0.0, name)
+    def key(name: str) -> tuple[str, int, str]:
+        m = RECALL_METRIC.match(name)
+        return (m.group("prefix") or "", int(m.group("k")), name) if m else ("~", 0, name)
 
     return sorted(names, key=key)
 
 
+def sort_metrics(names: list[str] | set[str]) -> list[str]:
+    """Metric names in display order: by prefix ("", "i2t", "t2i"), then by K."""
+    return _recall_columns(set(names))
+
+
+def group_results(results: list[EvalResult]) -> dict[str, list[EvalResult]]:
+    """Results that are comparable (same data set, split and protocol), in first-seen order."""
+    groups: dict[str, list[EvalResult]] = {}
+    for r in results:
+        key = " · ".join(x for x in (r.dataset, r.split, r.protocol) if x) or "results"
+        groups.setdefault(key, []).append(r)
+    return groups
+
+
 def recall_table(results: list[EvalResult]) -> pd.DataFrame:
     """One row per result: label, model, dataset, split, protocol, then R@K columns."""
-    metric_names = _recall_columns({m for r in results for m in r.recall if m.startswith("R@")})
+    metric_names = _recall_columns({m for r in results for m in r.recall if is_recall_metric(m)})
     rows = []
     for r in results:
         row: dict[str, Any] = {
@@ -147,7 +165,7 @@ def category_table(results: list[EvalResult]) -> pd.DataFrame:
         for r in results
         for cat, metrics in sorted(r.categories.items())
         for metric, value in metrics.items()
-        if metric.startswith("R@")
+        if is_recall_metric(metric)
     ]
     return pd.DataFrame(rows, columns=["result", "category", "metric", "value"])
 
@@ -157,7 +175,12 @@ def recall_long(results: list[EvalResult]) -> pd.DataFrame:
     rows = [
         {"result": r.label, "metric": m, "value": v}
         for r in results
-        for m, v in r.recall.items()
-        if m.startswith("R@")
+        for m, v in _sorted_items(r.recall)
+        if is_recall_metric(m)
     ]
     return pd.DataFrame(rows, columns=["result", "metric", "value"])
+
+
+def _sorted_items(metrics: dict[str, float]) -> list[tuple[str, float]]:
+    """Metric items in column order (by prefix, then K)."""
+    return [(m, metrics[m]) for m in _recall_columns(set(metrics))]

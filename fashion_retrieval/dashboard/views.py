@@ -13,7 +13,14 @@ from .curves import combine_runs, metric_groups
 from .embedmap import color_options, project_gallery, subsample
 from .models import gallery_embeddings
 from .projection import PROJECTIONS, ProjectionUnavailable
-from .results import category_table, recall_long, recall_table
+from .results import (
+    category_table,
+    group_results,
+    is_recall_metric,
+    recall_long,
+    recall_table,
+    sort_metrics,
+)
 from .ui import (
     Settings,
     _mtime,
@@ -26,25 +33,32 @@ from .ui import (
 
 
 def recall_view(settings: Settings) -> None:
-    """Recall table and bar charts; per-category bars where the results have categories."""
+    """Recall tables and bar charts, one block per data set/split/protocol; per-category bars
+    where the results have categories."""
     st.header("Recall")
     if not settings.eval_files:
         st.info("No evaluation results chosen. Add a folder holding evaluation JSON files.")
         return
-    results = load_results(settings.eval_files)
-    if not results:
-        return
+    groups = group_results(load_results(settings.eval_files))
+    for i, (title, results) in enumerate(groups.items()):
+        if len(groups) > 1:
+            st.subheader(title, divider="gray")
+        _recall_block(results, key=f"category_metric_{i}")
+
+
+def _recall_block(results: list[Any], key: str) -> None:
+    """One comparable group: table, overall bars, per-category bars for a chosen metric."""
     table = recall_table(results).set_index("result")
-    numeric = [c for c in table.columns if c.startswith("R@")]
+    numeric = [c for c in table.columns if is_recall_metric(c)]
     st.table(table.style.format("{:.1f}", subset=numeric, na_rep="–"))
     st.altair_chart(charts.recall_bars(recall_long(results)), width="stretch")
     cats = category_table(results)
-    if not cats.empty:
-        st.subheader("Per category")
-        metrics = sorted(cats["metric"].unique(), key=lambda m: float(m[2:] or 0))
-        default = metrics.index("R@10") if "R@10" in metrics else 0
-        metric = st.selectbox("Metric", metrics, index=default, key="category_metric")
-        st.altair_chart(charts.category_bars(cats, metric), width="stretch")
+    if cats.empty:
+        return
+    metrics = sort_metrics(set(cats["metric"]))
+    default = metrics.index("R@10") if "R@10" in metrics else 0
+    metric = st.selectbox("Per-category metric", metrics, index=default, key=key)
+    st.altair_chart(charts.category_bars(cats, metric), width="stretch")
 
 
 def curves_view(settings: Settings) -> None:
