@@ -91,7 +91,7 @@ def shoot_dashboard(sources: dict[str, Any], out_dir: Path, log: Path) -> None:
     with streamlit_server(sources["env"], log) as url, chromium_page(**VIEWPORT) as page:
         page.goto(url)
         wait_streamlit_idle(page)
-        page.locator('[data-testid="stTable"]').wait_for()
+        page.locator('[data-testid="stTable"]').first.wait_for()
         streamlit_screenshot(page, out_dir / "dashboard.png")
         page.get_by_text("Query browser", exact=True).click()
         wait_streamlit_idle(page, timeout_ms=300_000)

@@ -103,7 +103,7 @@ def test_streamlit_dashboard_in_browser(tiny, artifacts, tmp_path):
     with server as url, chromium_page() as page:
         page.goto(url)
         wait_streamlit_idle(page)
-        table = page.locator('[data-testid="stTable"]')
+        table = page.locator('[data-testid="stTable"]').first
         table.wait_for()
         rows = table.locator("tbody tr").all_inner_texts()
         assert sorted(r.split()[0] for r in rows) == sorted(tiny["models"])

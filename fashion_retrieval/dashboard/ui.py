@@ -166,7 +166,7 @@ def sidebar(args: argparse.Namespace) -> Settings:
     settings = Settings(discovery=found)
     settings.eval_files = _pick("Evaluation results", found.eval_files, "eval_files")
     settings.metrics_files = _pick("Training runs", found.metrics_files, "metrics_files")
-    settings.checkpoints = _pick("Checkpoints", found.checkpoints, "checkpoints", limit=4)
+    settings.checkpoints = _pick("Checkpoints", found.checkpoints, "checkpoints", limit=6)
     try:
         settings.gallery = _gallery_inputs(args, settings.checkpoints)
     except Exception as exc:  # noqa: BLE001
