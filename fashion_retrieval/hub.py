@@ -173,7 +173,11 @@ def _check_folder(path: Path) -> None:
         raise ValueError(f"{config_file} is not valid JSON ({e}); restore it from the original checkpoint") from e
     if not isinstance(raw, dict) or raw.get("model_type") != MODEL_TYPE:
         kind = raw.get("model_type") if isinstance(raw, dict) else type(raw).__name__
-        raise ValueError(f"{config_file} describes a {kind!r} model, not a {MODEL_TYPE} RetrievalModel")
+        raise ValueError(
+            f"{config_file} describes a {kind!r} model, not a {MODEL_TYPE} RetrievalModel: load it with "
+            "its own library (e.g. transformers.AutoModel), or point to a folder written by "
+            "fashion_retrieval.hub.save_checkpoint"
+        )
     try:
         ModelConfig.from_dict(raw)
     except ValueError as e:

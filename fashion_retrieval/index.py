@@ -265,9 +265,12 @@ class GalleryIndex:
         """Write ``index.faiss``, ``ids.json`` and ``meta.json`` (last) atomically."""
         out = Path(directory)
         data = _faiss().serialize_index(self._index).tobytes()  # uint8 array -> bytes
+        ids = (json.dumps(self._ids, indent=0, ensure_ascii=False) + "\n").encode("utf-8")
         atomic_write_bytes(out / INDEX_FILE, data)
-        atomic_write_json(out / IDS_FILE, self._ids, indent=0)
-        atomic_write_json(out / META_FILE, self.meta())  # last: marks a complete save
+        atomic_write_bytes(out / IDS_FILE, ids)
+        # Last: marks a complete save; the hashes tie it to these very files.
+        hashes = {"index_sha256": _sha256(data), "ids_sha256": _sha256(ids)}
+        atomic_write_json(out / META_FILE, {**self.meta(), **hashes})
         return out
 
     @classmethod
@@ -278,12 +281,15 @@ class GalleryIndex:
             if not (d / name).is_file():
                 raise IndexLoadError(f"{d / name}: missing")
         meta, ids = _read_json(d / META_FILE), _read_json(d / IDS_FILE)
+        data = (d / INDEX_FILE).read_bytes()
+        _check_hash(d / INDEX_FILE, data, meta)
+        _check_hash(d / IDS_FILE, (d / IDS_FILE).read_bytes(), meta)
         if not isinstance(meta, dict) or not {"kind", "params", "dim", "count"} <= set(meta):
             raise IndexLoadError(f"{d / META_FILE}: not an index description")
         if not isinstance(ids, list) or len(ids) != meta["count"]:
             raise IndexLoadError(f"{d / IDS_FILE}: expected {meta['count']} ids")
         try:
-            index = _faiss().read_index(str(d / INDEX_FILE))
+            index = _faiss().deserialize_index(np.frombuffer(data, dtype=np.uint8))
         except RuntimeError as err:
             raise IndexLoadError(f"{d / INDEX_FILE}: unreadable faiss index ({err})") from err
         if index.ntotal != meta["count"] or index.d != meta["dim"]:
@@ -315,6 +321,18 @@ class GalleryIndex:
         index.fingerprint = fingerprint
         index.save(directory)
         return index
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _check_hash(path: Path, data: bytes, meta: Any) -> None:
+    """IndexLoadError when ``meta.json`` records another hash for this file (a torn save)."""
+    key = "index_sha256" if path.name == INDEX_FILE else "ids_sha256"
+    want = meta.get(key) if isinstance(meta, dict) else None
+    if want is not None and want != _sha256(data):
+        raise IndexLoadError(f"{path}: does not match {META_FILE} (an interrupted save); rebuild the index")
 
 
 def _read_json(path: Path) -> Any:

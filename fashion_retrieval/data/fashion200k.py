@@ -71,7 +71,9 @@ def _read_label_file(
 ) -> list[Item]:
     """Parse one label file into items; bad lines are logged with file:line and skipped."""
     items = []
-    for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):
+    data = path.read_bytes()
+    _check_utf8_family(path, data)
+    for lineno, raw in enumerate(data.splitlines(), start=1):
         where = f"{path}:{lineno}"
         try:
             line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
@@ -104,6 +106,16 @@ def _read_label_file(
             Item(id=rel_path, path=str(root / rel_path), caption=caption, category=category)
         )
     return items
+
+
+def _check_utf8_family(path: Path, data: bytes) -> None:
+    """Refuse a UTF-16/32 file (BOM or NUL bytes): every line would be garbage."""
+    wide = data.startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")) or b"\x00" in data[:4096]
+    if wide:
+        raise ValueError(
+            f"{path}: looks like UTF-16/UTF-32 text, but Fashion200k label files are UTF-8; "
+            f"convert it, e.g. iconv -f UTF-16 -t UTF-8 {path.name} > fixed.txt"
+        )
 
 
 def _drop_missing(items: list[Item], log: SkipLog) -> list[Item]:

@@ -62,6 +62,13 @@ class SearchOutcome:
         return None
 
 
+def _words(text: str) -> list[str]:
+    """The words a word-level text encoder reads in ``text``."""
+    from fashion_retrieval.models.vocab import tokenize
+
+    return tokenize(text)
+
+
 def normalize_text(text: str) -> str:
     """Lower-case, collapse whitespace and drop trailing punctuation (for truth lookup)."""
     return re.sub(r"\s+", " ", text.strip().lower()).strip(" .!?")
@@ -230,7 +237,7 @@ class DemoBackend:
             return load_image(path)
         except (ValueError, OSError) as err:
             name = os.path.basename(str(path))
-            reason = str(err).replace(str(path), name)
+            reason = str(err).replace(str(path), name).removeprefix(f"{name}: ")
             raise DemoInputError(f"Could not use the uploaded image {name!r}: {reason}") from None
 
     @staticmethod
@@ -261,7 +268,8 @@ class DemoBackend:
             raise DemoInputError("Give a picture, a description, or both.")
         notes: list[str] = []
         unknown = self.unknown_words(retriever, text)
-        if unknown is not None and text and len(unknown) == len(text.split()):
+        # Emoji or symbols only tokenise to no word at all: nothing the model can read either.
+        if unknown is not None and text and len(unknown) == len(_words(text)):
             if image is None:
                 raise DemoInputError(
                     f"Model {model_name!r} knows none of the words in {text!r}; "

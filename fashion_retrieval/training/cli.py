@@ -36,6 +36,11 @@ def train_main(argv: list[str] | None = None) -> int:
     """Entry point of ``training/train.py``: prints the final checkpoint folder."""
     try:
         config = config_from_argv(sys.argv[1:] if argv is None else argv)
+        from fashion_retrieval.training.state import check_output_dir, resolve_resume
+
+        out = check_output_dir(config.output_dir)  # before any data or model is loaded
+        if config.resume:
+            resolve_resume(config.resume, out)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -73,10 +78,22 @@ def _train_config_of(checkpoint: str) -> dict[str, Any]:
     return {}
 
 
+def _check_writable(path: Path) -> None:
+    """ValueError naming ``path`` when its folder cannot be created or written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / f".write_probe_{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"--json {path}: cannot write there ({err.strerror or err}); choose a writable path") from None
+
+
 def evaluate_main(argv: list[str] | None = None) -> int:
     """Entry point of ``training/evaluate.py``: writes the DESIGN.md evaluation JSON atomically."""
     args = _eval_parser().parse_args(argv)
     try:
+        _check_writable(Path(args.json))  # before the model and data are loaded
         saved = _train_config_of(args.checkpoint)
         dataset = args.dataset or saved.get("dataset")
         if dataset is None:
