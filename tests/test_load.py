@@ -31,7 +31,7 @@ psutil = pytest.importorskip("psutil")
 
 CLIENTS = 16
 SEARCHES = int(os.environ.get("FASHION_RETRIEVAL_LOAD_SEARCHES", "10"))
-WARMUP = max(3, SEARCHES // 5)  # lets the allocator and caches reach steady state
+WARMUP = max(5, SEARCHES // 4)  # lets worker threads, allocator arenas and caches reach steady state
 TIMEOUT_S = 60.0  # per request
 MAX_RSS_GROWTH = 0.10
 TEXTS = ("red solid dress", "blue striped dress", "is green", "is black instead of red", "yellow dress")
