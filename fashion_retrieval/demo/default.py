@@ -38,8 +38,10 @@ Log = Callable[[str], None]
 class DefaultSpec:
     """What the embedded default is made of; a change in any field rebuilds the cache."""
 
-    preset: str = "easy"
-    products: int = 240
+    # The hard preset separates the models (TIRG clearly first); 900 products and 400
+    # steps build in about 3.5 minutes on 2 CPU cores.
+    preset: str = "hard"
+    products: int = 900
     seed: int = 0
     gallery_split: str = "val"
     image_encoder: str = "efficientnet_lite0"
@@ -48,8 +50,8 @@ class DefaultSpec:
     embed_dim: int = 256
     compositors: tuple[str, ...] = ("tirg", "concat", "text_only", "image_only")
     crossmodal: bool = True  # also a caption -> image model ("text_to_image") for that tab
-    max_steps: int = 120
-    batch_size: int = 32
+    max_steps: int = 400
+    batch_size: int = 64
     lr: float = 0.05
     modality_dropout: float = 0.1
 
