@@ -62,28 +62,52 @@ def tiny_sources(root: Path) -> dict[str, Any]:
 
 
 def shoot_demo(sources: dict[str, Any], out: Path) -> None:
-    """Compose tab: click the first catalogue query example, search, screenshot."""
+    """Compose tab: search the catalogue query examples in turn, screenshot the first one
+    that TIRG answers correctly (the last one tried when none does)."""
     from fashion_retrieval.demo import build_demo
 
-    demo = build_demo(sources["models"], dataset=sources["dataset"], default_k=4)
+    demo = build_demo(sources["models"], dataset=sources["dataset"], default_k=8)
     with gradio_server(demo) as url, chromium_page(**VIEWPORT) as page:
         page.goto(url)
         examples = page.locator("tr.tr-body")  # the "Catalogue queries" examples table
         try:
             examples.first.wait_for(timeout=20_000)
-            has_examples = True
+            count = examples.count()
         except Exception:  # noqa: BLE001 - playwright's TimeoutError: a catalogue without queries
-            has_examples = False
-        if has_examples:
-            examples.first.click()
-            page.wait_for_timeout(1000)  # the picture and the text fill in
-        else:  # no examples: pick the first catalogue image and type a change
+            count = 0
+        if not count:  # no examples: pick the first catalogue image and type a change
             page.locator("button.thumbnail-item").first.click()
             page.get_by_label("What should change?").fill("is blue")
-        page.locator("button:visible", has_text="Search").first.click()
-        page.wait_for_function("() => document.querySelector('.fr-status')?.innerText.trim()")
+            _search(page)
+        pages = page.locator("button", has_text="2").filter(has_not_text="1")
+        for i in range(2 * count):  # every example on the first two pages
+            if i == count:
+                if not pages.count():
+                    break
+                pages.first.click()
+                page.wait_for_timeout(500)
+            examples.nth(i % count).click()
+            page.wait_for_timeout(1000)  # the picture and the text fill in
+            status = _search(page)
+            if "tirg: ✓" in status.replace("\n", " "):
+                break
         page.wait_for_timeout(1500)  # images finish loading
         page.screenshot(path=out, full_page=True)
+
+
+def _search(page: Any) -> str:
+    """Click Search and return the status text once this search has changed it."""
+    status = page.locator(".fr-status").first  # the Compose tab's
+    before = status.inner_text() if status.count() else ""
+    page.locator("button:visible", has_text="Search").first.click()
+    try:
+        page.wait_for_function(
+            "old => { const t = document.querySelector('.fr-status')?.innerText.trim();"
+            " return t && t !== old.trim(); }", arg=before, timeout=20_000,
+        )
+    except Exception:  # noqa: BLE001 - the same text twice (same target): nothing changes
+        pass
+    return status.inner_text()
 
 
 def shoot_dashboard(sources: dict[str, Any], out_dir: Path, log: Path) -> None:

@@ -94,12 +94,12 @@ def _compose_tab(backend: DemoBackend, max_k: int, default_k: int) -> None:
                 label="Catalogue: click an image to use it as the picture",
                 columns=6, height=330, allow_preview=False, object_fit="contain",
             )
-            examples = backend.example_triplets(6)
+            examples = backend.example_triplets(8)
             if examples:
                 gr.Examples(
                     [[backend.by_id[t.source].path, t.text] for t in examples],
                     inputs=[image, text], label="Catalogue queries with a known answer",
-                    examples_per_page=3,
+                    examples_per_page=4,
                 )
     status = gr.Markdown(elem_classes="fr-status")
     galleries, columns = [], []
