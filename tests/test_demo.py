@@ -209,7 +209,7 @@ def test_page_has_the_three_tabs_and_search_api(client, models):
 
 # ---------------------------------------------------------------- the embedded default
 TINY_DEFAULT = dict(
-    products=24, image_encoder="tiny_cnn", pretrained=False, embed_dim=32,
+    preset="easy", products=24, image_encoder="tiny_cnn", pretrained=False, embed_dim=32,
     compositors=("tirg", "image_only"), crossmodal=False, max_steps=4, batch_size=8,
 )
 
