@@ -235,7 +235,7 @@ def test_fashion200k_layout(tmp_path: Path) -> None:
         src, tgt = q.split(" ")
         assert src.split("/")[3] in products["test"] and tgt.split("/")[3] in products["test"]
         a, b = captions[src].split(), captions[tgt].split()
-        assert len(a) == len(b) and sum(x != y for x, y in zip(a, b)) == 1, (a, b)
+        assert len(a) == len(b) and sum(x != y for x, y in zip(a, b, strict=False)) == 1, (a, b)
     from fashion_retrieval.data.fashion200k import load_fashion200k
 
     ds = load_fashion200k(tmp_path, "test")

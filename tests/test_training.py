@@ -223,7 +223,13 @@ def test_push_to_hub_and_evaluate_cli(data_root: Path, tmp_path: Path, monkeypat
 
 
 def test_comparison_table_and_readme_markers(tmp_path: Path) -> None:
-    from fashion_retrieval.training.compare import END, START, markdown_table, ordering_check, update_readme
+    from fashion_retrieval.training.compare import (
+        END,
+        START,
+        markdown_table,
+        ordering_check,
+        update_readme,
+    )
 
     rows = [
         {"model": m, "loss": "batch_classification", "recall": {"R@1": r / 4, "R@10": r, "R@50": r * 2},

@@ -177,7 +177,7 @@ def parse_caption(caption: str) -> tuple[str, dict[str, str]]:
     for spec in CATEGORIES.values():
         names = list(attribute_values(spec.name))
         if words and words[-1] == spec.noun and len(words) == len(names) + 1:
-            attrs = dict(zip(names, words[:-1]))
+            attrs = dict(zip(names, words[:-1], strict=False))
             values = attribute_values(spec.name)
             if all(attrs[n] in values[n] for n in names):
                 return spec.name, attrs

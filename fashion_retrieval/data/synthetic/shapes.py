@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -211,7 +211,7 @@ def garment_shapes(category: str, attrs: dict[str, str]) -> Shapes:
     return SHAPES.get(category)(attrs)
 
 
-@lru_cache(maxsize=None)
+@cache
 def category_frame(category: str) -> tuple[float, float, float]:
     """(centre x, centre y, half extent) of every variant of ``category`` together.
 
@@ -222,7 +222,7 @@ def category_frame(category: str) -> tuple[float, float, float]:
     names = list(spec.attributes)
     pts = []
     for combo in itertools.product(*spec.attributes.values()):
-        shapes = garment_shapes(category, dict(zip(names, combo)))
+        shapes = garment_shapes(category, dict(zip(names, combo, strict=False)))
         for poly in shapes.body:
             pts += poly
     arr = np.asarray(pts)
