@@ -83,13 +83,13 @@ def prepare_shared(config: TrainConfig) -> dict[str, int]:
 
     Done once up front so that each model's train time is its own.
     """
-    from fashion_retrieval.training.trainer import _features, build_model, load_split
+    from fashion_retrieval.training.trainer import build_model, load_split, split_features
 
     train_set = load_split(config, config.train_split)
     eval_set = load_split(config, config.eval_split)
     model = build_model(config, train_set.texts())
     for dataset in (train_set, eval_set):
-        _features(model, dataset, config)
+        split_features(model, dataset, config)
     return {
         "train_triplets": len(train_set.triplets), "train_images": len(train_set.items),
         "eval_queries": len(eval_set.triplets), "eval_images": len(eval_set.items),

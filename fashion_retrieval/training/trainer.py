@@ -121,7 +121,7 @@ def uses_cached_features(config: TrainConfig) -> bool:
     return config.freeze_image_encoder and config.cache_features and not config.streaming
 
 
-def _features(model: Any, dataset: RetrievalDataset, config: TrainConfig) -> torch.Tensor:
+def split_features(model: Any, dataset: RetrievalDataset, config: TrainConfig) -> torch.Tensor:
     """(N, Dimg) backbone features of the data set's items, from the on-disk cache."""
     from fashion_retrieval.models.feature_cache import cached_image_features
 
@@ -145,9 +145,9 @@ def setup_run(config: TrainConfig, accelerator: Any) -> Run:
     run = Run(config, accelerator, model, module, optimizer, scheduler, examples, train_set, eval_set)
     if uses_cached_features(config):
         with accelerator.main_process_first():  # the main process fills the cache, the others read it
-            run.train_features = _features(model, train_set, config)
+            run.train_features = split_features(model, train_set, config)
             if eval_set is not None and accelerator.is_main_process:
-                run.eval_features = _features(model, eval_set, config)
+                run.eval_features = split_features(model, eval_set, config)
     # The scheduler is not prepared: Accelerate would step it once per process, and here
     # a step is an optimiser step whatever the number of processes.
     run.module, run.optimizer = accelerator.prepare(module, optimizer)
