@@ -78,23 +78,62 @@ def _build_flat(dim: int, emb: np.ndarray, params: dict) -> tuple[Any, dict]:
     return _faiss().IndexFlatIP(dim), {}
 
 
+IVF_TRAIN_POINTS_PER_CELL = 64  # k-means sample per cell (faiss advises 39 to 256)
+IVF_CODES = ("flat", "pq")
+
+
 @INDEX_KINDS.register("ivf")
 def _build_ivf(dim: int, emb: np.ndarray, params: dict) -> tuple[Any, dict]:
-    """Inverted lists over a k-means coarse quantiser; ``nlist`` cells, ``nprobe`` visited."""
+    """Inverted lists over a k-means coarse quantiser; ``nlist`` cells, ``nprobe`` visited.
+
+    ``codes="flat"`` (default) stores the vectors as they are and scans them exactly.
+    ``codes="pq"`` stores 4-bit product-quantiser codes of ``pq_m`` sub-vectors, scanned
+    with SIMD lookups (faiss's fast-scan), and re-ranks the best ``rerank`` x k candidates
+    against the stored full vectors, so the scores returned are exact inner products.
+    Scanning a code costs a fraction of reading a 4 x D-byte vector, which is what lets
+    IVF visit enough cells for high recall on a large gallery.
+    """
     faiss = _faiss()
-    unknown = set(params) - {"nlist", "nprobe"}
+    valid = {"nlist", "nprobe", "codes", "pq_m", "rerank"}
+    unknown = set(params) - valid
     if unknown:
-        raise ValueError(f"unknown ivf parameters {sorted(unknown)}; valid: nlist, nprobe")
+        raise ValueError(f"unknown ivf parameters {sorted(unknown)}; valid: {', '.join(sorted(valid))}")
+    codes = params.get("codes", "flat")
+    if codes not in IVF_CODES:
+        raise ValueError(f"ivf codes must be one of {IVF_CODES}, got {codes!r}")
+    if codes == "flat" and {"pq_m", "rerank"} & set(params):
+        raise ValueError("pq_m and rerank apply to codes='pq' only")
     n = len(emb)
     # Default: ~4 sqrt(N) cells, but at least 39 training points per cell (faiss's advice).
     nlist = int(params.get("nlist", min(round(4 * math.sqrt(n)), n // 39)))
     nlist = max(1, min(nlist, n))  # k-means cannot make more cells than points
-    nprobe = int(params.get("nprobe", min(nlist, 16)))
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    # Default cells visited: 16 with exact vectors; 1/16 of them with cheap PQ codes.
+    default_nprobe = max(16, nlist // 16) if codes == "pq" else 16
+    nprobe = max(1, min(int(params.get("nprobe", default_nprobe)), nlist))
+    used: dict[str, Any] = {"nlist": nlist, "nprobe": nprobe}
+    if codes == "flat":
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    else:
+        pq_m = int(params.get("pq_m", _default_pq_m(dim)))
+        if pq_m < 1 or dim % pq_m:
+            raise ValueError(f"pq_m must divide the dimension {dim}, got {pq_m}")
+        rerank = int(params.get("rerank", 10))
+        if rerank < 1:
+            raise ValueError(f"rerank must be at least 1, got {rerank}")
+        index = faiss.index_factory(dim, f"IVF{nlist},PQ{pq_m}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
+        used.update(codes="pq", pq_m=pq_m, rerank=rerank)
+    faiss.extract_index_ivf(index).cp.max_points_per_centroid = IVF_TRAIN_POINTS_PER_CELL
     index.train(emb)
-    index.nprobe = max(1, min(nprobe, nlist))
-    return index, {"nlist": nlist, "nprobe": index.nprobe}
+    _apply_search_params(index, "ivf", used)
+    return index, used
+
+
+def _default_pq_m(dim: int) -> int:
+    """Sub-quantisers for ``codes="pq"``: 8 dimensions each (a 4-bit code per 8 floats)."""
+    for m in (dim // 8, dim // 4, dim // 2, dim):
+        if m >= 1 and dim % m == 0:
+            return m
+    return dim
 
 
 @INDEX_KINDS.register("hnsw")
@@ -117,13 +156,18 @@ def _build_hnsw(dim: int, emb: np.ndarray, params: dict) -> tuple[Any, dict]:
 def _apply_search_params(index: Any, kind: str, params: dict) -> None:
     """Set the search-time parameters that faiss does not serialise."""
     if kind == "ivf":
-        index.nprobe = int(params["nprobe"])
+        _faiss().extract_index_ivf(index).nprobe = int(params["nprobe"])
+        if "rerank" in params:  # codes="pq": an IndexRefineFlat around the IVF
+            index.k_factor = float(params["rerank"])
     elif kind == "hnsw":
         index.hnsw.efSearch = int(params["efSearch"])
 
 
 def resolve_kind(kind: str, n: int) -> str:
-    """``"auto"`` -> ``"flat"`` below ``AUTO_EXACT_LIMIT`` items, else ``"ivf"``."""
+    """``"auto"`` -> ``"flat"`` below ``AUTO_EXACT_LIMIT`` items, else ``"ivf"``.
+
+    :meth:`GalleryIndex.build` gives an automatic IVF PQ codes with re-ranking.
+    """
     if kind == "auto":
         return "flat" if n < AUTO_EXACT_LIMIT else "ivf"
     INDEX_KINDS.get(kind)  # raises a ValueError listing valid kinds
@@ -155,13 +199,22 @@ class GalleryIndex:
         fingerprint: str = "",
         **params: Any,
     ) -> GalleryIndex:
-        """Index ``embeddings (N, D)`` under ``ids``; ``kind`` is flat, ivf, hnsw or auto."""
+        """Index ``embeddings (N, D)`` under ``ids``; ``kind`` is flat, ivf, hnsw or auto.
+
+        ``auto`` is exact below ``AUTO_EXACT_LIMIT`` items, and above it IVF with PQ codes
+        re-ranked on the full vectors (``codes="pq"``), unless ``params`` say otherwise.
+        """
         emb = _as_matrix(embeddings, "embeddings")
         if len(emb) == 0:
             raise ValueError("cannot build an index over an empty gallery")
         if len(ids) != len(emb):
             raise ValueError(f"{len(emb)} embeddings but {len(ids)} ids")
-        kind = resolve_kind(kind, len(emb))
+        if kind == "auto":
+            kind = resolve_kind(kind, len(emb))
+            if kind == "ivf":  # what benchmarks/bench_ann.py finds fastest at high recall
+                params = {"codes": "pq", **params}
+        else:
+            kind = resolve_kind(kind, len(emb))
         index, used = INDEX_KINDS.get(kind)(emb.shape[1], emb, dict(params))
         index.add(emb)
         return cls(index, [str(i) for i in ids], kind, used, fingerprint)
@@ -233,8 +286,11 @@ class GalleryIndex:
         return scores.numpy(), positions.numpy().astype(np.int64)
 
     def set_search_params(self, **params: Any) -> None:
-        """Change search-time parameters (``nprobe`` for IVF, ``efSearch`` for HNSW)."""
+        """Change search-time parameters: ``nprobe`` (and ``rerank`` with PQ codes) for IVF,
+        ``efSearch`` for HNSW."""
         allowed = {"ivf": {"nprobe"}, "hnsw": {"efSearch"}}.get(self.kind, set())
+        if self.params.get("codes") == "pq":
+            allowed = allowed | {"rerank"}
         unknown = sorted(set(params) - allowed)
         if unknown:
             raise ValueError(

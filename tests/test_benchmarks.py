@@ -122,10 +122,45 @@ def test_ann_sweep_picks_a_setting_that_meets_recall():
     queries = structured_unit_embeddings(50, 32, intrinsic=8, clusters=30, seed=1)
     ids = [str(i) for i in range(len(gallery))]
     _, truth = GalleryIndex.build(gallery, ids, kind="flat").search(queries, 10)
-    index = GalleryIndex.build(gallery, ids, kind="ivf", nlist=30)
+    index = GalleryIndex.build(gallery, ids, kind="ivf", nlist=30, codes="pq", pq_m=16)
     points, best = sweep(index, "ivf", queries, truth)
     assert best is not None and best["recall"] >= 0.95
+    assert {p["nprobe"] for p in points} > {8} and {p["rerank"] for p in points} == {10, 30}
+    # The index is left at the chosen setting.
+    assert {k: index.params[k] for k in ("nprobe", "rerank")} == {
+        "nprobe": best["nprobe"],
+        "rerank": best["rerank"],
+    }
     assert recall_of(index.search(queries, 10)[1], truth) == pytest.approx(best["recall"])
+
+
+def test_lid_estimate_recovers_the_dimension_of_a_flat_subspace():
+    from benchmarks.ann_data import lid_mle, relative_contrast
+
+    rng = np.random.default_rng(0)
+    for d in (3, 8):
+        basis = np.linalg.qr(rng.standard_normal((64, d)))[0].T  # (d, 64), orthonormal rows
+        points = rng.uniform(-1, 1, (6000, d)) @ basis  # uniform in a d-cube inside 64-d
+        queries = rng.uniform(-0.5, 0.5, (200, d)) @ basis  # inside, away from the faces
+        assert lid_mle(queries, points, k=20) == pytest.approx(d, rel=0.25)
+    # Neighbours stand out less in more dimensions: the relative contrast falls.
+    low = rng.standard_normal((2000, 4)) @ np.linalg.qr(rng.standard_normal((64, 4)))[0].T
+    high = rng.standard_normal((2000, 64))
+    assert relative_contrast(low[:50], low[50:]) > relative_contrast(high[:50], high[50:]) > 1.0
+    with pytest.raises(ValueError, match="more than 20 gallery rows"):
+        lid_mle(low[:5], low[:20])
+
+
+def test_calibration_rule_and_the_saved_choice_match_the_benchmark():
+    from benchmarks.ann_data import DEFAULT_JSON, INTRINSIC, choose_intrinsic, load_calibration
+
+    synthetic = {8: {"lid": 9.0}, 16: {"lid": 13.0}, 24: {"lid": 16.0}}
+    assert choose_intrinsic(12.0, synthetic) == 16
+    assert choose_intrinsic(20.0, synthetic) == 24  # none reaches it: the hardest one
+    saved = load_calibration(DEFAULT_JSON)
+    assert saved is not None, f"run `python -m benchmarks.ann_data` to write {DEFAULT_JSON}"
+    assert saved["chosen_intrinsic"] == INTRINSIC
+    assert saved["synthetic"][str(INTRINSIC)]["lid"] >= saved["real"]["lid"]
 
 
 def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:

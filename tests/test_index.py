@@ -27,6 +27,11 @@ def _ids(n: int, prefix: str = "item") -> list[str]:
     return [f"{prefix}{i}" for i in range(n)]
 
 
+# Every kind of index, with the parameters that select it.
+KINDS = [("flat", {}), ("ivf", {}), ("ivf", {"codes": "pq"}), ("hnsw", {})]
+KIND_IDS = ["flat", "ivf", "ivf-pq", "hnsw"]
+
+
 def test_flat_is_exact() -> None:
     g, q = _normed(0, 300), _normed(1, 20)
     index = GalleryIndex.build(g, _ids(300), kind="flat")
@@ -58,7 +63,12 @@ def test_set_search_params() -> None:
 
 
 @pytest.mark.parametrize(
-    "kind, params", [("ivf", {"nlist": 16, "nprobe": 8}), ("hnsw", {"M": 16, "efSearch": 64})]
+    "kind, params",
+    [
+        ("ivf", {"nlist": 16, "nprobe": 8}),
+        ("ivf", {"nlist": 16, "nprobe": 8, "codes": "pq", "pq_m": 4, "rerank": 10}),
+        ("hnsw", {"M": 16, "efSearch": 64}),
+    ],
 )
 def test_approximate_kinds_recall_against_exact(kind: str, params: dict) -> None:
     g, q = _normed(2, 2000), _normed(3, 50)
@@ -68,6 +78,54 @@ def test_approximate_kinds_recall_against_exact(kind: str, params: dict) -> None
     _, pos = index.search(q, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(pos, exact, strict=True)])
     assert recall > 0.8, recall
+
+
+def test_ivf_pq_codes_rerank_to_exact_scores() -> None:
+    g, q = _normed(8, 3000, 32), _normed(9, 40, 32)
+    sims = q @ g.T
+    index = GalleryIndex.build(g, _ids(3000), kind="ivf", nlist=8, nprobe=8, codes="pq")
+    assert index.params == {"nlist": 8, "nprobe": 8, "codes": "pq", "pq_m": 4, "rerank": 10}
+    scores, pos = index.search(q, 5)
+    # Re-ranked against the stored vectors: every returned score is the exact inner product.
+    assert np.allclose(scores, np.take_along_axis(sims, pos, axis=1), atol=1e-5)
+
+    def top1(params: dict) -> float:
+        index = GalleryIndex.build(g, _ids(3000), kind="ivf", nlist=8, nprobe=8, codes="pq", **params)
+        return float(np.mean(index.search(q, 5)[1][:, 0] == sims.argmax(axis=1)))
+
+    # Every cell is visited, so only the codes can lose the true best match: finer codes
+    # and a deeper re-ranking find it, PQ order alone (rerank=1) with coarse codes does not.
+    assert top1({"pq_m": 16, "rerank": 10}) >= 0.95
+    assert top1({"pq_m": 4, "rerank": 1}) < 0.5
+    index.set_search_params(rerank=1)
+    assert index._index.k_factor == 1 and index.params["rerank"] == 1
+
+
+def test_ivf_parameter_errors() -> None:
+    g = _normed(0, 200, 32)
+    with pytest.raises(ValueError, match="codes must be one of"):
+        GalleryIndex.build(g, _ids(200), kind="ivf", codes="sq8")
+    with pytest.raises(ValueError, match="pq_m must divide the dimension 32"):
+        GalleryIndex.build(g, _ids(200), kind="ivf", codes="pq", pq_m=5)
+    with pytest.raises(ValueError, match="codes='pq' only"):
+        GalleryIndex.build(g, _ids(200), kind="ivf", rerank=4)
+    flat_ivf = GalleryIndex.build(g, _ids(200), kind="ivf", nlist=4)
+    with pytest.raises(ValueError, match="no search parameter"):
+        flat_ivf.set_search_params(rerank=4)
+
+
+def test_auto_above_the_exact_limit_builds_reranked_ivf_pq(monkeypatch) -> None:
+    import fashion_retrieval.index as index_module
+
+    monkeypatch.setattr(index_module, "AUTO_EXACT_LIMIT", 1000)
+    g = _normed(10, 2000, 32)
+    index = GalleryIndex.build(g, _ids(2000), kind="auto")
+    assert index.kind == "ivf" and index.params["codes"] == "pq" and index.params["rerank"] == 10
+    assert index.params["nprobe"] == 16  # max(16, nlist // 16) with nlist 51
+    small = GalleryIndex.build(g[:999], _ids(999), kind="auto")
+    assert small.kind == "flat"
+    explicit = GalleryIndex.build(g, _ids(2000), kind="auto", codes="flat")
+    assert "rerank" not in explicit.params
 
 
 def test_auto_kind_by_size() -> None:
@@ -98,10 +156,10 @@ def test_validation_errors() -> None:
         GalleryIndex.build(_normed(0, 2), ["a", "a"])
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
-def test_add_then_find_new_items(kind: str) -> None:
+@pytest.mark.parametrize("kind, params", KINDS, ids=KIND_IDS)
+def test_add_then_find_new_items(kind: str, params: dict) -> None:
     g = _normed(4, 200)
-    index = GalleryIndex.build(g[:150], _ids(150), kind=kind)
+    index = GalleryIndex.build(g[:150], _ids(150), kind=kind, **params)
     index.add(g[150:], _ids(50, "new"))
     assert len(index) == 200 and "new7" in index
     hits = index.search_ids(g[150:160], 1)
@@ -112,10 +170,10 @@ def test_add_then_find_new_items(kind: str) -> None:
         index.add(_normed(0, 1, 4), ["x"])
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf", "hnsw"])
-def test_save_load_round_trip(tmp_path, kind: str) -> None:
+@pytest.mark.parametrize("kind, params", KINDS, ids=KIND_IDS)
+def test_save_load_round_trip(tmp_path, kind: str, params: dict) -> None:
     g, q = _normed(5, 400), _normed(6, 5)
-    index = GalleryIndex.build(g, _ids(400), kind=kind, fingerprint="fp1")
+    index = GalleryIndex.build(g, _ids(400), kind=kind, fingerprint="fp1", **params)
     index.save(tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {INDEX_FILE, IDS_FILE, META_FILE}
     meta = json.loads((tmp_path / META_FILE).read_text())
