@@ -117,7 +117,7 @@ def _build_ivf(dim: int, emb: np.ndarray, params: dict) -> tuple[Any, dict]:
         pq_m = int(params.get("pq_m", _default_pq_m(dim)))
         if pq_m < 1 or dim % pq_m:
             raise ValueError(f"pq_m must divide the dimension {dim}, got {pq_m}")
-        rerank = int(params.get("rerank", 10))
+        rerank = int(params.get("rerank", 30))
         if rerank < 1:
             raise ValueError(f"rerank must be at least 1, got {rerank}")
         index = faiss.index_factory(dim, f"IVF{nlist},PQ{pq_m}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)

@@ -66,7 +66,7 @@ def test_set_search_params() -> None:
     "kind, params",
     [
         ("ivf", {"nlist": 16, "nprobe": 8}),
-        ("ivf", {"nlist": 16, "nprobe": 8, "codes": "pq", "pq_m": 4, "rerank": 10}),
+        ("ivf", {"nlist": 16, "nprobe": 8, "codes": "pq", "pq_m": 4, "rerank": 30}),
         ("hnsw", {"M": 16, "efSearch": 64}),
     ],
 )
@@ -84,7 +84,7 @@ def test_ivf_pq_codes_rerank_to_exact_scores() -> None:
     g, q = _normed(8, 3000, 32), _normed(9, 40, 32)
     sims = q @ g.T
     index = GalleryIndex.build(g, _ids(3000), kind="ivf", nlist=8, nprobe=8, codes="pq")
-    assert index.params == {"nlist": 8, "nprobe": 8, "codes": "pq", "pq_m": 4, "rerank": 10}
+    assert index.params == {"nlist": 8, "nprobe": 8, "codes": "pq", "pq_m": 4, "rerank": 30}
     scores, pos = index.search(q, 5)
     # Re-ranked against the stored vectors: every returned score is the exact inner product.
     assert np.allclose(scores, np.take_along_axis(sims, pos, axis=1), atol=1e-5)
@@ -120,7 +120,7 @@ def test_auto_above_the_exact_limit_builds_reranked_ivf_pq(monkeypatch) -> None:
     monkeypatch.setattr(index_module, "AUTO_EXACT_LIMIT", 1000)
     g = _normed(10, 2000, 32)
     index = GalleryIndex.build(g, _ids(2000), kind="auto")
-    assert index.kind == "ivf" and index.params["codes"] == "pq" and index.params["rerank"] == 10
+    assert index.kind == "ivf" and index.params["codes"] == "pq" and index.params["rerank"] == 30
     assert index.params["nprobe"] == 16  # max(16, nlist // 16) with nlist 51
     small = GalleryIndex.build(g[:999], _ids(999), kind="auto")
     assert small.kind == "flat"
