@@ -89,6 +89,7 @@ def shoot_demo(sources: dict[str, Any], out: Path) -> None:
             examples.nth(i % count).click()
             page.wait_for_timeout(1000)  # the picture and the text fill in
             status = _search(page)
+            print(f"screenshots: example {i + 1}: {' | '.join(status.split(chr(10)))}")
             if "tirg: ✓" in status.replace("\n", " "):
                 break
         page.wait_for_timeout(1500)  # images finish loading
@@ -96,18 +97,27 @@ def shoot_demo(sources: dict[str, Any], out: Path) -> None:
 
 
 def _search(page: Any) -> str:
-    """Click Search and return the status text once this search has changed it."""
+    """Click Search and return the status text once this search has finished.
+
+    While a request is pending Gradio overlays a progress line ("processing | 0.4s") on
+    the status block, above the previous result; so wait until the text differs from the
+    one before the click, shows no progress line, and stays the same for half a second.
+    """
+    import time
+
     status = page.locator(".fr-status").first  # the Compose tab's
     before = status.inner_text() if status.count() else ""
     page.locator("button:visible", has_text="Search").first.click()
-    try:
-        page.wait_for_function(
-            "old => { const t = document.querySelector('.fr-status')?.innerText.trim();"
-            " return t && t !== old.trim(); }", arg=before, timeout=20_000,
-        )
-    except Exception:  # noqa: BLE001 - the same text twice (same target): nothing changes
-        pass
-    return status.inner_text()
+    last, stable_since, deadline = None, time.monotonic(), time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = status.inner_text()
+        if text != last:
+            last, stable_since = text, time.monotonic()
+        settled = text.strip() and text != before and "processing" not in text.lower()
+        if settled and time.monotonic() - stable_since >= 0.5:
+            break
+        page.wait_for_timeout(100)
+    return last or ""
 
 
 def shoot_dashboard(sources: dict[str, Any], out_dir: Path, log: Path) -> None:
