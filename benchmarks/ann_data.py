@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.common import structured_unit_embeddings
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = ROOT / "results" / "ann_calibration.json"
 
@@ -51,8 +53,6 @@ def mixture(n: int, dim: int, seed: int, *, gallery_size: int | None = None, int
     The mixture has one centre per ``POINTS_PER_CLUSTER`` gallery items; queries pass the
     gallery's size as ``gallery_size`` (and another ``seed``) to come from the same mixture.
     """
-    from benchmarks.common import structured_unit_embeddings
-
     clusters = max(1, (gallery_size or n) // POINTS_PER_CLUSTER)
     return structured_unit_embeddings(n, dim, intrinsic, clusters, ambient=AMBIENT, seed=seed)
 
@@ -99,6 +99,7 @@ def ivf_recall_curve(
     queries: np.ndarray, gallery: np.ndarray, nlist: int = 32, nprobes=(1, 2, 4, 8), k: int = 10
 ) -> dict[str, float]:
     """Recall@k of the exact top ``k`` for IVF-flat with ``nlist`` cells at each nprobe."""
+    from benchmarks.bench_ann import recall_of
     from fashion_retrieval.index import GalleryIndex
 
     ids = [str(i) for i in range(len(gallery))]
@@ -107,9 +108,7 @@ def ivf_recall_curve(
     curve = {}
     for nprobe in nprobes:
         index.set_search_params(nprobe=nprobe)
-        _, found = index.search(queries, k)
-        hits = sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth, strict=True))
-        curve[str(nprobe)] = round(hits / truth.size, 3)
+        curve[str(nprobe)] = round(recall_of(index.search(queries, k)[1], truth), 3)
     return curve
 
 

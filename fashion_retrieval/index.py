@@ -129,11 +129,9 @@ def _build_ivf(dim: int, emb: np.ndarray, params: dict) -> tuple[Any, dict]:
 
 
 def _default_pq_m(dim: int) -> int:
-    """Sub-quantisers for ``codes="pq"``: 8 dimensions each (a 4-bit code per 8 floats)."""
-    for m in (dim // 8, dim // 4, dim // 2, dim):
-        if m >= 1 and dim % m == 0:
-            return m
-    return dim
+    """Sub-quantisers for ``codes="pq"``: 8 dimensions each (a 4-bit code per 8 floats),
+    or 4, 2, 1 where the dimension is not a multiple of 8."""
+    return dim // next(per for per in (8, 4, 2, 1) if dim % per == 0)
 
 
 @INDEX_KINDS.register("hnsw")
@@ -166,7 +164,7 @@ def _apply_search_params(index: Any, kind: str, params: dict) -> None:
 def resolve_kind(kind: str, n: int) -> str:
     """``"auto"`` -> ``"flat"`` below ``AUTO_EXACT_LIMIT`` items, else ``"ivf"``.
 
-    :meth:`GalleryIndex.build` gives an automatic IVF PQ codes with re-ranking.
+    :meth:`GalleryIndex.build` builds an automatic IVF with re-ranked PQ codes.
     """
     if kind == "auto":
         return "flat" if n < AUTO_EXACT_LIMIT else "ivf"
@@ -209,12 +207,10 @@ class GalleryIndex:
             raise ValueError("cannot build an index over an empty gallery")
         if len(ids) != len(emb):
             raise ValueError(f"{len(emb)} embeddings but {len(ids)} ids")
-        if kind == "auto":
-            kind = resolve_kind(kind, len(emb))
-            if kind == "ivf":  # what benchmarks/bench_ann.py finds fastest at high recall
-                params = {"codes": "pq", **params}
-        else:
-            kind = resolve_kind(kind, len(emb))
+        resolved = resolve_kind(kind, len(emb))
+        if kind == "auto" and resolved == "ivf":  # fastest at high recall in bench_ann.py
+            params = {"codes": "pq", **params}
+        kind = resolved
         index, used = INDEX_KINDS.get(kind)(emb.shape[1], emb, dict(params))
         index.add(emb)
         return cls(index, [str(i) for i in ids], kind, used, fingerprint)

@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,7 @@ def shoot_demo(sources: dict[str, Any], out: Path) -> None:
             examples.nth(i % count).click()
             page.wait_for_timeout(1000)  # the picture and the text fill in
             status = _search(page)
-            print(f"screenshots: example {i + 1}: {' | '.join(status.split(chr(10)))}")
+            print(f"screenshots: example {i + 1}: {status.replace(chr(10), ' | ')}")
             if "tirg: ✓" in status.replace("\n", " "):
                 break
         page.wait_for_timeout(1500)  # images finish loading
@@ -103,8 +104,6 @@ def _search(page: Any) -> str:
     the status block, above the previous result; so wait until the text differs from the
     one before the click, shows no progress line, and stays the same for half a second.
     """
-    import time
-
     status = page.locator(".fr-status").first  # the Compose tab's
     before = status.inner_text() if status.count() else ""
     page.locator("button:visible", has_text="Search").first.click()
