@@ -8,7 +8,9 @@ Hugging Face Space (whose settings are environment variables):
   local folders or Hub repo ids; none means the embedded default;
 - ``--gallery`` / ``FASHION_RETRIEVAL_GALLERY``: a FashionIQ or Fashion200k root, with
   ``--dataset`` / ``FASHION_RETRIEVAL_DATASET`` and ``--split`` / ``FASHION_RETRIEVAL_SPLIT``;
-- ``--home`` / ``FASHION_RETRIEVAL_HOME``: the cache folder.
+- ``--home`` / ``FASHION_RETRIEVAL_HOME``: the cache folder;
+- ``--default-spec`` / ``FASHION_RETRIEVAL_DEFAULT_SPEC``: fields of the embedded default to change
+  (a JSON object or a file holding one), e.g. a tiny default for tests.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     p.add_argument("--split", default=env.get("FASHION_RETRIEVAL_SPLIT") or None,
                    help="split of --gallery (default: val for FashionIQ, test for Fashion200k)")
     p.add_argument("--home", default=None, help="cache folder (default: $FASHION_RETRIEVAL_HOME or ~/.cache/fashion_retrieval)")
+    p.add_argument("--default-spec", default=env.get("FASHION_RETRIEVAL_DEFAULT_SPEC") or None,
+                   metavar="JSON_OR_FILE",
+                   help="change fields of the embedded default, e.g. '{\"products\": 60}' "
+                        "(default: $FASHION_RETRIEVAL_DEFAULT_SPEC; for tests and small machines)")
     p.add_argument("--share", action="store_true", help="also serve through a public Gradio share link")
     args = p.parse_args(argv)
     checkpoints = args.checkpoint or _env_list(env, "FASHION_RETRIEVAL_CHECKPOINTS")
@@ -52,7 +58,9 @@ def build_from_args(args: argparse.Namespace) -> Any:
     from fashion_retrieval.demo.app import build_demo
 
     if not args.checkpoint:
-        return build_demo(home=args.home)
+        from fashion_retrieval.demo.default import DefaultSpec
+
+        return build_demo(home=args.home, default_spec=DefaultSpec.from_overrides(args.default_spec))
     from fashion_retrieval.demo.loading import load_checkpoints
 
     bundle = load_checkpoints(

@@ -66,6 +66,30 @@ class DefaultSpec:
         d["compositors"] = list(self.compositors)
         return d
 
+    @classmethod
+    def from_overrides(cls, text: str | None) -> DefaultSpec:
+        """The default spec with the fields of ``text`` (a JSON object, or a path to one) changed.
+
+        ``None`` or an empty string gives the plain default. An unknown field or a JSON
+        error raises ``ValueError`` naming it.
+        """
+        if not text or not text.strip():
+            return cls()
+        raw = Path(text).read_text(encoding="utf-8") if Path(text).is_file() else text
+        try:
+            fields = json.loads(raw)
+        except ValueError as e:
+            raise ValueError(f"default spec overrides are not valid JSON ({e}): {text!r}") from e
+        if not isinstance(fields, dict):
+            raise ValueError(f"default spec overrides must be a JSON object, got {text!r}")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"unknown default spec fields {unknown}; valid: {sorted(known)}")
+        if "compositors" in fields:
+            fields["compositors"] = tuple(fields["compositors"])
+        return cls(**fields)
+
 
 @dataclass
 class DemoBundle:
