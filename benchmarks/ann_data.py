@@ -1,6 +1,6 @@
 """The approximate-search benchmark's data, and its calibration on the real model's embeddings.
 
-    python -m benchmarks.ann_data [--home DIR] [--json results/ann_calibration.json]
+    python -m benchmarks.ann_data [--home DIR] [--json results/ann_calibration.json] [--default-spec JSON]
 
 A million real gallery embeddings cannot be made on this machine (the backbone runs at ~50
 images/s), so the benchmark draws them from a model: a Gaussian mixture in a low-dimensional
@@ -130,17 +130,18 @@ def choose_intrinsic(real_lid: float, synthetic: dict[int, dict[str, Any]]) -> i
     return ok[0] if ok else max(synthetic)
 
 
-def real_embeddings(home: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+def real_embeddings(home: str | None = None, spec: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """The embedded default's TIRG gallery ``(N, D)`` and composed queries ``(Q, D)``.
 
     Train and val splits together; builds the default first if it is not cached.
+    ``spec``: a ``DefaultSpec`` other than the product default (e.g. a tiny one for tests).
     """
     from fashion_retrieval.demo.default import DefaultSpec, build_default, synthetic_catalogue
     from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
     from fashion_retrieval.hub import load_model
     from fashion_retrieval.models.feature_cache import cached_image_features
 
-    spec = DefaultSpec()
+    spec = spec or DefaultSpec()
     root = build_default(home, spec, log=lambda m: print(m, file=sys.stderr))
     model = load_model(str(root / "models" / "tirg" / "final")).eval()
     galleries, queries = [], []
@@ -185,8 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--home", default=None, help="cache of the embedded default")
     p.add_argument("--json", default=str(DEFAULT_JSON), help="where to write the calibration")
+    p.add_argument("--default-spec", default=None, metavar="JSON_OR_FILE",
+                   help="fields of the embedded default to change, as for `python app.py "
+                        "--default-spec` (a tiny default checks the command in seconds)")
     args = p.parse_args(argv)
-    gallery, queries = real_embeddings(args.home)
+    from fashion_retrieval.demo.default import DefaultSpec
+
+    gallery, queries = real_embeddings(args.home, DefaultSpec.from_overrides(args.default_spec))
     result = calibrate(gallery, queries)
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)

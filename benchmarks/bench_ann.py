@@ -34,6 +34,12 @@ SIZES = {
         "hnsw": {"M": 16, "efConstruction": 40},
     },
 }
+TINY_SIZE = {
+    "n": 5_000,
+    "queries": 100,
+    "ivf": {"nlist": 32, "codes": "pq", "pq_m": 16},
+    "hnsw": {"M": 8, "efConstruction": 20},
+}
 # Search-time settings tried, cheapest first: every combination of the listed values.
 SWEEPS = {
     "ivf": {"nprobe": [8, 16, 32, 64, 128, 256, 512], "rerank": [10, 30]},
@@ -174,7 +180,7 @@ def bench_ann(ctx: StepContext) -> list[Row]:
     from benchmarks.ann_data import INTRINSIC, mixture
     from fashion_retrieval.index import GalleryIndex
 
-    size = SIZES[ctx.quick]
+    size = ctx.size(SIZES, TINY_SIZE)
     n, nq = size["n"], size["queries"]
     intrinsic = int(ctx.options.get("ann_intrinsic", INTRINSIC))
     gallery = mixture(n, DIM, seed=0, intrinsic=intrinsic)  # (N, D)
@@ -194,7 +200,7 @@ def bench_ann(ctx: StepContext) -> list[Row]:
         build_s = time.perf_counter() - t0
         log(f"ann: {kind} built in {build_s:.0f} s ({index.params})")
         points, best = sweep(index, kind, queries, truth)
-        latency = (single_query_ms(index, queries, 200), exact_one_ms)
+        latency = (single_query_ms(index, queries, 20 if ctx.tiny else 200), exact_one_ms)
         rows.append(_row(kind, index.params, build_s, points, best, exact_qps, n, data_note, latency))
         del index
     flops = 2 * n * DIM * exact_qps / 1e9

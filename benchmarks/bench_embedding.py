@@ -14,6 +14,7 @@ from benchmarks.models import default_model, file_items
 
 TARGET_SHARE = 0.80
 SIZES = {True: 96, False: 512}  # images per timed pass
+TINY_SIZE = 16
 BATCH = 32
 
 
@@ -95,27 +96,28 @@ def bench_embedding(ctx: StepContext) -> list[Row]:
     """Retriever embedding path vs bare efficientnet_lite0, images/s on the CPU."""
     import torch
 
-    n = SIZES[ctx.quick]
+    n = ctx.size(SIZES, TINY_SIZE)
+    batch = min(BATCH, n)
     paths = write_jpegs(ctx.workdir / "jpegs", n, size=(300, 400))
     items = file_items(paths)
     model = default_model()
     workers = int(ctx.options.get("embedding_workers", 2))
-    bare = bare_backbone_rate(model, n, BATCH)
-    retriever_rate(model, items[:BATCH], BATCH, workers)  # warm-up: worker start, page cache
-    pipe = retriever_rate(model, items, BATCH, workers)
+    bare = bare_backbone_rate(model, n, batch)
+    retriever_rate(model, items[:batch], batch, workers)  # warm-up: worker start, page cache
+    pipe = retriever_rate(model, items, batch, workers)
     notes = (
-        f"{pipe / bare:.0%} of bare; {n} JPEGs 300x400, batch {BATCH}, {workers} DataLoader "
+        f"{pipe / bare:.0%} of bare; {n} JPEGs 300x400, batch {batch}, {workers} DataLoader "
         f"workers, torch threads {torch.get_num_threads()}"
     )
     if not ctx.quick:
-        serial = retriever_rate(model, items, BATCH, 0)
+        serial = retriever_rate(model, items, batch, 0)
         notes += f"; with 0 workers {serial:.1f} img/s"
     rows = [
         _share_row(
             "gallery embedding throughput",
             "Retriever embedding path (decode JPEG, transform, efficientnet_lite0, projection)",
             pipe, bare, notes,
-            extra={"images": n, "batch": BATCH, "workers": workers, "share": pipe / bare},
+            extra={"images": n, "batch": batch, "workers": workers, "share": pipe / bare},
         )
     ]
     if torch.cuda.is_available():

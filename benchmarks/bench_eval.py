@@ -16,6 +16,7 @@ from benchmarks.common import PeakSampler, Row, StepContext, random_unit_embeddi
 DIM = 512
 KS = (1, 5, 10, 50, 100)
 SIZES = {True: (6_000, 5_000), False: (33_480, 29_789)}  # (queries, gallery)
+TINY_SIZE = (200, 300)
 NUMPY_BLOCK = 1024  # rows argsorted at a time, so the baseline holds one int64 block, not Q x G
 
 
@@ -82,7 +83,7 @@ def timed(fn, data: dict) -> tuple[float, dict, float]:
 @register("evaluation")
 def bench_evaluation(ctx: StepContext) -> list[Row]:
     """Fashion200k-sized recall from embeddings: library ranking vs NumPy full sort."""
-    n_q, n_g = ctx.options.get("evaluation_size") or SIZES[ctx.quick]
+    n_q, n_g = ctx.options.get("evaluation_size") or ctx.size(SIZES, TINY_SIZE)
     data = make_protocol_data(n_q, n_g)
     small = make_protocol_data(64, 256, seed=1)
     recall_library(small), recall_numpy(small)  # imports and thread pools, outside the timing

@@ -23,6 +23,7 @@ TARGET_MS = 50.0
 TARGET_AT = 100_000
 SIZES = {True: (10_000, 100_000), False: (10_000, 100_000, 1_000_000)}
 REPEATS = {True: 20, False: 50}
+TINY_SIZES, TINY_REPEATS = (1_000,), 5
 
 
 def measure_size(model, n: int, image, repeats: int) -> dict:
@@ -62,8 +63,9 @@ def bench_latency(ctx: StepContext) -> list[Row]:
     model = default_model()
     image = str(write_jpegs(ctx.workdir / "query", 1, size=(300, 400), seed=7)[0])
     rows = []
-    for n in SIZES[ctx.quick]:
-        m = measure_size(model, n, image, REPEATS[ctx.quick])
+    repeats = ctx.size(REPEATS, TINY_REPEATS)
+    for n in ctx.size(SIZES, TINY_SIZES):
+        m = measure_size(model, n, image, repeats)
         log(f"latency: {n:,} gallery: p50 {m['p50']:.1f} ms, p99 {m['p99']:.1f} ms")
         rows.append(
             Row(
@@ -81,7 +83,7 @@ def bench_latency(ctx: StepContext) -> list[Row]:
                     f"p99 {m['p99']:.1f} ms; image decode + encoding + text alone "
                     f"{m['encode_p50']:.1f} ms (p50); torch mat-vec + top-k instead of the "
                     f"faiss flat search {m['torch_scan_p50']:.1f} ms; "
-                    f"{REPEATS[ctx.quick]} queries, torch threads "
+                    f"{repeats} queries, torch threads "
                     f"{torch.get_num_threads()}"
                 ),
                 extra=m,

@@ -1,17 +1,20 @@
 """Start-up of the demo: ``python app.py`` from an empty cache to serving, and from a warm one.
 
 The app runs as a child process with ``$FASHION_RETRIEVAL_HOME`` pointing at a scratch
-folder; "serving" is the first HTTP 200 on its port. Its peak memory is sampled with psutil
+folder, on a port the OS chooses (``--port 0``, read from its "Running on local URL" line);
+"serving" is the first HTTP 200 on that port. Its peak memory is sampled with psutil
 over its whole process tree. The quick run skips the cold start (it is a full build of
 the embedded default, minutes); it measures the warm start only where a complete cache
-already exists (``--options '{"startup_home": DIR}'`` or the user's default home).
+already exists (``--options '{"startup_home": DIR}'`` or the user's default home). The
+tiny run starts cold and warm with a tiny embedded default (``TINY_SPEC``, seconds).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,13 +26,25 @@ from benchmarks.common import Row, SkipStep, StepContext, register
 
 ROOT = Path(__file__).resolve().parents[1]
 COLD_LIMIT_S, WARM_LIMIT_S = 300.0, 20.0
+# The embedded default of --tiny: fields of DefaultSpec changed (a build of seconds).
+TINY_SPEC = {
+    "preset": "easy",
+    "products": 24,
+    "image_encoder": "tiny_cnn",
+    "pretrained": False,
+    "embed_dim": 32,
+    "compositors": ["tirg", "image_only"],
+    "crossmodal": False,
+    "max_steps": 4,
+    "batch_size": 8,
+}
+URL_LINE = re.compile(r"Running on local URL:\s+(https?://\S+)")
 
 
-def free_port() -> int:
-    """A TCP port that is free right now on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def served_url(log: Path) -> str | None:
+    """The URL from the app's "Running on local URL" line in its log, once it is there."""
+    match = URL_LINE.search(log.read_text(errors="replace")) if log.exists() else None
+    return match.group(1) if match else None
 
 
 def _tree_rss_mb(proc) -> float:
@@ -45,25 +60,32 @@ def _tree_rss_mb(proc) -> float:
     return total / 2**20
 
 
-def time_to_serving(home: Path, timeout_s: float, log: Path) -> tuple[float, float]:
+def time_to_serving(
+    home: Path, timeout_s: float, log: Path, spec: dict | None = None
+) -> tuple[float, float]:
     """Seconds from launching ``python app.py`` until its port answers 200, and peak RSS (MiB).
 
+    ``spec``: fields of the embedded default to change (None: the product default).
     Raises ``RuntimeError`` (with the end of the app's log) when it exits or times out first.
     """
     import psutil
 
-    port = free_port()
     env = {
         **os.environ,
         "FASHION_RETRIEVAL_HOME": str(home),
         "HF_HUB_OFFLINE": "1",
         "GRADIO_ANALYTICS_ENABLED": "False",
-        "GRADIO_SERVER_PORT": str(port),
+        "PYTHONUNBUFFERED": "1",  # the URL line reaches the log at once
     }
+    for key in ("GRADIO_SERVER_PORT", "FASHION_RETRIEVAL_DEFAULT_SPEC"):
+        env.pop(key, None)
+    cmd = [sys.executable, "app.py", "--port", "0"]
+    if spec is not None:
+        cmd += ["--default-spec", json.dumps(spec)]
     with log.open("w") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(
-            [sys.executable, "app.py", "--port", str(port)],
+            cmd,
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -83,10 +105,12 @@ def time_to_serving(home: Path, timeout_s: float, log: Path) -> tuple[float, flo
                 )
                 tail = log.read_text(errors="replace")[-600:]
                 raise RuntimeError(f"python app.py {why}; log ends: {tail}")
+            url = served_url(log)
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as r:
-                    if r.status == 200:
-                        return time.perf_counter() - t0, peak
+                if url is not None:
+                    with urllib.request.urlopen(url, timeout=2) as r:
+                        if r.status == 200:
+                            return time.perf_counter() - t0, peak
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.25)
@@ -125,6 +149,13 @@ def _row(kind: str, seconds: float, limit: float, peak: float, note: str) -> Row
 def bench_startup(ctx: StepContext) -> list[Row]:
     """Cold (full run) and warm start-up of the Gradio demo."""
     rows = []
+    if ctx.tiny:
+        home, note = ctx.workdir / "tiny_home", "tiny embedded default (--tiny)"
+        seconds, peak = time_to_serving(home, 120, ctx.workdir / "app_cold.log", TINY_SPEC)
+        rows.append(_row("empty", seconds, COLD_LIMIT_S, peak, f"{note}, first start"))
+        seconds, peak = time_to_serving(home, 60, ctx.workdir / "app_warm.log", TINY_SPEC)
+        rows.append(_row("warm", seconds, WARM_LIMIT_S, peak, f"{note}, same cache"))
+        return rows
     if ctx.quick:
         home = warm_home(ctx)
         if home is None:

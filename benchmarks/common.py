@@ -32,12 +32,21 @@ DEFAULT_ORDER = ("embedding", "latency", "ann", "evaluation", "training", "start
 
 @dataclass
 class StepContext:
-    """What a step gets: the run mode and a scratch folder it may fill."""
+    """What a step gets: the run mode and a scratch folder it may fill.
+
+    ``tiny`` (``run.py --tiny``, which implies ``quick``) shrinks every size so that each
+    step runs in seconds: it checks that the steps work, its figures mean nothing.
+    """
 
     quick: bool
     workdir: Path
     options: dict[str, Any] = field(default_factory=dict)
     analysis: list[str] = field(default_factory=list)  # "what bounds this figure" notes
+    tiny: bool = False
+
+    def size(self, sizes: dict[bool, Any], tiny: Any) -> Any:
+        """``tiny`` in a tiny run, else ``sizes[quick]`` (a step's table of sizes per mode)."""
+        return tiny if self.tiny else sizes[self.quick]
 
 
 class SkipStep(Exception):

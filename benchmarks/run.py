@@ -1,10 +1,12 @@
 """Speed and scale figures of the retrieval stack, each against its obvious alternative.
 
-    python benchmarks/run.py [--quick] --json OUT.json [--readme README.md] [--only NAME,...]
+    python benchmarks/run.py [--quick | --tiny] --json OUT.json [--readme README.md] [--only NAME,...]
 
 Every step runs in its own Python process (so its peak memory is its own); the parent
 collects the rows into one JSON and writes the README table from it (benchmarks/report.py).
-Steps: embedding, latency, ann, evaluation, training, startup.
+Steps: embedding, latency, ann, evaluation, training, startup. ``--tiny`` runs every step
+at toy sizes (seconds each) to check that the steps work; its figures mean nothing, so it
+never writes the README.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ STEP_MODULES = (
 )
 # Seconds a step may take before it is stopped and reported as a timeout.
 STEP_TIMEOUT = {True: 240, False: 1200}
+TINY_STEP_TIMEOUT = 180
 
 
 def load_steps() -> None:
@@ -56,12 +59,14 @@ def load_steps() -> None:
         importlib.import_module(mod)
 
 
-def run_worker(name: str, quick: bool, workdir: Path, out: Path, options: dict[str, Any]) -> int:
+def run_worker(
+    name: str, quick: bool, workdir: Path, out: Path, options: dict[str, Any], tiny: bool = False
+) -> int:
     """Child process: run one step and write its rows, notes and peak memory to ``out``."""
     import resource
 
     load_steps()
-    ctx = StepContext(quick=quick, workdir=workdir, options=options)
+    ctx = StepContext(quick=quick or tiny, workdir=workdir, options=options, tiny=tiny)
     t0 = time.perf_counter()
     result: dict[str, Any] = {"status": "ok", "rows": []}
     try:
@@ -98,7 +103,9 @@ def spawn_step(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
     ]
     if args.quick:
         cmd.append("--quick")
-    timeout = args.step_timeout or STEP_TIMEOUT[args.quick]
+    if args.tiny:
+        cmd.append("--tiny")
+    timeout = args.step_timeout or (TINY_STEP_TIMEOUT if args.tiny else STEP_TIMEOUT[args.quick])
     t0 = time.perf_counter()
     # A new session, so that a timeout stops the step's DataLoader workers and apps too.
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
@@ -129,6 +136,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--quick", action="store_true", help="smaller sizes; under 2 minutes on 2 cores")
+    p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="toy sizes, seconds per step: checks that every step runs (figures meaningless; "
+        "implies --quick, never writes the README)",
+    )
     p.add_argument("--json", type=Path, help="where to write the results (required to measure)")
     p.add_argument(
         "--readme",
@@ -171,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run the selected steps, write the JSON and (unless --no-readme) the README table."""
     args = parse_args(argv)
     if args.worker:
-        return run_worker(args.worker, args.quick, args.workdir, args.worker_out, args.options)
+        return run_worker(
+            args.worker, args.quick, args.workdir, args.worker_out, args.options, args.tiny
+        )
     try:
         steps = selected_steps(args.only)
     except ValueError as e:
@@ -183,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "version": 1,
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "quick": args.quick,
+        "quick": args.quick or args.tiny,
+        "tiny": args.tiny,
         "machine": machine_info(),
         "steps": {},
     }
@@ -204,7 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(f"[benchmarks] wrote {args.json}")
-    if not args.no_readme:
+    if args.tiny:
+        print("[benchmarks] --tiny: figures of toy sizes, the README is left alone")
+    elif not args.no_readme:
         report.write_readme(result, args.readme)
         print(f"[benchmarks] wrote the table into {args.readme}")
     failed = [n for n, s in result["steps"].items() if s["status"] in ("error", "timeout")]

@@ -4,6 +4,8 @@ Options fall back to environment variables, so the same code serves a laptop and
 Hugging Face Space (whose settings are environment variables):
 
 - ``--host`` / ``GRADIO_SERVER_NAME``, ``--port`` / ``GRADIO_SERVER_PORT`` (Gradio's own);
+  port 0 serves on a free port chosen by the OS, printed in Gradio's "Running on local
+  URL" line (for scripts and tests that start several apps);
 - ``--checkpoint`` (repeatable) / ``FASHION_RETRIEVAL_CHECKPOINTS`` (comma-separated):
   local folders or Hub repo ids; none means the embedded default;
 - ``--gallery`` / ``FASHION_RETRIEVAL_GALLERY``: a FashionIQ or Fashion200k root, with
@@ -32,7 +34,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
         prog="python app.py", description="Fashion retrieval demo: search a catalogue by picture plus words."
     )
     p.add_argument("--host", default=None, help="interface to bind (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    p.add_argument("--port", type=int, default=None,
+                   help="port; 0 lets the OS choose a free one (default: $GRADIO_SERVER_PORT or 7860)")
     p.add_argument("--checkpoint", action="append", default=None, metavar="DIR_OR_REPO",
                    help="a checkpoint folder or Hub repo id; repeat for several (default: the embedded default)")
     p.add_argument("--gallery", default=env.get("FASHION_RETRIEVAL_GALLERY") or None,

@@ -28,15 +28,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--from-results", default=None, help="render an existing results file, run nothing")
     p.add_argument("--full", action="store_true", help="load test at full size: 16 clients x 50 searches")
     p.add_argument("--repo", default=".", help="repository root holding tests/ (default: the current folder)")
+    p.add_argument("--tests", nargs="+", default=list(TESTS), metavar="FILE",
+                   help="reliability test files to run, relative to --repo (default: all four; "
+                        "e.g. tests/test_properties.py alone for a run of seconds)")
     return p
 
 
-def run_tests(results: Path, repo: Path, full: bool) -> int:
+def run_tests(results: Path, repo: Path, full: bool, tests: tuple[str, ...] | list[str] = TESTS) -> int:
     """Run the reliability test files under pytest with the recorder on; returns pytest's code."""
     env = {**os.environ, RESULTS_ENV: str(results.resolve()), "HF_HUB_OFFLINE": "1"}
     if full:
         env[LOAD_ENV] = "50"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "fashion_retrieval.reliability.plugin", *TESTS]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "fashion_retrieval.reliability.plugin", *tests]
     return subprocess.call(cmd, cwd=repo, env=env)
 
 
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             fd, name = tempfile.mkstemp(prefix="reliability-", suffix=".jsonl")
             os.close(fd)
             results = Path(name)
-        code = run_tests(results, Path(args.repo), args.full)
+        code = run_tests(results, Path(args.repo), args.full, args.tests)
     cases, outcomes = load_results(results)
     if not cases:
         print(f"error: no reliability cases recorded in {results}", file=sys.stderr)
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
         f"x 50 searches (the default run uses {LOAD_ENV} or 10, for a 2-core CI box)."
     )
     command = "python -m fashion_retrieval.reliability --readme README.md" + (" --full" if args.full else "")
+    if list(args.tests) != list(TESTS):
+        command += " --tests " + " ".join(args.tests)
     block = render_table(build_rows(cases, outcomes), command=command, note=note)
     update_readme(args.readme, block)
     print(f"wrote {len(cases)} cases to {args.readme} (results: {results})")
