@@ -1,7 +1,9 @@
 """Serving the apps on loopback and driving headless Debian Chromium with Playwright.
 
 Used by tests/test_browser.py and scripts/screenshots.py. Chromium is the system package
-(``apt-get install chromium``); Playwright's own browser download is never used.
+(``apt-get install chromium``), found as ``$CHROMIUM_PATH``, else where ``command -v chromium``
+finds it; Playwright's own browser download is never used. Servers bind port 0 and the
+port they chose is read back, so parallel runs never race for one.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 REPO = Path(__file__).resolve().parents[1]
 STREAMLIT_APP = REPO / "streamlit_app" / "app.py"
@@ -27,20 +29,33 @@ STREAMLIT_APP = REPO / "streamlit_app" / "app.py"
 
 def chromium_missing_reason() -> str | None:
     """Why browser tests cannot run here, or None when they can."""
-    if not Path(CHROMIUM).is_file():
-        return f"Chromium not found at {CHROMIUM} (apt-get install chromium)"
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        return "the playwright Python package is not installed (pip install playwright)"
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        return f"no Chromium executable at {CHROMIUM} (apt-get install chromium, or set CHROMIUM_PATH)"
     return None
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def listening_port(proc: subprocess.Popen, timeout: float = 90.0) -> int:
+    """The TCP port the server process ``proc`` (bound to port 0) listens on, once it does.
+
+    Raises ``RuntimeError`` if the process exits, or listens on no port within ``timeout``.
+    """
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            ports = {c.laddr.port for c in psutil.Process(proc.pid).net_connections(kind="tcp")
+                     if c.status == psutil.CONN_LISTEN}
+        except psutil.NoSuchProcess:
+            break
+        if ports:
+            if len(ports) > 1:
+                raise RuntimeError(f"server listens on several ports: {sorted(ports)}")
+            return ports.pop()
+        time.sleep(0.2)
+    if proc.poll() is not None:
+        raise RuntimeError(f"server exited with code {proc.returncode} before listening")
+    raise RuntimeError(f"server listened on no port within {timeout:.0f} s")
 
 
 def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
@@ -68,16 +83,15 @@ def streamlit_server(
     app: Path = STREAMLIT_APP,
     app_args: Sequence[str] = (),
 ) -> Iterator[str]:
-    """Run ``streamlit run app`` headless on a free loopback port; yield its URL.
+    """Run ``streamlit run app`` headless on loopback port 0; yield its URL (the port it chose).
 
     ``env`` is added to the environment (result folders, gallery); ``app_args`` go to the
     app after ``--`` (e.g. ``["--runs", DIR]``). The server's output goes
     to ``log_path``; the process group is stopped on exit.
     """
-    port = free_port()
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(app),
-        "--server.headless", "true", "--server.port", str(port),
+        "--server.headless", "true", "--server.port", "0",
         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none",
     ]  # fmt: skip
@@ -91,8 +105,8 @@ def streamlit_server(
             start_new_session=True,
         )  # fmt: skip
         try:
-            url = f"http://127.0.0.1:{port}"
             try:
+                url = f"http://127.0.0.1:{listening_port(proc, timeout)}"
                 wait_http(f"{url}/_stcore/health", timeout=timeout, proc=proc)
             except (RuntimeError, TimeoutError) as exc:
                 raise RuntimeError(
@@ -119,14 +133,13 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @contextlib.contextmanager
 def gradio_server(demo: Any, timeout: float = 60.0) -> Iterator[str]:
-    """Serve a Gradio Blocks from ``build_demo`` in this process on a free loopback port."""
+    """Serve a Gradio Blocks from ``build_demo`` in this process on loopback port 0."""
     from fashion_retrieval.demo import launch_demo
 
-    port = free_port()
-    launch_demo(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+    launch_demo(demo, server_name="127.0.0.1", server_port=0, prevent_thread_lock=True,
                 quiet=True)  # fmt: skip
     try:
-        url = f"http://127.0.0.1:{port}"
+        url = demo.local_url.rstrip("/")
         wait_http(url + "/", timeout=timeout)
         yield url
     finally:

@@ -1,10 +1,13 @@
-"""Small helpers shared by tests: tiny stand-in images and data layouts."""
+"""Small helpers shared by tests: tiny stand-in images, data layouts and a Hub client double."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import numpy as np
 from PIL import Image
@@ -53,3 +56,45 @@ def link_fashioniq_annotations(src: str | os.PathLike, dst: str | os.PathLike) -
     for name in ("captions", "image_splits"):
         (dst / name).symlink_to(Path(src) / name, target_is_directory=True)
     return dst
+
+
+HUB = "https://huggingface.co"
+
+
+def _repo_url(repo_id: str, repo_type: str | None) -> str:
+    prefix = {"space": "spaces/", "dataset": "datasets/"}.get(repo_type or "model", "")
+    return f"{HUB}/{prefix}{repo_id}"
+
+
+def autospec_hf_api(monkeypatch: Any) -> mock.MagicMock:
+    """Replace ``huggingface_hub.HfApi`` with an autospec of the real class; returns the class mock.
+
+    Only the network is faked: a keyword (or argument) that the installed client's
+    ``HfApi(...)``, ``create_repo``, ``upload_folder`` or ``add_space_variable`` does not take
+    raises ``TypeError``, and each returns the real type (``RepoUrl``, ``CommitInfo``,
+    ``dict[str, SpaceVariable]``). The client is ``mock.return_value``; every call is in
+    ``mock.mock_calls``.
+    """
+    import huggingface_hub
+    from huggingface_hub import CommitInfo, HfApi, RepoUrl, SpaceVariable
+
+    cls = mock.create_autospec(HfApi)
+    api = cls.return_value
+
+    def create_repo(repo_id, *, repo_type=None, **_):
+        return RepoUrl(_repo_url(repo_id, repo_type))
+
+    def upload_folder(*, repo_id, folder_path, repo_type=None, commit_message=None, **_):
+        files = sorted(p.name for p in Path(folder_path).iterdir())  # a missing folder fails here
+        oid = hashlib.sha1(repr(files).encode()).hexdigest()
+        return CommitInfo(commit_url=f"{_repo_url(repo_id, repo_type)}/commit/{oid}",
+                          commit_message=commit_message or "", commit_description="", oid=oid)
+
+    def add_space_variable(repo_id, key, value, *, description=None, **_):
+        return {key: SpaceVariable(key, {"value": value, "description": description})}
+
+    api.create_repo.side_effect = create_repo
+    api.upload_folder.side_effect = upload_folder
+    api.add_space_variable.side_effect = add_space_variable
+    monkeypatch.setattr(huggingface_hub, "HfApi", cls)
+    return cls

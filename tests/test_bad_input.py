@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import warnings
 from pathlib import Path
 
+import gradio_client
 import pytest
 import torch
 from _demo_data import tiny_model, write_tiny_checkpoint, write_tiny_fashioniq
@@ -50,14 +50,10 @@ def retriever(catalogue):
 
 @pytest.fixture(scope="module")
 def client(retriever, catalogue):
-    gradio_client = pytest.importorskip("gradio_client")
     from fashion_retrieval.demo.app import build_demo, launch_demo
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     demo = build_demo({"tirg": retriever}, dataset=catalogue, max_k=10)
-    launch_demo(demo, server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    launch_demo(demo, server_name="127.0.0.1", server_port=0, prevent_thread_lock=True, quiet=True)
     try:
         yield gradio_client.Client(demo.local_url, verbose=False)
     finally:

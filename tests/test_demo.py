@@ -9,19 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 from concurrent.futures import ThreadPoolExecutor
 
+import gradio_client
 import pytest
 from _demo_data import odd_images, tiny_model, write_tiny_fashioniq
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-
-gr = pytest.importorskip("gradio")
-gradio_client = pytest.importorskip("gradio_client")
-
-from fashion_retrieval.demo.handlers import (  # noqa: E402
+from fashion_retrieval.demo.handlers import (
     DemoBackend,
     DemoInputError,
     gallery_value,
@@ -29,11 +23,8 @@ from fashion_retrieval.demo.handlers import (  # noqa: E402
     summary_markdown,
 )
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +53,7 @@ def client(models, catalogue):
     from fashion_retrieval.demo.app import build_demo, launch_demo
 
     demo = build_demo(models, dataset=catalogue, max_k=10, default_k=4)
-    launch_demo(demo, server_name="127.0.0.1", server_port=_free_port(),
-                prevent_thread_lock=True, quiet=True)
+    launch_demo(demo, server_name="127.0.0.1", server_port=0, prevent_thread_lock=True, quiet=True)
     try:
         yield gradio_client.Client(demo.local_url, verbose=False)
     finally:

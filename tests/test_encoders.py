@@ -111,8 +111,8 @@ def test_efficientnet_lite0_real_weights_are_deterministic(lite0):
 
 def test_efficientnet_lite0_classifies_photos_sensibly():
     """The packaged weights are real ImageNet weights: scikit-learn's sample photos get the right classes."""
-    datasets = pytest.importorskip("sklearn.datasets")
     from PIL import Image
+    from sklearn import datasets
     from torchvision import transforms as T
 
     tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
@@ -175,7 +175,8 @@ def test_hf_prefix_with_local_folder_and_random_init():
 
 @pytest.fixture()
 def tiny_clip(tmp_path):
-    open_clip = pytest.importorskip("open_clip")
+    import open_clip
+
     cfg = {"embed_dim": 32,
            "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16, "head_width": 32},
            "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}

@@ -170,28 +170,19 @@ def test_hub_download_failure_is_clear(monkeypatch):
 
 
 def test_push_to_hub_with_mocked_api(saved, monkeypatch):
-    import huggingface_hub
+    from helpers import autospec_hf_api
 
     _, out = saved
-    calls = {}
-
-    class FakeApi:
-        def __init__(self, token=None):
-            calls["token"] = token
-
-        def create_repo(self, **kw):
-            calls["create"] = kw
-
-        def upload_folder(self, **kw):
-            calls["upload"] = kw
-            return type("Info", (), {"commit_url": "https://huggingface.co/me/m/commit/abc"})()
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    hf_api = autospec_hf_api(monkeypatch)  # the real client's signatures, no network
     url = hub.push_to_hub(out, "me/m", token="t", private=True, commit_message="msg")
-    assert url.endswith("/commit/abc")
-    assert calls["token"] == "t"
-    assert calls["create"] == {"repo_id": "me/m", "repo_type": "model", "private": True, "exist_ok": True}
-    assert calls["upload"]["folder_path"] == str(out) and calls["upload"]["commit_message"] == "msg"
+    hf_api.assert_called_once_with(token="t")
+    api = hf_api.return_value
+    api.create_repo.assert_called_once_with(repo_id="me/m", repo_type="model", private=True, exist_ok=True)
+    upload = api.upload_folder.call_args.kwargs
+    assert upload["folder_path"] == str(out) and upload["commit_message"] == "msg"
+    assert upload["repo_id"] == "me/m" and upload["repo_type"] == "model"
+    assert url.startswith("https://huggingface.co/me/m/commit/")  # CommitInfo.commit_url
+    assert len(url.rsplit("/", 1)[1]) == 40
     (out / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         hub.push_to_hub(out, "me/m")

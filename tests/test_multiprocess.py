@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,23 @@ from test_training import make_tiny_fashioniq
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _launch(cmd: list[str], env: dict[str, str], outputs: list[Path]) -> subprocess.CompletedProcess:
+    """Run an ``accelerate launch --main_process_port 0`` command.
+
+    With port 0 Accelerate picks a free port and torch binds it a moment later; another
+    program can take it in between (torch's TCPStore then fails with EADDRINUSE; neither can
+    bind port 0 and share the number with the other ranks). Only that failure is retried,
+    once, on clean ``outputs``.
+    """
+    for attempt in range(2):
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=360)
+        if proc.returncode == 0 or "EADDRINUSE" not in proc.stderr or attempt:
+            return proc
+        for path in outputs:
+            shutil.rmtree(path, ignore_errors=True)
+    return proc
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_two_cpu_processes_see_disjoint_data_and_agree(tmp_path: Path) -> None:
@@ -23,7 +41,7 @@ def test_two_cpu_processes_see_disjoint_data_and_agree(tmp_path: Path) -> None:
     cmd = [
         sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
         "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", "29571",
+        "--main_process_port", "0",
         str(REPO / "training" / "train.py"),
         "--dataset", "fashioniq", "--data-root", str(data), "--image-encoder", "tiny_cnn",
         "--text-encoder", "lstm", "--compositor", "tirg", "--embed-dim", "32", "--pretrained", "false",
@@ -34,7 +52,7 @@ def test_two_cpu_processes_see_disjoint_data_and_agree(tmp_path: Path) -> None:
     ]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=360)
+    proc = _launch(cmd, env, [out, tmp_path / "features"])
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     seen = {}

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -74,33 +72,21 @@ def test_dry_run_writes_folder_and_never_touches_the_hub(tmp_path, monkeypatch):
 
 
 def test_upload_creates_gradio_space_and_uploads_folder(tmp_path, monkeypatch):
-    import huggingface_hub
+    from helpers import autospec_hf_api
 
-    calls: list[tuple[str, tuple, dict]] = []
-
-    class FakeApi:  # stands in for the network client only
-        def __init__(self, token=None):
-            calls.append(("init", (), {"token": token}))
-
-        def create_repo(self, repo_id, **kw):
-            calls.append(("create_repo", (repo_id,), kw))
-            return f"https://huggingface.co/spaces/{repo_id}"
-
-        def add_space_variable(self, repo_id, key, value):
-            calls.append(("add_space_variable", (repo_id, key, value), {}))
-
-        def upload_folder(self, **kw):
-            assert Path(kw["folder_path"], "app.py").is_file()
-            calls.append(("upload_folder", (), kw))
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    hf_api = autospec_hf_api(monkeypatch)  # the real client's signatures, no network
     url = space.main(["--out", str(tmp_path / "s"), "--repo-id", "me/demo", "--checkpoints", "me/tirg,me/concat"])
     assert url == "https://huggingface.co/spaces/me/demo"
-    names = [c[0] for c in calls]
-    assert names == ["init", "create_repo", "add_space_variable", "upload_folder"]
-    assert calls[1][2]["repo_type"] == "space" and calls[1][2]["space_sdk"] == "gradio"
-    assert calls[2][1] == ("me/demo", "FASHION_RETRIEVAL_CHECKPOINTS", "me/tirg,me/concat")
-    assert calls[3][2]["repo_type"] == "space" and calls[3][2]["repo_id"] == "me/demo"
+    assert [c[0] for c in hf_api.mock_calls] == [
+        "", "().create_repo", "().add_space_variable", "().upload_folder"]
+    api = hf_api.return_value
+    # autospec matches calls by the real signature: positional or keyword alike
+    api.create_repo.assert_called_once_with(repo_id="me/demo", repo_type="space", space_sdk="gradio",
+                                            private=False, exist_ok=True)
+    api.add_space_variable.assert_called_once_with("me/demo", "FASHION_RETRIEVAL_CHECKPOINTS", "me/tirg,me/concat")
+    upload = api.upload_folder.call_args.kwargs
+    assert upload["repo_type"] == "space" and upload["repo_id"] == "me/demo"
+    assert Path(upload["folder_path"], "app.py").is_file()
 
 
 def test_upload_needs_repo_id(tmp_path):
@@ -118,18 +104,12 @@ def tiny_checkpoint(tmp_path):
     return write_tiny_checkpoint(tmp_path / "tiny-tirg")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_assembled_space_starts_and_answers(tmp_path, tiny_checkpoint, tiny_fashioniq):
     """The assembled folder's app.py runs on its own copy of the package and serves search."""
+    from browser_utils import listening_port, wait_http
     from gradio_client import Client
 
     out = space.assemble_space(tmp_path / "space")
-    port = _free_port()
     env = {
         **os.environ,
         "FASHION_RETRIEVAL_CHECKPOINTS": str(tiny_checkpoint),
@@ -137,24 +117,21 @@ def test_assembled_space_starts_and_answers(tmp_path, tiny_checkpoint, tiny_fash
         "FASHION_RETRIEVAL_DATASET": "fashioniq",
         "FASHION_RETRIEVAL_HOME": str(tmp_path / "home"),
         "GRADIO_SERVER_NAME": "127.0.0.1",
-        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_SERVER_PORT": "0",  # the OS picks; the test reads the port the server listens on
         "GRADIO_ANALYTICS_ENABLED": "False",
         "HF_HUB_OFFLINE": "1",
         "PYTHONPATH": str(out),  # its own copy of the package comes first
     }
-    proc = subprocess.Popen(
-        [sys.executable, "app.py"], cwd=out, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    log_path = tmp_path / "space.log"
+    with log_path.open("wb") as log:  # a file, not a pipe: the server can never block on output
+        proc = subprocess.Popen([sys.executable, "app.py"], cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        client = None
-        deadline = time.time() + 90
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-                break
-            except Exception:
-                time.sleep(1)
-        assert client is not None, proc.stdout.read() if proc.poll() is not None else "server did not start"
+        try:
+            url = f"http://127.0.0.1:{listening_port(proc, timeout=90)}/"
+            wait_http(url, timeout=60, proc=proc)
+        except (RuntimeError, TimeoutError) as err:
+            raise AssertionError(f"{err}\n--- app.py output ---\n{log_path.read_text(errors='replace')[-4000:]}") from None
+        client = Client(url, verbose=False)
         hits = client.predict(None, "red dress", "tiny-tirg", 3, api_name="/search")
         assert len(hits) == 3
         assert [h["rank"] for h in hits] == [1, 2, 3]

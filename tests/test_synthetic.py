@@ -243,7 +243,8 @@ def test_fashion200k_layout(tmp_path: Path) -> None:
 
 
 def test_imagefolder_loads_with_datasets(tmp_path: Path) -> None:
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
     write_catalog(tmp_path, "imagefolder", **SMALL)
     ds = datasets.load_dataset("imagefolder", data_dir=str(tmp_path))
     assert set(ds) == {"train", "validation", "test"}

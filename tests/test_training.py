@@ -190,29 +190,17 @@ def test_bad_output_dir_fails_before_training(data_root: Path, tmp_path: Path) -
 
 
 def test_push_to_hub_and_evaluate_cli(data_root: Path, tmp_path: Path, monkeypatch) -> None:
-    import huggingface_hub
+    from helpers import autospec_hf_api
 
     from fashion_retrieval.training import train
     from fashion_retrieval.training.cli import evaluate_main
 
-    calls: list[tuple[str, dict]] = []
-
-    class FakeApi:  # the network is the only thing mocked
-        def __init__(self, token=None):
-            pass
-
-        def create_repo(self, **kw):
-            calls.append(("create_repo", kw))
-
-        def upload_folder(self, **kw):
-            calls.append(("upload_folder", kw))
-            assert (Path(kw["folder_path"]) / "model.safetensors").is_file()
-            return "https://huggingface.co/me/tiny/commit/1"
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    hf_api = autospec_hf_api(monkeypatch)  # the network is the only thing mocked
     final = train(tiny_config(data_root, tmp_path / "run", max_steps=2, push_to_hub="me/tiny"))
-    assert [c[0] for c in calls] == ["create_repo", "upload_folder"]
-    assert calls[1][1]["repo_id"] == "me/tiny"
+    assert [c[0] for c in hf_api.mock_calls] == ["", "().create_repo", "().upload_folder"]
+    upload = hf_api.return_value.upload_folder.call_args.kwargs
+    assert upload["repo_id"] == "me/tiny" and Path(upload["folder_path"]) == final
+    assert (final / "model.safetensors").is_file()
 
     out_json = tmp_path / "eval" / "result.json"
     assert evaluate_main(["--checkpoint", str(final), "--json", str(out_json)]) == 0

@@ -8,7 +8,10 @@ the glue that turns :class:`DemoInputError` into a message in the page.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import os
+import socket
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -235,6 +238,20 @@ def build_demo(
     return demo
 
 
+@contextmanager
+def _reserved_port(host: str) -> Iterator[int]:
+    """A free port chosen by the OS for ``host``, held bound (not listening) while in use.
+
+    Gradio cannot bind port 0 itself (it builds its URLs from the number it was given).
+    The holding socket and Gradio's both set SO_REUSEADDR, so Gradio can bind the port
+    while the OS hands it to no one else: no pick-then-bind race.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host.strip("[]"), 0))
+        yield s.getsockname()[1]
+
+
 def launch_demo(
     demo: gr.Blocks,
     *,
@@ -247,12 +264,25 @@ def launch_demo(
     """Serve a demo from :func:`build_demo` with its catalogue folders allowed.
 
     ``server_name``/``server_port`` None fall back to Gradio's GRADIO_SERVER_NAME /
-    GRADIO_SERVER_PORT. Extra keyword arguments go to ``Blocks.launch``.
+    GRADIO_SERVER_PORT. Port 0 (argument or variable) serves on a free port chosen by the
+    OS; ``demo.server_port`` and ``demo.local_url`` then say which. Extra keyword
+    arguments go to ``Blocks.launch``.
     """
     paths = [*getattr(demo, "fashion_retrieval_paths", []), *allowed_paths]
     kwargs.setdefault("max_file_size", "25mb")
     kwargs.setdefault("theme", gr.themes.Soft())
     kwargs.setdefault("css", CSS)
-    return demo.launch(
-        server_name=server_name, server_port=server_port, share=share, allowed_paths=paths, **kwargs
-    )
+    if server_port is None and os.environ.get("GRADIO_SERVER_PORT", "").strip() == "0":
+        server_port = 0
+    if server_port != 0:
+        return demo.launch(
+            server_name=server_name, server_port=server_port, share=share, allowed_paths=paths, **kwargs
+        )
+    host = server_name or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+    block = not kwargs.pop("prevent_thread_lock", False)
+    with _reserved_port(host) as port:  # released once Gradio listens on it
+        launched = demo.launch(server_name=host, server_port=port, share=share, allowed_paths=paths,
+                               prevent_thread_lock=True, **kwargs)
+    if block:
+        demo.block_thread()
+    return launched
