@@ -35,8 +35,8 @@ SIZES = {
     },
 }
 TINY_SIZE = {
-    "n": 5_000,
-    "queries": 100,
+    "n": 2_000,
+    "queries": 50,
     "ivf": {"nlist": 32, "codes": "pq", "pq_m": 16},
     "hnsw": {"M": 8, "efConstruction": 20},
 }

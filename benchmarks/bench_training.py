@@ -23,8 +23,9 @@ STEPS = {True: (60, 4), False: (300, 20)}
 WARMUP = 2
 # Synthetic products rendered: ~0.5 training triplets each, at least one batch needed.
 PRODUCTS = {True: 100, False: 200}
-# --tiny: (cached steps, end-to-end steps), products and batch (24 easy products: 12 triplets).
-TINY_STEPS, TINY_PRODUCTS, TINY_BATCH = (3, 1), 24, 8
+# --tiny: (cached steps, end-to-end steps), products, batch (24 easy products: 12 triplets)
+# and warm-up steps.
+TINY_STEPS, TINY_PRODUCTS, TINY_BATCH, TINY_WARMUP = (3, 1), 24, 4, 1
 
 
 def train_config(workdir: Path, products: int = 150, **changes):
@@ -51,8 +52,8 @@ def train_config(workdir: Path, products: int = 150, **changes):
     return dataclasses.replace(base, **changes)
 
 
-def triplets_per_second(config, steps: int) -> tuple[float, str]:
-    """Triplets/s of ``steps`` optimiser steps of the trainer's loop (after a warm-up), device."""
+def triplets_per_second(config, steps: int, warmup: int = WARMUP) -> tuple[float, str]:
+    """Triplets/s of ``steps`` optimiser steps of the trainer's loop (after ``warmup`` steps), device."""
     import shutil
 
     from fashion_retrieval.training.state import MetricsLog
@@ -61,12 +62,13 @@ def triplets_per_second(config, steps: int) -> tuple[float, str]:
     shutil.rmtree(config.output_dir, ignore_errors=True)
     Path(config.output_dir).mkdir(parents=True)
     accelerator = make_accelerator(config)
+    config = dataclasses.replace(config, max_steps=warmup)
     run = setup_run(config, accelerator)  # data, model, features (cached path): not timed
     run.metrics = MetricsLog(accelerator, Path(config.output_dir))
-    train_loop(run, 0)  # WARMUP steps: kernels, allocator, first batches
-    run.config = dataclasses.replace(config, max_steps=WARMUP + steps)
+    train_loop(run, 0)  # warm-up steps: kernels, allocator, first batches
+    run.config = dataclasses.replace(config, max_steps=warmup + steps)
     t0 = time.perf_counter()
-    train_loop(run, WARMUP)
+    train_loop(run, warmup)
     rate = steps * config.batch_size / (time.perf_counter() - t0)
     log(
         f"training: cache_features={config.cache_features} "
@@ -83,11 +85,12 @@ def bench_training(ctx: StepContext) -> list[Row]:
     n_cached, n_e2e = ctx.size(STEPS, TINY_STEPS)
     products = ctx.size(PRODUCTS, TINY_PRODUCTS)
     batch = TINY_BATCH if ctx.tiny else BATCH
+    warmup = TINY_WARMUP if ctx.tiny else WARMUP
     cached, device = triplets_per_second(
-        train_config(ctx.workdir, products, cache_features=True, batch_size=batch), n_cached
+        train_config(ctx.workdir, products, cache_features=True, batch_size=batch), n_cached, warmup
     )
     e2e, _ = triplets_per_second(
-        train_config(ctx.workdir, products, cache_features=False, batch_size=batch), n_e2e
+        train_config(ctx.workdir, products, cache_features=False, batch_size=batch), n_e2e, warmup
     )
     notes = (
         f"{cached / e2e:.0f}x on {device}; batch {batch}, {n_cached} / {n_e2e} timed steps, synthetic "
