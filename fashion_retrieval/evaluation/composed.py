@@ -7,6 +7,8 @@
   per category, and their means over categories plus ``avg`` = (R@10 + R@50) / 2.
 - ``synthetic``: one gallery per category like FashionIQ, but hits by caption equality (all
   views of the target product count) with the source excluded; R@1/10/50.
+- ``one_gallery``: like ``fashion200k`` (one gallery of every garment type, caption hits,
+  source excluded) with R@1/10/50: what a shop's search box sees.
 """
 
 from __future__ import annotations
@@ -98,35 +100,31 @@ def _hits(
     return hit_matrix_by_id(idx, as_long([rows[key] for key in query_keys]))
 
 
-@EVAL_PROTOCOLS.register("fashion200k")
-def fashion200k_protocol(
-    source: EmbeddingSource, dataset: RetrievalDataset, *, chunk: int = 1024
+def _whole_gallery(
+    source: EmbeddingSource, dataset: RetrievalDataset, ks: Sequence[int], chunk: int
 ) -> dict[str, Any]:
-    """Fashion200k: whole-split gallery, caption-equality hits, source excluded."""
+    """Every query against the whole split: caption-equality hits, source excluded, recall
+    at ``ks`` overall and per category (the same ranking, split by the query's category)."""
     triplets, target_captions, skipped = usable_triplets(dataset, need_caption=True)
     gallery = source.item_embeddings()  # (N, D)
     queries = source.query_embeddings(triplets)  # (Q, D)
     rows = index_rows([it.id for it in dataset.items])
     exclude = as_long([rows[t.source] for t in triplets])
-    hits = _hits(
-        queries,
-        gallery,
-        [it.caption for it in dataset.items],
-        target_captions,
-        exclude,
-        max(FASHION200K_KS),
-        True,
-        chunk,
-    )
+    hits = _hits(queries, gallery, [it.caption for it in dataset.items], target_captions,
+                 exclude, max(ks), True, chunk)
     by_cat: dict[str, list[int]] = defaultdict(list)
     for j, t in enumerate(triplets):
         by_cat[t.category].append(j)
-    categories = {
-        c: recall_from_hits(hits[as_long(js)], FASHION200K_KS) for c, js in sorted(by_cat.items())
-    }
-    return protocol_result(
-        recall_from_hits(hits, FASHION200K_KS), categories, len(triplets), skipped
-    )
+    categories = {c: recall_from_hits(hits[as_long(js)], ks) for c, js in sorted(by_cat.items())}
+    return protocol_result(recall_from_hits(hits, ks), categories, len(triplets), skipped)
+
+
+@EVAL_PROTOCOLS.register("fashion200k")
+def fashion200k_protocol(
+    source: EmbeddingSource, dataset: RetrievalDataset, *, chunk: int = 1024
+) -> dict[str, Any]:
+    """Fashion200k: whole-split gallery, caption-equality hits, source excluded."""
+    return _whole_gallery(source, dataset, FASHION200K_KS, chunk)
 
 
 def _per_category(
@@ -199,3 +197,12 @@ def synthetic_protocol(
     )
     recall = mean_over(per_cat, [f"R@{k}" for k in SYNTHETIC_KS])
     return protocol_result(recall, per_cat, ranked, skipped)
+
+
+@EVAL_PROTOCOLS.register("one_gallery")
+def one_gallery_protocol(
+    source: EmbeddingSource, dataset: RetrievalDataset, *, chunk: int = 1024
+) -> dict[str, Any]:
+    """A shop's search box: one gallery across all garment types, caption-equality hits,
+    source excluded; R@1, R@10, R@50."""
+    return _whole_gallery(source, dataset, SYNTHETIC_KS, chunk)

@@ -21,6 +21,9 @@ class ModelConfig:
     learnable temperature (``model.scale``) that losses multiply similarities by.
     ``modality_dropout`` is the probability, in training, of replacing a query's image or
     its text by the learned null embedding, so image-only and text-only search also learn.
+    ``colour_features`` names a weight-free colour descriptor (``models.colour``) appended
+    to the backbone's pooled features; ``image_size`` overrides the backbone's input
+    resolution (None: the encoder's own).
     """
 
     image_encoder: str = "efficientnet_lite0"
@@ -36,6 +39,8 @@ class ModelConfig:
     normalize_scale: float = 4.0
     learn_scale: bool = True
     modality_dropout: float = 0.0
+    colour_features: str = "none"
+    image_size: int | None = None
     model_type: str = MODEL_TYPE
 
     def __post_init__(self) -> None:
@@ -43,6 +48,8 @@ class ModelConfig:
             raise ValueError(f"embed_dim must be positive, got {self.embed_dim}")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
+        if self.image_size is not None and self.image_size < 16:
+            raise ValueError(f"image_size must be at least 16 pixels, got {self.image_size}")
         if self.model_type != MODEL_TYPE:
             raise ValueError(f"model_type must be {MODEL_TYPE!r}, got {self.model_type!r}")
 

@@ -58,7 +58,7 @@ def _run(
                 kept.extend(idx[ok].tolist())
     finally:
         model.train(was_training)
-    dim = model.config.embed_dim if target else model.image_encoder.output_dim
+    dim = model.config.embed_dim if target else model.feature_dim
     return (torch.cat(out) if out else torch.empty(0, dim)), kept
 
 

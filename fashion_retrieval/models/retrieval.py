@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
+from .colour import build_colour_features
 from .compositors import build_compositor
 from .config import MODEL_TYPE, ModelConfig
 from .image_encoders import build_image_encoder
@@ -42,6 +43,10 @@ class RetrievalModel(
         config = dataclasses.replace(config or ModelConfig())  # own copy: vocab is filled below
         dim = config.embed_dim
         self.image_encoder = build_image_encoder(config.image_encoder, pretrained=config.pretrained)
+        if config.image_size is not None:
+            self.image_encoder.preprocess = dataclasses.replace(self.image_encoder.preprocess, size=config.image_size)
+        pre = self.image_encoder.preprocess
+        self.colour = build_colour_features(config.colour_features, pre.mean, pre.std)
         text_kw: dict[str, Any] = dict(config.text_kwargs)
         if config.vocab is not None:
             text_kw["vocab"] = config.vocab
@@ -50,7 +55,7 @@ class RetrievalModel(
         )
         if hasattr(self.text_encoder, "vocab"):
             config.vocab = list(self.text_encoder.vocab.words)
-        self.image_proj = nn.Linear(self.image_encoder.output_dim, dim)
+        self.image_proj = nn.Linear(self.feature_dim, dim)
         self.text_proj = nn.Linear(self.text_encoder.output_dim, dim)
         self.compositor = build_compositor(config.compositor, dim, **config.compositor_kwargs)
         self.null_image = nn.Parameter(0.02 * torch.randn(dim))  # (D,)
@@ -63,6 +68,11 @@ class RetrievalModel(
         self._hub_mixin_config = config  # what save_pretrained writes as config.json
 
     # ------------------------------------------------------------------ basics
+
+    @property
+    def feature_dim(self) -> int:
+        """Width of :meth:`image_features`: the backbone's pooled features plus the colour descriptor."""
+        return self.image_encoder.output_dim + self.colour.output_dim
 
     @property
     def device(self) -> torch.device:
@@ -88,12 +98,19 @@ class RetrievalModel(
     # ------------------------------------------------------------------ features
 
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Backbone features ``(B, 3, H, W) -> (B, Dimg)`` (what the feature cache stores)."""
+        """Image features ``(B, 3, H, W) -> (B, Dimg)``: the backbone's pooled features, then the
+        colour descriptor (what the feature cache stores)."""
         if not isinstance(pixels, torch.Tensor):
             raise TypeError(f"images must be a preprocessed tensor (B, 3, H, W), got {type(pixels).__name__}")
         frozen = self.config.freeze_image_encoder
+        pixels = pixels.to(self.device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-            return self.image_encoder(pixels.to(self.device))
+            pooled = self.image_encoder(pixels)  # (B, Dbackbone)
+        if self.colour.output_dim == 0:
+            return pooled
+        with torch.no_grad():  # weight-free: nothing to learn through it
+            colour = self.colour(pixels).to(pooled.dtype)  # (B, Dcolour)
+        return torch.cat([pooled, colour], dim=1)
 
     def _projected_image(
         self, images: torch.Tensor | None, image_features: torch.Tensor | None
@@ -105,10 +122,10 @@ class RetrievalModel(
             image_features = self.image_features(images)
         if image_features is None:
             return None
-        if image_features.dim() != 2 or image_features.shape[1] != self.image_encoder.output_dim:
+        if image_features.dim() != 2 or image_features.shape[1] != self.feature_dim:
             raise ValueError(
-                f"image_features must be (B, {self.image_encoder.output_dim}) for "
-                f"{self.config.image_encoder}, got {tuple(image_features.shape)}"
+                f"image_features must be (B, {self.feature_dim}) for {self.config.image_encoder} "
+                f"with colour features {self.config.colour_features!r}, got {tuple(image_features.shape)}"
             )
         return self.image_proj(image_features.to(self.device))
 

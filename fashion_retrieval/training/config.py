@@ -43,6 +43,11 @@ class TrainConfig:
     streaming: bool = False
     num_workers: int = 0
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    # Extra examples from the catalogue's attributes (items that carry attributes only):
+    # composed pairs of products differing in 1-2 attributes, and per-item partial
+    # descriptions for the crossmodal task ("red dress"). 0: none.
+    generated_pairs: int = 0
+    generated_descriptions: int = 0
     # Model
     image_encoder: str = "efficientnet_lite0"
     text_encoder: str = "lstm"
@@ -50,6 +55,8 @@ class TrainConfig:
     text_encoder_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"hidden": 512} for lstm
     compositor_options: dict[str, Any] = field(default_factory=dict)
     embed_dim: int = 512
+    colour_features: str = "none"  # a weight-free colour descriptor beside the backbone (models.colour)
+    image_size: int | None = None  # backbone input size; None: the encoder's own
     pretrained: bool = True
     freeze_image_encoder: bool = True
     cache_features: bool = True
@@ -111,6 +118,8 @@ class TrainConfig:
                 raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
         if self.num_workers < 0 or self.warmup_steps < 0:
             raise ValueError("num_workers and warmup_steps must be >= 0")
+        if self.generated_pairs < 0 or self.generated_descriptions < 0:
+            raise ValueError("generated_pairs and generated_descriptions must be >= 0")
 
     # ----------------------------------------------------------------- round trip
     def to_dict(self) -> dict[str, Any]:

@@ -77,6 +77,26 @@ def image_to_image_examples(dataset: RetrievalDataset) -> list[Example]:
     return out
 
 
+def generated_examples(dataset: RetrievalDataset, config: Any) -> list[Example]:
+    """Examples made from the items' attributes (``generated_pairs`` / ``generated_descriptions``).
+
+    Composed: pairs of products that differ in one or two attributes, with a training-
+    phrasing text. Crossmodal: partial descriptions of each item. Items without
+    attributes (real FashionIQ, Fashion200k) give none.
+    """
+    from fashion_retrieval.data.synthetic.pairs import attribute_change_pairs, partial_descriptions
+
+    rows = {it.id: i for i, it in enumerate(dataset.items)}
+    if config.task == "composed" and config.generated_pairs:
+        pairs = attribute_change_pairs(dataset.items, config.generated_pairs, seed=config.seed)
+        return [Example(s, text, t, rows[t]) for s, t, text in pairs]
+    if config.task == "crossmodal" and config.generated_descriptions:
+        described = partial_descriptions(dataset.items, config.generated_descriptions, seed=config.seed)
+        labels: dict[str, int] = {}
+        return [Example(None, text, i, labels.setdefault(text, len(labels))) for i, text in described]
+    return []
+
+
 def build_examples(dataset: RetrievalDataset, task: str) -> list[Example]:
     """The training examples of ``dataset`` for ``task``; an error if there are none."""
     examples = EXAMPLE_BUILDERS.get(task)(dataset)

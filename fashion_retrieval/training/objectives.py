@@ -101,7 +101,7 @@ class TrainingModule(nn.Module):
             dim = model.config.embed_dim
             # Correlational-network decoders: rebuild each view's input from either code.
             self.decoders = nn.ModuleDict({
-                "image": nn.Linear(dim, model.image_encoder.output_dim),
+                "image": nn.Linear(dim, model.feature_dim),
                 "text": nn.Linear(dim, model.text_encoder.output_dim),
             })
         else:

@@ -24,6 +24,7 @@ from fashion_retrieval.training.data import (
     ImageBatches,
     StepBatchSampler,
     build_examples,
+    generated_examples,
 )
 from fashion_retrieval.training.objectives import TrainingModule
 from fashion_retrieval.training.optim import build_optimizer
@@ -108,6 +109,8 @@ def build_model(config: TrainConfig, texts: list[str]) -> Any:
         text_kwargs=dict(config.text_encoder_options),
         compositor_kwargs=dict(config.compositor_options),
         embed_dim=config.embed_dim,
+        colour_features=config.colour_features,
+        image_size=config.image_size,
         pretrained=config.pretrained,
         freeze_image_encoder=config.freeze_image_encoder,
         normalize_scale=1.0 / config.temperature,
@@ -138,7 +141,9 @@ def setup_run(config: TrainConfig, accelerator: Any) -> Run:
         train_set = load_split(config, config.train_split)
         eval_set = load_split(config, config.eval_split) if config.eval_split else None
     examples = build_examples(train_set, config.task)
-    model = build_model(config, train_set.texts())
+    extra = generated_examples(train_set, config)
+    examples += extra
+    model = build_model(config, train_set.texts() + [e.text for e in extra if e.text])
     module = TrainingModule(model, config.task, config.loss)
     backbone = None if config.freeze_image_encoder else model.image_encoder
     optimizer, scheduler = build_optimizer(module, backbone, config)

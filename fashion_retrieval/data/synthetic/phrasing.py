@@ -1,0 +1,137 @@
+"""Plain-words change requests, in two disjoint phrasings: one to train on, one held out.
+
+A shopper asks for one change at a time in their own words: "make it red", "same but
+striped", "with long sleeves". :func:`change_request` writes such a request for a
+one-attribute change in a named phrasing:
+
+- ``train``: the templates and words that training data may use;
+- ``heldout``: other templates, synonyms ("crimson", "navy blue", "no pattern",
+  "without sleeves"), other word orders and typos, never used in training. The
+  project's own evaluations (composition control, held-out phrasing) use only these, so
+  a model is never tuned on the phrases it is judged by.
+
+The two phrasings share no template, and the held-out synonyms are words that no
+training text contains (tests check both).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fashion_retrieval.registry import Registry
+
+from .attributes import attribute_values
+
+PHRASINGS: Registry[dict] = Registry("phrasing")
+
+# Words for a value, per phrasing. A value absent from a table is said as its own name,
+# with hyphens as spaces ("long-sleeve" -> "long sleeve").
+_TRAIN_WORDS: dict[str, list[str]] = {
+    "polka-dot": ["polka dot", "dotted"], "checked": ["checked", "plaid"], "solid": ["plain", "solid"],
+    "floral": ["floral", "flowery"], "sleeveless": ["sleeveless"], "short-sleeve": ["short sleeved", "short sleeve"],
+    "long-sleeve": ["long sleeved", "long sleeve"], "grey": ["grey", "gray"],
+}
+_HELDOUT_WORDS: dict[str, list[str]] = {
+    "red": ["crimson", "scarlet"], "navy": ["navy blue", "dark blue"], "blue": ["royal blue", "cobalt"],
+    "grey": ["charcoal", "ash"], "maroon": ["burgundy", "wine"], "pink": ["rose", "blush"],
+    "orange": ["tangerine", "rust orange"], "yellow": ["mustard", "lemon"], "beige": ["tan", "camel"],
+    "brown": ["chocolate", "coffee"], "green": ["emerald", "forest green"], "olive": ["khaki green", "moss"],
+    "teal": ["turquoise", "aqua"], "purple": ["violet", "plum"], "black": ["jet black", "ebony"],
+    "white": ["ivory", "snow white"],
+    "solid": ["no pattern", "unpatterned"], "striped": ["stripy", "pinstriped"],
+    "polka-dot": ["spotted", "spotty"], "checked": ["tartan", "gingham"], "floral": ["flower print", "botanical"],
+    "sleeveless": ["without sleeves", "no sleeves"], "short-sleeve": ["shorter sleeves", "half sleeves"],
+    "long-sleeve": ["longer sleeves", "full sleeves"],
+}
+
+# Templates per attribute kind; {v} is the value's words, {n} the garment noun.
+_TRAIN_TEMPLATES: dict[str, list[str]] = {
+    "color": ["make it {v}", "in {v}", "{v} instead", "change the color to {v}", "i want it {v}",
+              "same one in {v}", "is {v}", "a {v} version", "colour {v}", "{v} one please"],
+    "pattern": ["make it {v}", "{v} instead", "i want it {v}", "with a {v} pattern", "is {v}",
+                "a {v} version", "same one but {v}", "pattern {v}"],
+    "sleeve": ["make it {v}", "i want it {v}", "a {v} version", "with {v} sleeves", "is {v}"],
+    "other": ["make it {v}", "i want it {v}", "a {v} version", "is {v}", "{v} instead"],
+}
+_HELDOUT_TEMPLATES: dict[str, list[str]] = {
+    "color": ["could you show this in {v}", "do you have it in {v}?", "looking for a {v} {n} like this",
+              "swap the colour for {v}", "{v} would be nicer", "this {n} but {v}"],
+    "pattern": ["could i get this {v}", "do you have a {v} one", "looking for a {v} {n} like this",
+                "swap the print for {v}", "{v} would be nicer", "this {n} but {v}"],
+    "sleeve": ["could i get this with {v}", "do you have it with {v}", "looking for one like this with {v}",
+               "{v} would be nicer"],
+    "other": ["could i get this {v}", "looking for a {v} {n} like this", "{v} would be nicer",
+              "do you have a {v} one"],
+}
+_SLEEVE_AS_NOUN = {"sleeveless": "no sleeves", "short-sleeve": "short sleeves", "long-sleeve": "long sleeves"}
+
+
+def _typo(text: str, rng: np.random.Generator) -> str:
+    """Swap two neighbouring letters of one word longer than four letters (when there is one)."""
+    words = text.split()
+    long = [i for i, w in enumerate(words) if len(w) > 4 and w.isalpha()]
+    if not long:
+        return text
+    i = long[int(rng.integers(len(long)))]
+    w = words[i]
+    j = int(rng.integers(1, len(w) - 2))
+    words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2:]
+    return " ".join(words)
+
+
+def value_words(value: str, phrasing: str, rng: np.random.Generator) -> str:
+    """How ``phrasing`` says an attribute value."""
+    table = _TRAIN_WORDS if phrasing == "train" else _HELDOUT_WORDS
+    options = table.get(value) or [value.replace("-", " ")]
+    return options[int(rng.integers(len(options)))]
+
+
+def _request(table: dict[str, list[str]], words: dict[str, list[str]], attribute: str, value: str,
+             noun: str, rng: np.random.Generator) -> str:
+    kind = attribute if attribute in table else "other"
+    options = words.get(value) or [value.replace("-", " ")]
+    v = options[int(rng.integers(len(options)))]
+    if kind == "sleeve" and table is _TRAIN_TEMPLATES and rng.random() < 0.5:
+        v = _SLEEVE_AS_NOUN.get(value, v)
+    templates = table[kind]
+    return templates[int(rng.integers(len(templates)))].format(v=v, n=noun)
+
+
+@PHRASINGS.register("train")
+def _train(attribute: str, value: str, noun: str, rng: np.random.Generator) -> str:
+    return _request(_TRAIN_TEMPLATES, _TRAIN_WORDS, attribute, value, noun, rng)
+
+
+@PHRASINGS.register("heldout")
+def _heldout(attribute: str, value: str, noun: str, rng: np.random.Generator) -> str:
+    text = _request(_HELDOUT_TEMPLATES, _HELDOUT_WORDS, attribute, value, noun, rng)
+    return _typo(text, rng) if rng.random() < 0.2 else text
+
+
+def change_request(attribute: str, value: str, noun: str, rng: np.random.Generator,
+                   phrasing: str = "train") -> str:
+    """A plain-words request to change ``attribute`` to ``value`` of a ``noun``, in ``phrasing``."""
+    return PHRASINGS.get(phrasing)(attribute, value, noun, rng)
+
+
+def multi_change_request(category_noun: str, changes: dict[str, str], rng: np.random.Generator,
+                         phrasing: str = "train") -> str:
+    """Several changes in one request ("make it red and with long sleeves"), in ``phrasing``."""
+    parts = [change_request(a, v, category_noun, rng, phrasing) for a, v in changes.items()]
+    order = rng.permutation(len(parts))
+    return " and ".join(parts[i] for i in order)
+
+
+def heldout_vocabulary() -> set[str]:
+    """Every word the held-out phrasing may use that the training phrasing never does."""
+    train = {w for ws in _TRAIN_WORDS.values() for x in ws for w in x.split()}
+    train |= {w for ts in _TRAIN_TEMPLATES.values() for t in ts for w in t.split()}
+    held = {w for ws in _HELDOUT_WORDS.values() for x in ws for w in x.split()}
+    return held - train
+
+
+def check_attribute(category: str, attribute: str, value: str) -> None:
+    """Raise ``ValueError`` unless ``value`` is a value of ``category``'s ``attribute``."""
+    values = attribute_values(category)
+    if attribute not in values or value not in values[attribute]:
+        raise ValueError(f"{category} has no {attribute} {value!r}; valid: {values.get(attribute)}")
