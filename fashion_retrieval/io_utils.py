@@ -56,3 +56,18 @@ def atomic_save_file(
 
     contiguous = {k: v.contiguous() for k, v in tensors.items()}
     return _atomic_write(path, lambda tmp: save_file(contiguous, str(tmp), metadata=metadata))
+
+
+def replace_marked_block(path: str | Path, body: str, start: str, end: str) -> None:
+    """Put ``body`` between the ``start`` and ``end`` marker lines of a text file (atomically);
+    the block is appended at the end when the markers are absent (a missing file is created)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    block = f"{start}\n{body}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        _, tail = rest.split(end, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    atomic_write_text(path, text)

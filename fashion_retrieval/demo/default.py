@@ -38,19 +38,26 @@ Log = Callable[[str], None]
 class DefaultSpec:
     """What the embedded default is made of; a change in any field rebuilds the cache."""
 
-    # The hard preset separates the models (TIRG clearly first); 900 products and 400
-    # steps build in about 3.5 minutes on 2 CPU cores.
+    # The hard preset separates the models. 3,000 products give a gallery (val + test
+    # splits, never trained on) of 2,700 images in which every garment type x colour
+    # occurs; the backbone runs at 128 px (the renders' own size: about 3x the images/s
+    # of 224 px) with the colour descriptor beside it, and attribute-change pairs add
+    # triplets at no backbone cost (see README "Start-up" for the measured build time).
     preset: str = "hard"
-    products: int = 900
+    products: int = 3000
     seed: int = 0
-    gallery_split: str = "val"
+    gallery_split: str = "val+test"  # "+" joins splits; training evaluates on the first
     image_encoder: str = "efficientnet_lite0"
+    image_size: int | None = 128
+    colour_features: str = "lab_fg"
     text_encoder: str = "lstm"
     pretrained: bool = True
     embed_dim: int = 256
     compositors: tuple[str, ...] = ("tirg", "concat", "text_only", "image_only")
     crossmodal: bool = True  # also a caption -> image model ("text_to_image") for that tab
-    max_steps: int = 400
+    generated_pairs: int = 30000
+    generated_descriptions: int = 4  # partial descriptions per item for "text_to_image"
+    max_steps: int = 800
     batch_size: int = 64
     lr: float = 0.05
     modality_dropout: float = 0.1
@@ -134,11 +141,21 @@ def is_complete(home: str | Path | None = None, spec: DefaultSpec | None = None)
 
 
 def synthetic_catalogue(root: Path, spec: DefaultSpec, split: str) -> RetrievalDataset:
-    """The default's synthetic catalogue split, rendered under ``root/data`` if absent."""
+    """The default's synthetic catalogue split, rendered under ``root/data`` if absent.
+
+    ``split`` may join splits with "+" ("val+test"): their items and queries, in order.
+    """
+    import dataclasses
+
     from fashion_retrieval.data.synthetic import load_synthetic
 
-    return load_synthetic(
-        root=root / "data", split=split, preset=spec.preset, products=spec.products, seed=spec.seed
+    parts = [load_synthetic(root=root / "data", split=name, preset=spec.preset,
+                            products=spec.products, seed=spec.seed) for name in split.split("+")]
+    if len(parts) == 1:
+        return parts[0]
+    return dataclasses.replace(
+        parts[0], split=split, items=[it for p in parts for it in p.items],
+        triplets=[t for p in parts for t in p.triplets],
     )
 
 
@@ -148,10 +165,14 @@ def _train_config(root: Path, spec: DefaultSpec, name: str, compositor: str, tas
     return TrainConfig(
         dataset="synthetic",
         data_root=str(root / "data"),
-        eval_split=spec.gallery_split,
+        eval_split=spec.gallery_split.split("+")[0],
         preset=spec.preset,
         products=spec.products,
+        generated_pairs=spec.generated_pairs if task == "composed" else 0,
+        generated_descriptions=spec.generated_descriptions if task == "crossmodal" else 0,
         image_encoder=spec.image_encoder,
+        image_size=spec.image_size,
+        colour_features=spec.colour_features,
         text_encoder=spec.text_encoder,
         compositor=compositor,
         task=task,
@@ -193,13 +214,15 @@ def _train_one(root: Path, spec: DefaultSpec, model: tuple[str, str, str], log: 
     return final
 
 
-def _index_from_features(checkpoint: Path, dataset: RetrievalDataset, feature_dir: Path) -> None:
+def _index_from_features(checkpoint: Path, root: Path, spec: DefaultSpec, dataset: RetrievalDataset) -> None:
     """Build and save a checkpoint's gallery index from the shared backbone feature cache.
 
     The features of the gallery were cached while training (the eval split), so indexing
     costs only the heads, not one backbone pass per model. The index is saved with the
     Retriever's own fingerprint, so :func:`_retriever` later loads it as is.
     """
+    import torch
+
     from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
     from fashion_retrieval.hub import load_model
     from fashion_retrieval.index import GalleryIndex
@@ -207,7 +230,10 @@ def _index_from_features(checkpoint: Path, dataset: RetrievalDataset, feature_di
     from fashion_retrieval.retriever import Retriever
 
     model = load_model(str(checkpoint)).eval()
-    feats = cached_image_features(model, dataset.items, str(feature_dir))  # (N, Dimg)
+    parts = [synthetic_catalogue(root, spec, name) for name in spec.gallery_split.split("+")]
+    feats = torch.cat([  # per split, so the cache that training wrote for its eval split is reused
+        cached_image_features(model, part.items, str(root / "features")) for part in parts
+    ])  # (N, Dimg)
     emb = ModelEmbeddings(model, dataset.items, features=feats).item_embeddings()  # (N, D)
     index = GalleryIndex.build(emb.numpy(), [it.id for it in dataset.items], "auto")
     index.fingerprint = Retriever(model, dataset.items, index=index).fingerprint()
@@ -247,15 +273,18 @@ def build_default(
     log(f"[default] building the embedded default in {root} (first start only)")
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    log(f"[default] stage 1/{len(spec.models()) + 1}: rendering {spec.products} products ({spec.preset} preset)")
     for split in ("train", spec.gallery_split):
         dataset = synthetic_catalogue(root, spec, split)
         log(f"[default] catalogue {split}: {len(dataset.items)} images, {len(dataset.triplets)} queries")
     timings["catalogue_s"] = time.perf_counter() - t0
-    for model in spec.models():
+    for stage, model in enumerate(spec.models(), start=2):
         name, t = model[0], time.perf_counter()
+        log(f"[default] stage {stage}/{len(spec.models()) + 1}: model {name} "
+            f"({time.perf_counter() - t0:.0f} s so far)")
         checkpoint = _train_one(root, spec, model, log)
         log(f"[default] {name}: indexing {len(dataset.items)} gallery images")
-        _index_from_features(checkpoint, dataset, root / "features")
+        _index_from_features(checkpoint, root, spec, dataset)
         timings[f"{name}_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     _write_marker(root, {"spec": spec.to_dict(), "timings": timings, "built_at": time.time()})

@@ -176,19 +176,11 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(readme: Path, table: str, command: str) -> None:
-    """Replace the text between the comparison markers (appended at the end when absent)."""
-    from fashion_retrieval.io_utils import atomic_write_text
+def update_readme(readme: Path, table: str, command: str, start: str = START, end: str = END) -> None:
+    """Replace the text between the ``start`` and ``end`` markers (appended at the end when absent)."""
+    from fashion_retrieval.io_utils import replace_marked_block
 
-    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
-    block = f"{START}\n{table}\nReproduce: `{command}`\n{END}"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    atomic_write_text(readme, text)
+    replace_marked_block(readme, f"{table}\nReproduce: `{command}`", start, end)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -122,10 +122,25 @@ def multi_change_request(category_noun: str, changes: dict[str, str], rng: np.ra
     return " and ".join(parts[i] for i in order)
 
 
-def heldout_vocabulary() -> set[str]:
-    """Every word the held-out phrasing may use that the training phrasing never does."""
+def heldout_vocabulary(samples: int = 3000) -> set[str]:
+    """The held-out synonyms' words that no training text can contain.
+
+    Training texts are the ``train`` phrasing, the catalogue's captions and its relative
+    captions; the latter are sampled (``samples`` seeded random changes over every
+    category) because their phrase tables live in code.
+    """
+    from .attributes import CATEGORIES, mutate, random_attributes
+    from .relative import relative_captions
+
     train = {w for ws in _TRAIN_WORDS.values() for x in ws for w in x.split()}
-    train |= {w for ts in _TRAIN_TEMPLATES.values() for t in ts for w in t.split()}
+    train |= {w for ts in _TRAIN_TEMPLATES.values() for t in ts for w in t.replace("{", " {").split()}
+    rng = np.random.default_rng(0)
+    for i in range(samples):
+        cat = list(CATEGORIES)[i % len(CATEGORIES)]
+        src = random_attributes(cat, rng)
+        tgt, _ = mutate(cat, src, 1 + i % 2, rng)
+        train |= {w for c in relative_captions(cat, src, tgt, rng) for w in c.lower().split()}
+        train |= {w for v in src.values() for w in (v, *v.split("-"))} | {CATEGORIES[cat].noun}
     held = {w for ws in _HELDOUT_WORDS.values() for x in ws for w in x.split()}
     return held - train
 
