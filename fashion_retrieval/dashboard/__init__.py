@@ -1,4 +1,5 @@
-"""The Streamlit comparison dashboard's logic: results, curves, embedding maps, query browser.
+"""The Streamlit comparison dashboard's logic: results, shopper reports, curves, embedding maps,
+query browser.
 
 Nothing here imports Streamlit except :mod:`fashion_retrieval.dashboard.ui`, which
 ``streamlit_app/app.py`` calls.
@@ -18,6 +19,16 @@ from .results import (
     recall_long,
     recall_table,
 )
+from .shopper import (
+    ShopperReport,
+    control_long,
+    control_table,
+    load_shopper_report,
+    one_gallery_table,
+    phrasing_table,
+    report_kind,
+    words_table,
+)
 from .sources import Discovery, default_result_dirs, is_checkpoint_dir, scan_result_dirs
 
 __all__ = [
@@ -26,11 +37,14 @@ __all__ = [
     "EvalResult",
     "ProjectionUnavailable",
     "ResultFileError",
+    "ShopperReport",
     "available_projections",
     "category_table",
     "color_options",
     "combine_runs",
     "compare_models",
+    "control_long",
+    "control_table",
     "default_result_dirs",
     "embedding_frame",
     "group_results",
@@ -40,10 +54,15 @@ __all__ = [
     "is_recall_metric",
     "load_eval_result",
     "load_metrics",
+    "load_shopper_report",
     "metric_groups",
+    "one_gallery_table",
+    "phrasing_table",
     "project",
     "project_gallery",
     "recall_long",
     "recall_table",
+    "report_kind",
     "scan_result_dirs",
+    "words_table",
 ]

@@ -85,3 +85,27 @@ def embedding_scatter(frame: pd.DataFrame, color_by: str, title: str) -> Any:
         .properties(height=380)
         .interactive()
     )
+
+
+def control_chart(long: pd.DataFrame, title: str = "Composition control: share of the top k (%)") -> Any:
+    """Grouped bars of each control share per model, a black tick at the catalogue's ceiling;
+    ``long`` has model, share, value, ceiling, of_ceiling (see ``shopper.control_long``)."""
+    alt = _alt()
+    tooltip = [
+        "model",
+        "share",
+        alt.Tooltip("value:Q", format=".1f", title="share (%)"),
+        alt.Tooltip("ceiling:Q", format=".1f", title="ceiling (%)"),
+        alt.Tooltip("of_ceiling:Q", format=".1f", title="% of ceiling"),
+    ]
+    base = alt.Chart(long, title=title).encode(
+        x=alt.X("share:N", sort=None, title=None, axis=alt.Axis(labelAngle=0)),
+        xOffset=alt.XOffset("model:N"),
+        tooltip=tooltip,
+    )
+    bars = base.mark_bar().encode(
+        y=alt.Y("value:Q", title="share of the top k (%)", scale=alt.Scale(domain=[0, 100])),
+        color=alt.Color("model:N", title="model"),
+    )
+    ceiling = base.mark_tick(color="black", thickness=2).encode(y="ceiling:Q")
+    return alt.layer(bars, ceiling)

@@ -1,12 +1,14 @@
-"""Finding what the dashboard shows: evaluation JSONs, metrics.jsonl logs and checkpoints."""
+"""Finding what the dashboard shows: evaluation JSONs, shopper reports, metrics.jsonl logs and
+checkpoints."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .results import is_eval_json
+from .shopper import report_kind
 
 HOME_ENV = "FASHION_RETRIEVAL_HOME"
 RUNS_ENV = "FASHION_RETRIEVAL_RUNS"  # extra result folders, separated by os.pathsep
@@ -22,11 +24,12 @@ def home_dir() -> Path:
 
 def default_result_dirs() -> list[Path]:
     """Where results are looked for by default: ``$FASHION_RETRIEVAL_RUNS``, else the
-    embedded default's folder (``<home>/default``) and ``./runs``."""
+    embedded default's folder (``<home>/default``), ``./runs`` and ``./results`` (where the
+    comparison and default-quality reports are written)."""
     extra = os.environ.get(RUNS_ENV, "")
     if extra.strip():
         return [Path(p).expanduser() for p in extra.split(os.pathsep) if p.strip()]
-    return [home_dir() / "default", Path("runs")]
+    return [home_dir() / "default", Path("runs"), Path("results")]
 
 
 def is_checkpoint_dir(path: Path) -> bool:
@@ -36,9 +39,12 @@ def is_checkpoint_dir(path: Path) -> bool:
 
 @dataclass
 class Discovery:
-    """What a scan found, each as label -> path, and readable problems (missing folders)."""
+    """What a scan found, each as label -> path, and readable problems (missing folders).
+
+    ``shopper_files`` are comparison and default-quality reports (see ``shopper``)."""
 
     eval_files: dict[str, Path] = field(default_factory=dict)
+    shopper_files: dict[str, Path] = field(default_factory=dict)
     metrics_files: dict[str, Path] = field(default_factory=dict)
     checkpoints: dict[str, Path] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -68,7 +74,8 @@ def _walk(root: Path, max_depth: int):
 
 
 def scan_result_dirs(dirs: list[str | Path], max_depth: int = 4) -> Discovery:
-    """Scan folders for ``*.json`` evaluation results, ``metrics.jsonl`` logs and checkpoints.
+    """Scan folders for ``*.json`` evaluation results and shopper reports, ``metrics.jsonl``
+    logs and checkpoints.
 
     A metrics log is labelled by its run folder; an evaluation file by its path without the
     suffix; a checkpoint by its folder. A missing folder is reported in ``errors``.
@@ -89,13 +96,29 @@ def scan_result_dirs(dirs: list[str | Path], max_depth: int = 4) -> Discovery:
                 path = here / name
                 if name == "metrics.jsonl":
                     found.metrics_files[_label(root, here, roots, strip_suffix=False)] = path
-                elif name.endswith(".json") and _small(path) and is_eval_json(path):
+                elif not (name.endswith(".json") and _small(path)):
+                    continue
+                elif (kind := _json_kind(path)) == "eval":
                     # <run>/eval.json is labelled by its run; other files by their own name
                     target = here if name == "eval.json" else path
                     found.eval_files[_label(root, target, roots, strip_suffix=target is path)] = (
                         path
                     )
+                elif kind == "shopper":
+                    found.shopper_files[_label(root, path, roots)] = path
     return found
+
+
+def _json_kind(path: Path) -> str | None:
+    """What a JSON file holds: ``"eval"`` (an object with 'recall'), ``"shopper"`` (a comparison
+    or default-quality report) or None (anything else); read once while scanning."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and "recall" in data:
+        return "eval"
+    return "shopper" if report_kind(data) is not None else None
 
 
 def _small(path: Path) -> bool:

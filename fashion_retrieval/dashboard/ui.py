@@ -15,6 +15,7 @@ import streamlit as st
 from . import models as dm
 from .curves import load_metrics
 from .results import EvalResult, load_eval_result
+from .shopper import ShopperReport, load_shopper_report
 from .sources import Discovery, default_result_dirs, home_dir, scan_result_dirs
 
 DATASET_ENV = "FASHION_RETRIEVAL_DATASET"
@@ -30,6 +31,7 @@ class Settings:
 
     discovery: Discovery
     eval_files: dict[str, Path] = field(default_factory=dict)
+    shopper_files: dict[str, Path] = field(default_factory=dict)
     metrics_files: dict[str, Path] = field(default_factory=dict)
     checkpoints: dict[str, Path] = field(default_factory=dict)
     gallery: dm.GallerySpec | None = None
@@ -70,6 +72,12 @@ def cached_eval(path: str, label: str, mtime: float) -> EvalResult:
 
 
 @st.cache_data(show_spinner=False)
+def cached_shopper(path: str, label: str, mtime: float) -> ShopperReport:
+    """Read one comparison or default-quality report."""
+    return load_shopper_report(path, label=label)
+
+
+@st.cache_data(show_spinner=False)
 def cached_metrics(path: str, mtime: float) -> Any:
     """Read one metrics.jsonl."""
     return load_metrics(path)
@@ -102,6 +110,17 @@ def load_results(files: dict[str, Path]) -> list[EvalResult]:
         except Exception as exc:  # noqa: BLE001 - shown in the page, never a traceback
             st.error(f"Result file {label}: {exc}")
     return results
+
+
+def load_shopper_reports(files: dict[str, Path]) -> list[ShopperReport]:
+    """Read the chosen shopper reports; each unreadable one becomes an ``st.error``."""
+    reports = []
+    for label, path in files.items():
+        try:
+            reports.append(cached_shopper(str(path), label, _mtime(path)))
+        except Exception as exc:  # noqa: BLE001 - shown in the page, never a traceback
+            st.error(f"Shopper report {label}: {exc}")
+    return reports
 
 
 def load_retrievers(settings: Settings) -> dict[str, Any]:
@@ -165,6 +184,8 @@ def sidebar(args: argparse.Namespace) -> Settings:
         st.sidebar.warning(problem)
     settings = Settings(discovery=found)
     settings.eval_files = _pick("Evaluation results", found.eval_files, "eval_files")
+    if found.shopper_files:  # comparison / default-quality reports: the shopper view
+        settings.shopper_files = _pick("Shopper reports", found.shopper_files, "shopper_files")
     settings.metrics_files = _pick("Training runs", found.metrics_files, "metrics_files")
     settings.checkpoints = _pick("Checkpoints", found.checkpoints, "checkpoints", limit=6)
     try:
@@ -176,12 +197,13 @@ def sidebar(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Render the whole dashboard (one Streamlit script run)."""
-    from .views import VIEWS
+    from .views import available_views
 
     st.set_page_config(page_title="Fashion retrieval · model comparison", layout="wide")
     settings = sidebar(parse_args(argv))
-    view = st.radio("View", list(VIEWS), horizontal=True, key="view", label_visibility="collapsed")
+    views = available_views(settings)
+    view = st.radio("View", list(views), horizontal=True, key="view", label_visibility="collapsed")
     try:
-        VIEWS[view](settings)
+        views[view](settings)
     except Exception as exc:  # noqa: BLE001 - the page keeps serving
         st.error(f"{view} failed: {type(exc).__name__}: {exc}")

@@ -1,4 +1,5 @@
-"""The dashboard's four views, each a function of the sidebar's ``Settings``."""
+"""The dashboard's views, each a function of the sidebar's ``Settings``; the shopper view
+only when a comparison or default-quality report was found."""
 
 from __future__ import annotations
 
@@ -21,6 +22,18 @@ from .results import (
     recall_table,
     sort_metrics,
 )
+from .shopper import (
+    EXPLANATIONS,
+    ShopperReport,
+    control_long,
+    control_table,
+    numeric_columns,
+    one_gallery_table,
+    ordering_line,
+    phrasing_table,
+    words_note,
+    words_table,
+)
 from .ui import (
     Settings,
     _mtime,
@@ -29,7 +42,10 @@ from .ui import (
     cached_retriever,
     load_results,
     load_retrievers,
+    load_shopper_reports,
 )
+
+SHOPPER_VIEW = "Shopper view"
 
 
 def recall_view(settings: Settings) -> None:
@@ -195,9 +211,54 @@ def query_view(settings: Settings) -> None:
         _show_hits(label, hits, k)
 
 
+def shopper_view(settings: Settings) -> None:
+    """Quality as a shopper sees it, one block per chosen comparison or default-quality report."""
+    st.header("Shopper view: composition control")
+    if not settings.shopper_files:
+        st.info("No shopper report chosen. Add a folder holding a comparison or default-quality JSON.")
+        return
+    for report in load_shopper_reports(settings.shopper_files):
+        st.subheader(f"{report.label} · {report.kind} report", divider="gray")
+        _shopper_block(report)
+
+
+def _percent_table(table: Any) -> None:
+    """A model-indexed table of percentages, one decimal."""
+    fmt = table.set_index("model").style.format("{:.1f}", subset=numeric_columns(table), na_rep="–")
+    st.table(fmt)
+
+
+def _shopper_block(report: ShopperReport) -> None:
+    """One report: its setting, then each figure with its one-line explanation."""
+    st.caption(report.setting)
+    if line := ordering_line(report):
+        st.markdown(line)
+    st.markdown(EXPLANATIONS["one_gallery"])
+    _percent_table(one_gallery_table(report))
+    st.markdown(EXPLANATIONS["control"])
+    _percent_table(control_table(report))
+    st.altair_chart(charts.control_chart(control_long(report)), width="stretch")
+    phrasing = phrasing_table(report)
+    if not phrasing.empty:
+        st.markdown(EXPLANATIONS["phrasing"])
+        _percent_table(phrasing)
+    words = words_table(report)
+    if not words.empty:
+        note = words_note(report)
+        st.markdown(EXPLANATIONS["words_to_image"] + (f" ({note})" if note else ""))
+        _percent_table(words)
+
+
 VIEWS: dict[str, Callable[[Settings], None]] = {
     "Recall": recall_view,
     "Training curves": curves_view,
     "Embedding map": embedding_view,
     "Query browser": query_view,
 }
+
+
+def available_views(settings: Settings) -> dict[str, Callable[[Settings], None]]:
+    """The views to offer: the four always, the shopper view when a report was found."""
+    if settings.discovery.shopper_files:
+        return {**VIEWS, SHOPPER_VIEW: shopper_view}
+    return VIEWS
