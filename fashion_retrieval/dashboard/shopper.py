@@ -28,6 +28,7 @@ COMPARISON, DEFAULT_QUALITY = "comparison", "default quality"
 # Control shares in display order: the headline (type and asked value) first, then its parts.
 SHARES = ("both", "exact", "asked", "type", "others")
 SECTIONS = ("one_gallery", "control", "phrasing", "words_to_image")
+TEXT_FIELDS = {"phrasing"}  # control's "phrasing": "heldout" is a setting, not a figure
 WORDS_LABELS = {"color": "colour + garment", "pattern": "pattern + garment"}
 
 EXPLANATIONS = {
@@ -91,10 +92,10 @@ def _figures(raw: Any, where: str) -> dict[str, Any]:
     for key, value in raw.items():
         if isinstance(value, dict):
             out[key] = _figures(value, f"{where}.{key}")
-        elif not isinstance(value, str):  # "phrasing": "heldout" is a setting, not a figure
-            out[key] = _number(value, f"{where}.{key}")
-        else:
+        elif key in TEXT_FIELDS and isinstance(value, str):
             out[key] = value
+        else:
+            out[key] = _number(value, f"{where}.{key}")
     return out
 
 
@@ -131,7 +132,7 @@ def _comparison_setting(data: dict[str, Any], control: dict[str, Any]) -> str:
         f"{data.get('eval_queries', '?')} composed queries over {data.get('eval_images', '?')} "
         f"gallery images; {data.get('image_encoder', '?')} + {data.get('text_encoder', '?')}, "
         f"{data.get('steps', '?')} steps. Control: {_int(control.get('queries'))} requests in "
-        f"{str(control.get('phrasing', '?')).replace('heldout', 'held-out')} phrasing, top {_int(control.get('k'))}."
+        f"{_phrasing(control)} phrasing, top {_int(control.get('k'))}."
     )
 
 
@@ -142,8 +143,13 @@ def _quality_setting(data: dict[str, Any], control: dict[str, Any]) -> str:
         f"Embedded default ({spec.get('products', '?')} products, {spec.get('preset', '?')} "
         f"preset): demo gallery of {data.get('gallery_images', '?')} images, "
         f"{data.get('queries', '?')} composed queries. Control: {_int(control.get('queries'))} "
-        f"requests in {str(control.get('phrasing', '?')).replace('heldout', 'held-out')} phrasing, top {_int(control.get('k'))}."
+        f"requests in {_phrasing(control)} phrasing, top {_int(control.get('k'))}."
     )
+
+
+def _phrasing(control: dict[str, Any]) -> str:
+    """The control requests' phrasing for display ("held-out")."""
+    return str(control.get("phrasing", "?")).replace("heldout", "held-out")
 
 
 def _int(value: Any) -> str:
