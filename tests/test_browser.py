@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from _shopper_reports import comparison_report, write_json
 from browser_utils import (
     artifacts_dir,
     chromium_missing_reason,
@@ -99,6 +100,7 @@ def _load(tiny, name):
 @pytest.mark.slow
 def test_streamlit_dashboard_in_browser(tiny, artifacts, tmp_path):
     env = {k: v for k, v in tiny["env"].items() if k != "FASHION_RETRIEVAL_RUNS"}
+    write_json(tiny["runs"] / "comparison.json", comparison_report())  # found: the shopper view
     args = ["--runs", str(tiny["runs"])]  # as in `streamlit run streamlit_app/app.py -- --runs`
     server = streamlit_server(env, tmp_path / "streamlit.log", app_args=args)
     with server as url, chromium_page() as page:
@@ -127,3 +129,15 @@ def test_streamlit_dashboard_in_browser(tiny, artifacts, tmp_path):
         shown = page.inner_text('[data-testid="stMain"]')
         assert all(name in shown for name in tiny["models"])
         assert sum(cap in shown for cap in _catalogue_captions(tiny)) >= 5
+        # Shopper view: offered because the folder holds a comparison report.
+        page.get_by_text("Shopper view", exact=True).click()
+        wait_streamlit_idle(page)
+        expect(page.get_by_role("heading", name="Shopper view: composition control")).to_be_visible()
+        tables = page.locator('[data-testid="stTable"]')
+        expect(tables).to_have_count(3)  # one gallery, control, phrasing
+        assert tables.nth(0).locator("tbody tr").all_inner_texts()[0].split()[:2] == ["tirg", "16.7"]
+        assert page.locator('[data-testid="stVegaLiteChart"]').count() == 1  # control vs ceiling
+        shown = page.inner_text('[data-testid="stMain"]')
+        assert "Composition control" in shown and "Held-out phrasing" in shown
+        assert not page.locator('[data-testid="stException"]').count()
+        streamlit_screenshot(page, artifacts / "dashboard_shopper.png")

@@ -87,7 +87,9 @@ def embedding_scatter(frame: pd.DataFrame, color_by: str, title: str) -> Any:
     )
 
 
-def control_chart(long: pd.DataFrame, title: str = "Composition control: share of the top k (%)") -> Any:
+def control_chart(
+    long: pd.DataFrame, title: str = "Composition control: share of the top k (%); black: the ceiling"
+) -> Any:
     """Grouped bars of each control share per model, a black tick at the catalogue's ceiling;
     ``long`` has model, share, value, ceiling, of_ceiling (see ``shopper.control_long``)."""
     alt = _alt()
