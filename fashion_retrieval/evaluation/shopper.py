@@ -4,7 +4,8 @@ All three work on any :class:`EmbeddingSource` over a catalogue whose items carr
 attributes (the synthetic catalogue), and rank one gallery across all garment types.
 
 - :func:`composition_control`: a gallery picture plus a one-attribute change in plain
-  words of the held-out phrasing ("could you show this in crimson"). Of the top ``k``
+  words, in templates never trained on ("could you show this in red", the ``plain``
+  phrasing). Of the top ``k``
   (the source image excluded) it reports the share that keeps the picture's garment type
   (``type``), keeps every other attribute too (``others``), has the asked value
   (``asked``), and has both the type and the asked value (``both``) or all of it
@@ -46,7 +47,7 @@ def _described(dataset: RetrievalDataset) -> list[int]:
     return rows
 
 
-def control_queries(dataset: RetrievalDataset, n: int, seed: int = 0, phrasing: str = "heldout",
+def control_queries(dataset: RetrievalDataset, n: int, seed: int = 0, phrasing: str = "plain",
                     attributes: Sequence[str] = CONTROL_ATTRIBUTES) -> list[tuple[int, str, str, str]]:
     """``n`` seeded (source row, attribute, asked value, text) one-attribute change requests."""
     rng = np.random.default_rng([seed, 3])
@@ -76,7 +77,7 @@ def _judge(item: Any, source: Any, name: str, value: str) -> dict[str, bool]:
 
 
 def composition_control(source: EmbeddingSource, dataset: RetrievalDataset, *, k: int = 5,
-                        n: int = 400, seed: int = 0, phrasing: str = "heldout") -> dict[str, Any]:
+                        n: int = 400, seed: int = 0, phrasing: str = "plain") -> dict[str, Any]:
     """Shares of the top ``k`` that keep the picture and follow the words, with ceilings (percent)."""
     queries = control_queries(dataset, n, seed, phrasing)
     items = dataset.items

@@ -83,9 +83,8 @@ class LabForegroundHistogram(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        centres = torch.cartesian_prod(torch.tensor(self.L_LEVELS), torch.tensor(self.AB_LEVELS),
-                                       torch.tensor(self.AB_LEVELS))  # (K, 3)
-        self.register_buffer("centres", centres, persistent=False)
+        self.register_buffer("l_levels", torch.tensor(self.L_LEVELS), persistent=False)
+        self.register_buffer("ab_levels", torch.tensor(self.AB_LEVELS), persistent=False)
         ys = torch.linspace(-1, 1, grid)
         yy, xx = torch.meshgrid(ys, ys, indexing="ij")
         prior = torch.exp(-(xx**2 + yy**2) / (2 * centre_sigma**2))  # (G, G)
@@ -95,7 +94,8 @@ class LabForegroundHistogram(nn.Module):
         self.register_buffer("border", border.flatten(), persistent=False)
         self.grid, self.sigma, self.backdrop_scale = grid, sigma, backdrop_scale
         self.silhouette = silhouette
-        self.output_dim = int(centres.shape[0]) + silhouette * silhouette
+        self.bins = len(self.L_LEVELS) * len(self.AB_LEVELS) ** 2
+        self.output_dim = self.bins + silhouette * silhouette
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) normalised pixels -> (B, K + S*S): histogram, then silhouette."""
@@ -106,9 +106,15 @@ class LabForegroundHistogram(nn.Module):
         dist = (lab - backdrop[:, None]).norm(dim=-1)  # (B, G*G)
         foreground = 1 - torch.exp(-((dist / self.backdrop_scale) ** 2))  # (B, G*G) in [0, 1)
         weight = self.prior * foreground
-        d2 = torch.cdist(lab, self.centres[None].expand(lab.shape[0], -1, -1)) ** 2  # (B, G*G, K)
-        votes = torch.softmax(-d2 / (2 * self.sigma**2), dim=-1)  # each pixel's vote sums to 1
-        hist = torch.einsum("bp,bpk->bk", weight, votes)  # (B, K)
+        # A pixel's soft vote over the lattice of Lab centres is a softmax of -|x - c|^2 / 2s^2;
+        # on a Cartesian lattice that factorises into one softmax per axis (no (P, K) distances).
+        def axis(values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+            return torch.softmax(-((values[..., None] - levels) ** 2) / (2 * self.sigma**2), dim=-1)
+
+        vl = axis(lab[..., 0], self.l_levels) * weight[..., None]  # (B, P, nL)
+        va, vb = axis(lab[..., 1], self.ab_levels), axis(lab[..., 2], self.ab_levels)  # (B, P, nAB)
+        la = (vl[..., :, None] * va[..., None, :]).flatten(2)  # (B, P, nL*nAB)
+        hist = torch.bmm(la.transpose(1, 2), vb).flatten(1)  # (B, nL*nAB*nAB)
         hist = hist / hist.sum(dim=1, keepdim=True).clamp_min(1e-8)
         side = foreground.view(-1, 1, self.grid, self.grid)
         shape = F.adaptive_avg_pool2d(side, self.silhouette).flatten(1)  # (B, S*S)

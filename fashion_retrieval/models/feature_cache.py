@@ -100,3 +100,35 @@ def cached_image_features(
     atomic_save_file({"features": features}, file,
                      metadata={"key": key, "sha256": _checksum(features), "n": str(len(paths))})
     return features
+
+
+def cached_text_features(model, texts: Sequence[str], cache_dir: str | Path, *, batch_size: int = 128) -> torch.Tensor:
+    """Frozen text-encoder features ``(T, Dtxt)`` of ``texts``, from the cache under ``cache_dir``
+    when valid, else computed and stored; keyed like the image cache (encoder, weights, texts).
+
+    Several models trained on one catalogue with one frozen encoder (the embedded default's
+    five) then pay for a large encoder such as MiniLM once, not once each.
+    """
+    texts = list(texts)
+    payload = {"encoder": model.config.text_encoder, "weights": weights_fingerprint(model.text_encoder),
+               "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(), "n": len(texts)}
+    key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    name = model.config.text_encoder.replace(":", "_").replace("/", "_")
+    file = Path(cache_dir) / f"text-{name}-{key[:24]}.safetensors"
+    if file.exists():
+        try:
+            return _read(file, key, len(texts))
+        except ValueError as e:
+            warnings.warn(f"text feature cache {file} is corrupt ({e}); rebuilding it", stacklevel=2)
+    was_training = model.text_encoder.training
+    model.text_encoder.eval()
+    try:
+        with torch.inference_mode():
+            parts = [model.text_encoder(texts[i : i + batch_size]).float().cpu()
+                     for i in range(0, len(texts), batch_size)]
+    finally:
+        model.text_encoder.train(was_training)
+    features = torch.cat(parts).contiguous() if parts else torch.empty(0, model.text_encoder.output_dim)
+    atomic_save_file({"features": features}, file,
+                     metadata={"key": key, "sha256": _checksum(features), "n": str(len(texts))})
+    return features

@@ -20,6 +20,8 @@ from .text_encoders import build_text_encoder
 
 __all__ = ["ModelConfig", "RetrievalModel", "load_weights_strict"]
 
+TEXT_MEMO_SIZE = 200_000  # frozen-encoder text features kept per model (then the memo restarts)
+
 
 class RetrievalModel(
     nn.Module,
@@ -133,10 +135,35 @@ class RetrievalModel(
         """Projected text embedding ``P_txt(text_encoder(texts))`` -> (B, D), not normalised."""
         if isinstance(texts, str):
             raise TypeError("texts must be a list of str (wrap a single text in a list)")
-        frozen = self.config.freeze_text_encoder
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-            feats = self.text_encoder(list(texts))  # (B, Dtxt)
+        texts = list(texts)
+        if not self.config.freeze_text_encoder:
+            return self.text_proj(self.text_encoder(texts))  # (B, D)
+        # A frozen encoder maps a text to the same features every time: keep them, so that a
+        # large pretrained encoder (MiniLM) costs one pass per distinct text, not per step.
+        memo = self.__dict__.setdefault("_text_memo", {})
+        todo = list(dict.fromkeys(t for t in texts if t not in memo))
+        if todo:
+            with torch.no_grad():
+                feats = self.text_encoder(todo).float().cpu()  # (T, Dtxt)
+            if len(memo) + len(todo) > TEXT_MEMO_SIZE:
+                memo.clear()
+            memo.update(zip(todo, feats, strict=True))
+        feats = torch.stack([memo[t] for t in texts]).to(self.device)  # (B, Dtxt)
         return self.text_proj(feats)
+
+    def remember_text_features(self, texts: list[str], features: torch.Tensor) -> None:
+        """Give a frozen text encoder's features ``(T, Dtxt)`` of ``texts`` (e.g. from a cache)."""
+        if not self.config.freeze_text_encoder:
+            raise ValueError("text features can be remembered only for a frozen text encoder")
+        if len(texts) != features.shape[0]:
+            raise ValueError(f"{len(texts)} texts but {features.shape[0]} feature rows")
+        memo = self.__dict__.setdefault("_text_memo", {})
+        memo.update(zip(texts, features.float().cpu(), strict=True))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """``nn.Module.load_state_dict``; also forgets the frozen text features kept so far."""
+        self.__dict__.pop("_text_memo", None)
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     # ------------------------------------------------------------------ the interface
 

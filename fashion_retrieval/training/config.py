@@ -59,6 +59,7 @@ class TrainConfig:
     image_size: int | None = None  # backbone input size; None: the encoder's own
     pretrained: bool = True
     freeze_image_encoder: bool = True
+    freeze_text_encoder: bool = False  # a frozen text encoder's features are computed once per text
     cache_features: bool = True
     feature_cache_dir: str | None = None
     # Objective

@@ -113,6 +113,7 @@ def build_model(config: TrainConfig, texts: list[str]) -> Any:
         image_size=config.image_size,
         pretrained=config.pretrained,
         freeze_image_encoder=config.freeze_image_encoder,
+        freeze_text_encoder=config.freeze_text_encoder,
         normalize_scale=1.0 / config.temperature,
         modality_dropout=config.modality_dropout,
     )
@@ -128,13 +129,19 @@ def split_features(model: Any, dataset: RetrievalDataset, config: TrainConfig) -
     """(N, Dimg) backbone features of the data set's items, from the on-disk cache."""
     from fashion_retrieval.models.feature_cache import cached_image_features
 
-    cache_dir = config.feature_cache_dir or str(Path(config.output_dir) / "features")
-    return cached_image_features(model, dataset.items, cache_dir).float()
+    return cached_image_features(model, dataset.items, feature_dir(config)).float()
+
+
+def feature_dir(config: TrainConfig) -> str:
+    """Where the run's feature caches live: ``feature_cache_dir``, else ``<output_dir>/features``."""
+    return config.feature_cache_dir or str(Path(config.output_dir) / "features")
 
 
 def setup_run(config: TrainConfig, accelerator: Any) -> Run:
     """Load the data, build the model, optimiser and schedule, and prepare them."""
     from accelerate.utils import set_seed
+
+    from fashion_retrieval.models.feature_cache import cached_text_features
 
     set_seed(config.seed)
     with accelerator.main_process_first():  # the synthetic catalogue renders once
@@ -150,6 +157,9 @@ def setup_run(config: TrainConfig, accelerator: Any) -> Run:
     run = Run(config, accelerator, model, module, optimizer, scheduler, examples, train_set, eval_set)
     if uses_cached_features(config):
         with accelerator.main_process_first():  # the main process fills the cache, the others read it
+            if config.freeze_text_encoder:
+                texts = sorted({e.text for e in examples if e.text})
+                model.remember_text_features(texts, cached_text_features(model, texts, feature_dir(config)))
             run.train_features = split_features(model, train_set, config)
             if eval_set is not None and accelerator.is_main_process:
                 run.eval_features = split_features(model, eval_set, config)

@@ -6,9 +6,13 @@ one-attribute change in a named phrasing:
 
 - ``train``: the templates and words that training data may use;
 - ``heldout``: other templates, synonyms ("crimson", "navy blue", "no pattern",
-  "without sleeves"), other word orders and typos, never used in training. The
-  project's own evaluations (composition control, held-out phrasing) use only these, so
-  a model is never tuned on the phrases it is judged by.
+  "without sleeves"), other word orders and typos, never used in training;
+- ``plain``: the held-out templates with the catalogue's own words for the values
+  ("could you show this in red"): a shopper's plain words, in sentences never trained on.
+
+The project's own evaluations use only the held-out templates (composition control:
+``plain``; the phrasing gap: ``heldout``), so a model is never tuned on the phrases it is
+judged by.
 
 The two phrasings share no template, and the held-out synonyms are words that no
 training text contains (tests check both).
@@ -27,9 +31,16 @@ PHRASINGS: Registry[dict] = Registry("phrasing")
 # Words for a value, per phrasing. A value absent from a table is said as its own name,
 # with hyphens as spaces ("long-sleeve" -> "long sleeve").
 _TRAIN_WORDS: dict[str, list[str]] = {
-    "polka-dot": ["polka dot", "dotted"], "checked": ["checked", "plaid"], "solid": ["plain", "solid"],
-    "floral": ["floral", "flowery"], "sleeveless": ["sleeveless"], "short-sleeve": ["short sleeved", "short sleeve"],
-    "long-sleeve": ["long sleeved", "long sleeve"], "grey": ["grey", "gray"],
+    "polka-dot": ["polka dot", "dotted", "dots"], "checked": ["checked", "plaid", "checkered"],
+    "solid": ["plain", "solid", "solid colour"], "floral": ["floral", "flowery", "with flowers"],
+    "striped": ["striped", "with stripes"], "sleeveless": ["sleeveless"],
+    "short-sleeve": ["short sleeved", "short sleeve"], "long-sleeve": ["long sleeved", "long sleeve"],
+    "grey": ["grey", "gray", "light grey"], "red": ["red", "bright red", "cherry red"],
+    "navy": ["navy", "deep navy"], "blue": ["blue", "sky blue"], "maroon": ["maroon", "dark red"],
+    "pink": ["pink", "pale pink"], "orange": ["orange", "bright orange"], "yellow": ["yellow", "golden yellow"],
+    "beige": ["beige", "sand"], "brown": ["brown", "dark brown"], "green": ["green", "grass green"],
+    "olive": ["olive", "olive green"], "teal": ["teal", "blue green"], "purple": ["purple", "lilac"],
+    "black": ["black", "pitch black"], "white": ["white", "off white"],
 }
 _HELDOUT_WORDS: dict[str, list[str]] = {
     "red": ["crimson", "scarlet"], "navy": ["navy blue", "dark blue"], "blue": ["royal blue", "cobalt"],
@@ -47,11 +58,16 @@ _HELDOUT_WORDS: dict[str, list[str]] = {
 # Templates per attribute kind; {v} is the value's words, {n} the garment noun.
 _TRAIN_TEMPLATES: dict[str, list[str]] = {
     "color": ["make it {v}", "in {v}", "{v} instead", "change the color to {v}", "i want it {v}",
-              "same one in {v}", "is {v}", "a {v} version", "colour {v}", "{v} one please"],
+              "same one in {v}", "is {v}", "a {v} version", "colour {v}", "{v} one please",
+              "show me a {v} {n}", "prefer {v}", "turn it {v}", "need it in {v} please",
+              "can i see it in {v}", "same {n}, {v}", "{v} like this one", "recolor it {v}"],
     "pattern": ["make it {v}", "{v} instead", "i want it {v}", "with a {v} pattern", "is {v}",
-                "a {v} version", "same one but {v}", "pattern {v}"],
-    "sleeve": ["make it {v}", "i want it {v}", "a {v} version", "with {v} sleeves", "is {v}"],
-    "other": ["make it {v}", "i want it {v}", "a {v} version", "is {v}", "{v} instead"],
+                "a {v} version", "pattern {v}", "show me a {v} {n}",
+                "prefer {v}", "can i see a {v} one", "same {n}, {v}", "{v} like this one", "need it {v}"],
+    "sleeve": ["make it {v}", "i want it {v}", "a {v} version", "with {v} sleeves", "is {v}",
+               "show me a {v} {n}", "prefer {v}", "need it {v}"],
+    "other": ["make it {v}", "i want it {v}", "a {v} version", "is {v}", "{v} instead",
+              "show me a {v} {n}", "prefer {v}", "need it {v}"],
 }
 _HELDOUT_TEMPLATES: dict[str, list[str]] = {
     "color": ["could you show this in {v}", "do you have it in {v}?", "looking for a {v} {n} like this",
@@ -100,6 +116,11 @@ def _request(table: dict[str, list[str]], words: dict[str, list[str]], attribute
 @PHRASINGS.register("train")
 def _train(attribute: str, value: str, noun: str, rng: np.random.Generator) -> str:
     return _request(_TRAIN_TEMPLATES, _TRAIN_WORDS, attribute, value, noun, rng)
+
+
+@PHRASINGS.register("plain")
+def _plain(attribute: str, value: str, noun: str, rng: np.random.Generator) -> str:
+    return _request(_HELDOUT_TEMPLATES, {}, attribute, value, noun, rng)
 
 
 @PHRASINGS.register("heldout")
