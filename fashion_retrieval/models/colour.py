@@ -55,6 +55,7 @@ class NoColour(nn.Module):
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
+        self.settings: dict = {}
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, 0)."""
@@ -69,9 +70,10 @@ class LabForegroundHistogram(nn.Module):
     (Gaussian kernel). Each pixel's vote is weighted by a centre prior times its Lab
     distance from the backdrop (the median colour of the border), so a garment in front
     of a plain or dark studio backdrop dominates its own histogram. The histogram is
-    normalised to sum 1 and square-rooted (Hellinger), which suits linear heads. The
-    foreground map (backdrop distance, no prior), pooled to ``silhouette`` x ``silhouette``,
-    follows it.
+    normalised to sum 1, square-rooted (Hellinger) and multiplied by ``hist_scale``: unit
+    norm would leave each bin varying ~20x less than a CNN's pooled feature, so a head
+    trained by SGD beside those features would barely learn from colour. The foreground
+    map (backdrop distance, no prior), pooled to ``silhouette`` x ``silhouette``, follows.
     """
 
     L_LEVELS = (15.0, 35.0, 55.0, 75.0, 92.0)
@@ -79,7 +81,7 @@ class LabForegroundHistogram(nn.Module):
 
     def __init__(self, mean: Sequence[float], std: Sequence[float], grid: int = 48,
                  sigma: float = 11.0, centre_sigma: float = 0.45, backdrop_scale: float = 12.0,
-                 silhouette: int = 16) -> None:
+                 silhouette: int = 16, hist_scale: float = 16.0) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
@@ -93,7 +95,9 @@ class LabForegroundHistogram(nn.Module):
         border[:2], border[-2:], border[:, :2], border[:, -2:] = True, True, True, True
         self.register_buffer("border", border.flatten(), persistent=False)
         self.grid, self.sigma, self.backdrop_scale = grid, sigma, backdrop_scale
-        self.silhouette = silhouette
+        self.silhouette, self.hist_scale = silhouette, hist_scale
+        self.settings = {"grid": grid, "sigma": sigma, "centre_sigma": centre_sigma,
+                         "backdrop_scale": backdrop_scale, "silhouette": silhouette, "hist_scale": hist_scale}
         self.bins = len(self.L_LEVELS) * len(self.AB_LEVELS) ** 2
         self.output_dim = self.bins + silhouette * silhouette
 
@@ -118,7 +122,7 @@ class LabForegroundHistogram(nn.Module):
         hist = hist / hist.sum(dim=1, keepdim=True).clamp_min(1e-8)
         side = foreground.view(-1, 1, self.grid, self.grid)
         shape = F.adaptive_avg_pool2d(side, self.silhouette).flatten(1)  # (B, S*S)
-        return torch.cat([hist.sqrt(), shape], dim=1)
+        return torch.cat([self.hist_scale * hist.sqrt(), shape], dim=1)
 
 
 COLOUR_FEATURES.register("none")(NoColour)

@@ -47,7 +47,7 @@ def cache_key(model, paths: Sequence[Any]) -> str:
         entries.append([os.path.abspath(p), st.st_size, st.st_mtime_ns])
     payload = {
         "backbone": model.config.image_encoder,
-        "colour": getattr(model.config, "colour_features", "none"),
+        "colour": [model.config.colour_features, getattr(model.colour, "settings", {})],
         "weights": weights_fingerprint(model.image_encoder),
         "preprocess": model.transform(train=False).config(),
         "images": entries,

@@ -33,14 +33,18 @@ FEATURES = {"image_size": 128, "colour_features": "lab_fg"}
 
 
 def comparison_config(name: str, work_dir: Path, preset: str, steps: int, products: int | None, seed: int,
-                      generated_pairs: int = 20000, image_encoder: str = "efficientnet_lite0") -> TrainConfig:
+                      generated_pairs: int = 20000, image_encoder: str = "efficientnet_lite0",
+                      text_encoder: str = "minilm") -> TrainConfig:
     """The training config of one compared model (same data, backbone and budget for all)."""
     return TrainConfig(
         dataset="synthetic", data_root=str(work_dir / "data"), preset=preset, products=products,
         data_seed=0, train_split="train", eval_split="val", generated_pairs=generated_pairs,
         image_encoder=image_encoder, pretrained=image_encoder == "efficientnet_lite0", **FEATURES,
-        text_encoder="lstm", compositor=name, embed_dim=256,
-        text_encoder_options={"word_dim": 128, "hidden": 256},  # a smaller LSTM than TIRG's 512: CPU budget
+        text_encoder=text_encoder, compositor=name, embed_dim=256,
+        # A trained LSTM (smaller than TIRG's 512: CPU budget), or a frozen pretrained encoder
+        # whose features of every training text are cached once for all runs.
+        text_encoder_options={"word_dim": 128, "hidden": 256} if text_encoder == "lstm" else {},
+        freeze_text_encoder=text_encoder != "lstm",
         freeze_image_encoder=True, cache_features=True,
         feature_cache_dir=str(work_dir / "features"),
         task="composed", loss="soft_triplet" if name in SOFT_TRIPLET else "batch_classification",
@@ -56,13 +60,14 @@ def comparison_config(name: str, work_dir: Path, preset: str, steps: int, produc
 def run_comparison(
     models: tuple[str, ...], work_dir: Path, preset: str = "hard", steps: int = 600,
     products: int | None = 2400, seed: int = 0, generated_pairs: int = 20000,
-    image_encoder: str = "efficientnet_lite0", control_queries: int = 400,
+    image_encoder: str = "efficientnet_lite0", control_queries: int = 400, text_encoder: str = "minilm",
 ) -> dict[str, Any]:
     """Train and evaluate each model in turn; returns the comparison JSON."""
     from fashion_retrieval.training.trainer import train
 
     def config(name: str) -> TrainConfig:
-        return comparison_config(name, work_dir, preset, steps, products, seed, generated_pairs, image_encoder)
+        return comparison_config(name, work_dir, preset, steps, products, seed, generated_pairs, image_encoder,
+                                 text_encoder)
 
     start = time.perf_counter()
     counts = prepare_shared(config(models[0]))
@@ -86,7 +91,7 @@ def run_comparison(
     return {
         "dataset": "synthetic", "preset": preset, "split": "val", "protocol": "synthetic",
         "image_encoder": f"{image_encoder} (frozen) at {FEATURES['image_size']} px + {FEATURES['colour_features']}",
-        "text_encoder": "lstm", "steps": steps, "batch_size": 64, "seed": seed, "products": products,
+        "text_encoder": text_encoder if text_encoder == "lstm" else f"{text_encoder} (frozen)", "steps": steps, "batch_size": 64, "seed": seed, "products": products,
         "generated_pairs": generated_pairs, "prepare_seconds": round(prepare_seconds, 1), **counts,
         "results": rows, "ordering": ordering_check(rows),
     }
@@ -197,12 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--generated-pairs", type=int, default=20000, help="attribute-change pairs added to training")
     p.add_argument("--image-encoder", default="efficientnet_lite0", help="tiny_cnn for quick checks (random weights)")
     p.add_argument("--control-queries", type=int, default=400)
+    p.add_argument("--text-encoder", default="minilm", help="minilm (frozen, offline) or lstm (trained, as published)")
     args = p.parse_args(argv)
     from fashion_retrieval.io_utils import atomic_write_json
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     report = run_comparison(models, Path(args.work_dir), args.preset, args.steps, args.products, args.seed,
-                            args.generated_pairs, args.image_encoder, args.control_queries)
+                            args.generated_pairs, args.image_encoder, args.control_queries, args.text_encoder)
     atomic_write_json(args.json, report)
     table = markdown_table(report)
     print(table)
