@@ -61,7 +61,7 @@ class DefaultSpec:
     crossmodal: bool = True  # also a caption -> image model ("text_to_image") for that tab
     generated_pairs: int = 20000
     generated_descriptions: int = 4  # partial descriptions per item for "text_to_image"
-    max_steps: int = 1200
+    max_steps: int = 1600
     batch_size: int = 64
     lr: float = 0.05
     modality_dropout: float = 0.1

@@ -1,6 +1,6 @@
 """Linear probes: how well an encoder's image features predict the catalogue's attributes.
 
-``python -m fashion_retrieval.evaluation.probe --image-encoder efficientnet_lite0 --colour-features lab_fg --preset hard``
+``python -m fashion_retrieval.evaluation.probe --image-encoder efficientnet_lite0 --colour-features none,lab_fg --preset hard``
 
 Fits a multinomial logistic regression per attribute (colour, pattern, garment type,
 sleeve, length, ...) on the features of the train split's views and reports accuracy
@@ -76,7 +76,7 @@ def probe_features(
     return out
 
 
-def _model(args: argparse.Namespace) -> Any:
+def _model(args: argparse.Namespace, colour: str) -> Any:
     """The model whose image features are probed: a checkpoint, or one built from the options."""
     if args.checkpoint:
         from fashion_retrieval.hub import load_model
@@ -85,50 +85,81 @@ def _model(args: argparse.Namespace) -> Any:
     from fashion_retrieval.models import ModelConfig, RetrievalModel
 
     config = ModelConfig(
-        image_encoder=args.image_encoder, colour_features=args.colour_features,
+        image_encoder=args.image_encoder, colour_features=colour,
         image_size=args.image_size, compositor="image_only", embed_dim=8, pretrained=not args.random_weights,
     )
     return RetrievalModel(config, texts=["a"]).eval()
 
 
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """Probe accuracies, one row per feature variant."""
+    attrs = [a for a in DEFAULT_ATTRIBUTES if any(a in r["probes"] for r in results)]
+    first = results[0]
+    lines = [
+        f"Linear probes (logistic regression) on the `{first['preset']}` catalogue ({first['products']} "
+        f"products): fitted on the train split's views, accuracy on the held-out {first['test_split']} "
+        "split's views, percent (majority-class baseline in brackets).",
+        "",
+        "| image features | dim | " + " | ".join(attrs) + " |",
+        "|---|---:|" + "---:|" * len(attrs),
+    ]
+    for r in results:
+        cells = [f"{r['probes'][a]['accuracy']:.1f} ({r['probes'][a]['majority']:.0f})" if a in r["probes"] else "-"
+                 for a in attrs]
+        name = f"{r['image_encoder']} @ {r['image_size']} px" + ("" if r["colour_features"] == "none" else f" + {r['colour_features']}")
+        lines.append(f"| {name} | {r['feature_dim']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: prints (and optionally writes) one JSON object."""
+    """CLI entry point: prints (and optionally writes) the results, one object per variant."""
     from fashion_retrieval.data.synthetic import load_synthetic
     from fashion_retrieval.models.feature_cache import cached_image_features
 
     p = argparse.ArgumentParser(prog="python -m fashion_retrieval.evaluation.probe", description=__doc__.splitlines()[0])
     p.add_argument("--image-encoder", default="efficientnet_lite0")
-    p.add_argument("--colour-features", default="none", help="none | lab_fg (see fashion_retrieval.models.colour)")
-    p.add_argument("--image-size", type=int, default=None, help="backbone input size (default: the encoder's)")
+    p.add_argument("--colour-features", default="none,lab_fg",
+                   help="comma-separated variants: none | lab_fg (see fashion_retrieval.models.colour)")
+    p.add_argument("--image-size", type=int, default=128, help="backbone input size (0: the encoder's own)")
     p.add_argument("--random-weights", action="store_true", help="no pretrained backbone weights")
     p.add_argument("--checkpoint", default=None, help="probe this checkpoint's image features instead")
     p.add_argument("--preset", default="hard", choices=("easy", "hard"))
-    p.add_argument("--products", type=int, default=900)
+    p.add_argument("--products", type=int, default=2400, help="catalogue size (the embedded default's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--test-split", default="val")
     p.add_argument("--data-root", default=None, help="synthetic catalogue folder (default: under the cache home)")
     p.add_argument("--cache-dir", default=None, help="feature cache (default: <data root>/features)")
     p.add_argument("--attributes", default=",".join(DEFAULT_ATTRIBUTES))
-    p.add_argument("--json", default=None, help="also write the result here")
+    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--readme", default=None, help="write the table into this README (probe markers)")
     args = p.parse_args(argv)
-    model = _model(args)
+    args.image_size = args.image_size or None
     sets = [load_synthetic(args.data_root, split, args.preset, args.products, args.seed)
             for split in ("train", args.test_split)]
     cache = args.cache_dir or str(Path(sets[0].root) / "features")
-    feats = [cached_image_features(model, ds.items, cache).float().numpy() for ds in sets]
-    result = {
-        "image_encoder": model.config.image_encoder, "colour_features": model.config.colour_features,
-        "image_size": model.transform().size, "feature_dim": int(feats[0].shape[1]),
-        "preset": args.preset, "products": args.products, "train_split": "train", "test_split": args.test_split,
-        "probes": probe_features(feats[0], sets[0].items, feats[1], sets[1].items,
-                                 [a.strip() for a in args.attributes.split(",") if a.strip()]),
-    }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json:
-        from fashion_retrieval.io_utils import atomic_write_json
+    results = []
+    for colour in [c.strip() for c in args.colour_features.split(",") if c.strip()]:
+        model = _model(args, colour)
+        feats = [cached_image_features(model, ds.items, cache).float().numpy() for ds in sets]
+        results.append({
+            "image_encoder": model.config.image_encoder, "colour_features": model.config.colour_features,
+            "image_size": model.transform().size, "feature_dim": int(feats[0].shape[1]),
+            "preset": args.preset, "products": args.products, "train_split": "train", "test_split": args.test_split,
+            "probes": probe_features(feats[0], sets[0].items, feats[1], sets[1].items,
+                                     [a.strip() for a in args.attributes.split(",") if a.strip()]),
+        })
+        if args.checkpoint:
+            break
+    print(json.dumps(results, indent=2))
+    from fashion_retrieval.io_utils import atomic_write_json, replace_marked_block
 
-        atomic_write_json(args.json, result)
+    if args.json:
+        atomic_write_json(args.json, results)
+    table = markdown_table(results)
+    print(table)
+    if args.readme:
+        command = "python -m fashion_retrieval.evaluation.probe " + " ".join(argv if argv is not None else sys.argv[1:])
+        replace_marked_block(args.readme, f"{table}\nReproduce: `{command}`", "<!-- probe:start -->", "<!-- probe:end -->")
     return 0
 
 

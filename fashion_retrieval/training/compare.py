@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="hard", choices=("easy", "hard"))
     p.add_argument("--json", required=True, help="where to write the results JSON")
     p.add_argument("--readme", default=None, help="README to write the table into")
+    p.add_argument("--readme-block", default="comparison",
+                   help="the README block to write: between <!-- NAME:start --> and <!-- NAME:end -->")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated compositors")
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--products", type=int, default=2400, help="catalogue size (hard: about 3 triplets per product)")
@@ -213,8 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(report)
     print(table)
     if args.readme:
-        command = f"python -m fashion_retrieval.training.compare --preset {args.preset} --json {args.json} --readme {args.readme}"
-        update_readme(Path(args.readme), table, command)
+        command = "python -m fashion_retrieval.training.compare " + " ".join(argv if argv is not None else sys.argv[1:])
+        block = args.readme_block
+        update_readme(Path(args.readme), table, command, f"<!-- {block}:start -->", f"<!-- {block}:end -->")
     if not report["ordering"].get("holds", True):
         print(f"[compare] FAILED: the expected ordering does not hold: {report['ordering']}", file=sys.stderr)
         return ORDERING_FAILED
