@@ -4,13 +4,15 @@ It runs through the same code as ``python -m fashion_retrieval.training.compare`
 rendered synthetic catalogue, the real offline EfficientNet-Lite0 backbone (128 px, with
 the colour descriptor) cached once, TIRG, image_only and text_only trained on the same
 data and budget. TIRG must beat both baselines on one gallery by a margin, far above
-chance, and rank first on composition control. Then each of five injected breaks is
-trained and evaluated the same way, and the same check must reject it.
+chance, rank first on composition control, and its gate must respond to the words
+(measured through the trained model's own forward pass). Then each of five injected
+breaks is trained and evaluated the same way, and the same checks must reject it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from fashion_retrieval.training import compare
 
 STEPS, PRODUCTS, PAIRS, CONTROL = 150, 360, 4000, 200
 MARGIN = 5.0  # percentage points TIRG must lead each baseline by
+GATE_RESPONSE = 0.02  # TIRG's gate must move by more than this (relative) when the words change
 
 
 def run(work: Path, models: tuple[str, ...]) -> dict[str, Any]:
@@ -58,6 +61,34 @@ def failures(tirg: dict[str, Any], baselines: list[dict[str, Any]]) -> list[str]
     return bad
 
 
+def gate_response(checkpoint: str, work: Path) -> float:
+    """How much TIRG's gate moves when each val query gets another query's words.
+
+    Mean |gate(image, text) - gate(image, other text)| over the mean gate, through the
+    model's own forward pass (a hook on the gate); 0 when the gate ignores the words.
+    """
+    from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
+    from fashion_retrieval.hub import load_model
+    from fashion_retrieval.training.trainer import load_split, split_features
+
+    cfg = compare.comparison_config("tirg", work, "easy", STEPS, PRODUCTS, 0, PAIRS)
+    model = load_model(checkpoint).eval()
+    dataset = load_split(cfg, "val")
+    source = ModelEmbeddings(model, dataset.items, features=split_features(model, dataset, cfg))
+    triplets = dataset.triplets
+    outputs: list[torch.Tensor] = []
+    hook = model.compositor.gate.register_forward_hook(lambda m, i, o: outputs.append(torch.sigmoid(o)))
+    try:
+        source.query_embeddings(triplets)
+        rolled = [dataclasses.replace(t, text=u.text) for t, u in zip(triplets, triplets[1:] + triplets[:1], strict=True)]
+        source.query_embeddings(rolled)
+    finally:
+        hook.remove()
+    half = len(outputs) // 2
+    own, other = torch.cat(outputs[:half]), torch.cat(outputs[half:])  # (Q, D) each
+    return float((own - other).abs().mean() / own.abs().mean())
+
+
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> dict[str, Any]:
     """The clean comparison; its catalogue and backbone cache are reused by every break."""
@@ -81,6 +112,9 @@ def test_tirg_beats_both_baselines_far_above_chance(clean):
     assert failures(rows["tirg"], [rows["image_only"], rows["text_only"]]) == []
     assert rows["tirg"]["one_gallery"]["R@1"] > 5 * chance[1]
     assert clean["report"]["ordering"]["holds"], clean["report"]["ordering"]
+    response = gate_response(rows["tirg"]["checkpoint"], clean["work"])
+    print(f"gate response to the words: {response:.3f}")
+    assert response > GATE_RESPONSE
 
 
 # ---------------------------------------------------------------- injected breaks
@@ -118,26 +152,26 @@ def text_dropped() -> Iterator[None]:
 
 @contextlib.contextmanager
 def text_encoder_collapsed() -> Iterator[None]:
-    """The text encoder returns one constant vector whatever the words."""
-    from fashion_retrieval.models.text_encoders import LSTMTextEncoder
+    """Every text encoder returns one constant vector whatever the words."""
+    from fashion_retrieval.models.text_encoders import HFTextEncoder, LSTMTextEncoder
 
     def constant(self, texts):
-        return torch.ones(len(texts), self.output_dim, device=self.fc[-1].weight.device)  # (B, Dtxt)
+        return torch.ones(len(texts), self.output_dim)  # (B, Dtxt)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(LSTMTextEncoder, "forward", constant)
+        for cls in (HFTextEncoder, LSTMTextEncoder):
+            mp.setattr(cls, "forward", constant)
         yield
 
 
 @contextlib.contextmanager
 def gate_without_text() -> Iterator[None]:
-    """TIRG's gate and residual get zeros where the text feature should be."""
+    """TIRG's gate gets zeros where the text feature should be (the residual keeps the text)."""
     from fashion_retrieval.models.compositors import TIRG
 
-    original = TIRG.forward
-
     def zero_text(self, img, txt):
-        return original(self, img, torch.zeros_like(txt))
+        gated = torch.sigmoid(self.gate(torch.cat([img, torch.zeros_like(txt)], dim=1))) * img  # (B, D)
+        return self.weights[0] * gated + self.weights[1] * self.residual(torch.cat([img, txt], dim=1))
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(TIRG, "forward", zero_text)
@@ -175,12 +209,16 @@ BREAKS = {
 @pytest.mark.parametrize("name", list(BREAKS))
 def test_quality_check_rejects_a_broken_tirg(clean, name, tmp_path):
     work = tmp_path / "work"
-    work.mkdir()
-    for shared in ("data", "features"):  # the clean run's catalogue and backbone cache
-        (work / shared).symlink_to(clean["work"] / shared)
+    (work / "features").mkdir(parents=True)
+    (work / "data").symlink_to(clean["work"] / "data")  # the clean run's catalogue
+    for cache in (clean["work"] / "features").glob("efficientnet*"):  # and backbone cache, not
+        (work / "features" / cache.name).symlink_to(cache)  # its text cache: a break may change it
     with BREAKS[name]():
         broken = run(work, ("tirg",))["results"][0]
+        response = gate_response(broken["checkpoint"], work)
     rows = clean["rows"]
     problems = failures(broken, [rows["image_only"], rows["text_only"]])
+    if response <= GATE_RESPONSE:
+        problems.append(f"the gate ignores the words (response {response:.4f})")
     print(f"{name}: one gallery {broken['one_gallery']}, control both {broken['control']['both']}: {problems}")
     assert problems, f"the quality check passed a TIRG broken by {name}"

@@ -58,7 +58,7 @@ def comparison_config(name: str, work_dir: Path, preset: str, steps: int, produc
 
 
 def run_comparison(
-    models: tuple[str, ...], work_dir: Path, preset: str = "hard", steps: int = 600,
+    models: tuple[str, ...], work_dir: Path, preset: str = "hard", steps: int = 1600,
     products: int | None = 2400, seed: int = 0, generated_pairs: int = 20000,
     image_encoder: str = "efficientnet_lite0", control_queries: int = 400, text_encoder: str = "minilm",
 ) -> dict[str, Any]:
@@ -197,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme-block", default="comparison",
                    help="the README block to write: between <!-- NAME:start --> and <!-- NAME:end -->")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated compositors")
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--products", type=int, default=2400, help="catalogue size (hard: about 3 triplets per product)")
+    p.add_argument("--steps", type=int, default=1600)
+    p.add_argument("--products", type=int, default=2400, help="catalogue size (the embedded default's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", default="runs/comparison", help="data, feature cache and runs")
     p.add_argument("--generated-pairs", type=int, default=20000, help="attribute-change pairs added to training")
