@@ -67,11 +67,14 @@ def machine_line(result: dict[str, Any]) -> str:
     m = result["machine"]
     gpu = m.get("gpu") or "none"
     mode = "`--quick` (smaller sizes)" if result.get("quick") else "full"
+    merged = result.get("merged_from")
+    kept = (f" Steps {', '.join(merged['kept'])} are kept from the run of {merged['date']} "
+            f"(`--merge {merged['file']}`); the others were re-measured." if merged else "")
     return (
         f"Measured {result['date']} ({mode} run, {fmt_number(result.get('total_seconds'))} s) on "
         f"{m['cpu_model']}: {m['cpu_count']} CPUs ({m.get('cpu_affinity')} usable), "
         f"torch threads {m['torch_threads']}, {m.get('memory_gb')} GB RAM, GPU: {gpu}; "
-        f"torch {m['torch']}, faiss {m['faiss']}, numpy {m['numpy']}, Python {m['python']}."
+        f"torch {m['torch']}, faiss {m['faiss']}, numpy {m['numpy']}, Python {m['python']}." + kept
     )
 
 

@@ -152,6 +152,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-readme", action="store_true", help="only write the JSON")
     p.add_argument("--only", default="", help="comma-separated steps (default: all)")
     p.add_argument(
+        "--merge",
+        type=Path,
+        help="an earlier results JSON whose other steps are kept (with their own dates): "
+        "re-measure some steps after a change without re-running the rest",
+    )
+    p.add_argument(
         "--workdir", type=Path, help="scratch folder kept after the run (default: a temp dir)"
     )
     p.add_argument(
@@ -217,6 +223,14 @@ def main(argv: list[str] | None = None) -> int:
         if tmp is not None:
             tmp.cleanup()
     result["total_seconds"] = time.perf_counter() - t0
+    if args.merge:
+        earlier = json.loads(args.merge.read_text(encoding="utf-8"))
+        kept = {n: {**s, "date": s.get("date", earlier.get("date"))}
+                for n, s in earlier.get("steps", {}).items() if n not in result["steps"]}
+        for step in result["steps"].values():
+            step.setdefault("date", result["date"])
+        result["steps"] = {**kept, **result["steps"]}
+        result["merged_from"] = {"file": str(args.merge), "date": earlier.get("date"), "kept": sorted(kept)}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(f"[benchmarks] wrote {args.json}")

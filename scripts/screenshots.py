@@ -11,6 +11,7 @@ Writes ``docs/images/demo.png`` (the Gradio demo's Compose tab after a search) a
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -62,37 +63,58 @@ def tiny_sources(root: Path) -> dict[str, Any]:
     return {"models": models, "dataset": tiny["dataset"], "env": tiny["env"]}
 
 
+def measure_queries(sources: dict[str, Any], limit: int = 300, k: int = 8) -> list[dict[str, Any]]:
+    """Each catalogue query (up to ``limit``) with the rank of the first correct hit per model
+    (None: none in the top ``k``); a hit is correct when its caption is the target's."""
+    from fashion_retrieval.demo.app import DEFAULT_MODELS
+
+    dataset, models = sources["dataset"], sources["models"]
+    by_id = dataset.item_by_id()
+    names = [n for n in DEFAULT_MODELS if n in models]
+    rows = []
+    for t in dataset.triplets[:limit]:
+        if t.source not in by_id or not (t.target_caption or t.target in by_id):
+            continue
+        wanted = t.target_caption or by_id[t.target].caption
+        ranks = {}
+        for name in names:
+            hits = models[name].search(image=by_id[t.source].path, text=t.text, k=k, exclude_ids=[t.source])
+            ranks[name] = next((h.rank for h in hits if h.caption == wanted), None)
+        rows.append({"source": t.source, "text": t.text, "target_caption": wanted, "ranks": ranks})
+    return rows
+
+
+def pick_query(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first measured query that TIRG answers at rank 1 and no other model in its top k
+    (then: TIRG in its top 2 and no other model; None when there is no such query)."""
+    for best in (1, 2):
+        for row in rows:
+            others = [r for name, r in row["ranks"].items() if name != "tirg"]
+            if row["ranks"].get("tirg") is not None and row["ranks"]["tirg"] <= best and all(r is None for r in others):
+                return row
+    return None
+
+
 def shoot_demo(sources: dict[str, Any], out: Path) -> None:
-    """Compose tab: search the catalogue query examples in turn, screenshot the first one
-    that TIRG answers correctly (the last one tried when none does)."""
+    """Compose tab on a request that TIRG answers and the baselines do not, chosen from the
+    measured catalogue queries (the list is written beside the screenshot as JSON)."""
     from fashion_retrieval.demo import build_demo
 
+    rows = measure_queries(sources)
+    chosen = pick_query(rows) or (rows[0] if rows else None)
+    (out.parent / "demo_queries.json").write_text(json.dumps({"chosen": chosen, "measured": rows}, indent=1))
+    print(f"screenshots: {len(rows)} queries measured; chosen: {chosen}")
     demo = build_demo(sources["models"], dataset=sources["dataset"], default_k=8)
     with gradio_server(demo) as url, chromium_page(**VIEWPORT) as page:
         page.goto(url)
-        examples = page.locator("tr.tr-body")  # the "Catalogue queries" examples table
-        try:
-            examples.first.wait_for(timeout=20_000)
-            count = examples.count()
-        except Exception:  # noqa: BLE001 - playwright's TimeoutError: a catalogue without queries
-            count = 0
-        if not count:  # no examples: pick the first catalogue image and type a change
-            page.locator("button.thumbnail-item").first.click()
-            page.get_by_label("What should change?").fill("is blue")
-            _search(page)
-        pages = page.locator("button", has_text="2").filter(has_not_text="1")
-        for i in range(2 * count):  # every example on the first two pages
-            if i == count:
-                if not pages.count():
-                    break
-                pages.first.click()
-                page.wait_for_timeout(500)
-            examples.nth(i % count).click()
-            page.wait_for_timeout(1000)  # the picture and the text fill in
-            status = _search(page)
-            print(f"screenshots: example {i + 1}: {status.replace(chr(10), ' | ')}")
-            if "tirg: ✓" in status.replace("\n", " "):
-                break
+        page.locator("input[type=file]").first.wait_for(state="attached", timeout=20_000)
+        if chosen is not None:
+            path = sources["dataset"].item_by_id()[chosen["source"]].path
+            page.locator("input[type=file]").first.set_input_files(path)
+            page.wait_for_timeout(1000)  # the upload reaches the server
+            page.get_by_label("What should change?").fill(chosen["text"])
+        status = _search(page)
+        print(f"screenshots: {status.replace(chr(10), ' | ')}")
         page.wait_for_timeout(1500)  # images finish loading
         page.screenshot(path=out, full_page=True)
 
