@@ -477,3 +477,37 @@ def test_inspect_fashioniq_counts(tmp_path):
     assert counts["images"] == sum(map(len, images.values())) > 0 and counts["missing_images"] == 0
     assert counts["queries"] == sum(map(len, queries.values())) > 0
     assert counts["categories"] == {c: {"images": len(images[c]), "queries": len(queries[c])} for c in images}
+
+
+# ---------------------------------------------------------------- quality reports
+def test_probe_cli_writes_results_and_readme_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- probe:start -->\nold\n<!-- probe:end -->\ntail\n")
+    out = tmp_path / "probe.json"
+    run(["-m", "fashion_retrieval.evaluation.probe", "--image-encoder", "tiny_cnn", "--random-weights",
+         "--image-size", "64", "--colour-features", "none,lab_fg", "--preset", "easy", "--products", "40",
+         "--data-root", str(tmp_path / "data"), "--json", str(out), "--readme", str(readme)],
+        _env(tmp_path / "home"), timeout=300)
+    results = json.loads(out.read_text())
+    assert [r["colour_features"] for r in results] == ["none", "lab_fg"]
+    assert results[1]["feature_dim"] > results[0]["feature_dim"] == 128
+    for r in results:
+        assert {"color", "pattern", "type"} <= r["probes"].keys()
+        for p in r["probes"].values():
+            assert 0 <= p["accuracy"] <= 100 and p["test"] > 0 and p["classes"] >= 2
+    text = readme.read_text()
+    assert "old" not in text and "| tiny_cnn @ 64 px + lab_fg |" in text and text.endswith("tail\n")
+
+
+@pytest.mark.slow
+def test_default_quality_cli_on_the_tiny_default(tiny_home, tmp_path):
+    out, readme = tmp_path / "q.json", tmp_path / "README.md"
+    run(["-m", "fashion_retrieval.demo.quality", "--json", str(out), "--readme", str(readme), "--queries", "40"],
+        _env(tiny_home, FASHION_RETRIEVAL_DEFAULT_SPEC=json.dumps(TINY_SPEC)), timeout=600)
+    report = json.loads(out.read_text())
+    assert set(report["models"]) == set(TINY_SPEC["compositors"])
+    for row in report["models"].values():
+        assert row["control"]["queries"] == 40 and 0 <= row["control"]["both"] <= row["control"]["both_ceiling"] + 1e-6
+        assert {"train", "heldout", "gap_R@10"} <= row["phrasing"].keys()
+        assert 0 <= row["one_gallery"]["R@1"] <= row["one_gallery"]["R@10"] <= 100
+    assert "<!-- default-quality:start -->" in readme.read_text()

@@ -256,3 +256,17 @@ def test_probe_accuracy_on_separable_and_random_labels():
     assert bad["accuracy"] < 60.0
     with pytest.raises(ValueError, match="2 classes"):
         probe_accuracy(x[:10], ["a"] * 10, x[10:20], ["a"] * 10)
+
+
+def test_the_default_gallery_can_answer_every_garment_type_and_colour():
+    """The embedded default's gallery (val + test splits) holds >= 2,000 images and every
+    garment type x colour (checked on the catalogue plan: nothing is rendered)."""
+    from fashion_retrieval.data.synthetic import COLORS
+    from fashion_retrieval.data.synthetic.catalog import build_catalog
+    from fashion_retrieval.demo.default import DefaultSpec
+
+    spec = DefaultSpec()
+    plan = build_catalog(spec.products, seed=spec.seed, preset=spec.preset)
+    gallery = [p for split in spec.gallery_split.split("+") for p in plan.splits[split].products]
+    assert len(gallery) * plan.views >= 2000
+    assert {(p.category, p.attributes["color"]) for p in gallery} == set(itertools.product(CATEGORIES, COLORS))

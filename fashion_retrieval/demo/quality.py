@@ -13,6 +13,7 @@ every model. Writes the JSON and, with ``--readme``, a table between
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", required=True)
     p.add_argument("--readme", default=None)
     p.add_argument("--home", default=None)
-    p.add_argument("--default-spec", default=None, help="JSON fields of the default to change")
+    p.add_argument("--default-spec", default=os.environ.get("FASHION_RETRIEVAL_DEFAULT_SPEC") or None,
+                   help="JSON fields of the default to change (default: $FASHION_RETRIEVAL_DEFAULT_SPEC)")
     p.add_argument("--queries", type=int, default=400, help="composition-control requests")
     args = p.parse_args(argv)
     report = measure_default(args.home, DefaultSpec.from_overrides(args.default_spec), n=args.queries)

@@ -17,6 +17,7 @@ import numpy as np
 
 from .attributes import (
     CATEGORIES,
+    COLORS,
     Product,
     attribute_values,
     caption_of,
@@ -117,11 +118,14 @@ def caption(product: Product) -> str:
     return caption_of(product.category, product.attributes)
 
 
-def _family(category: str, preset: Preset, rng: np.random.Generator
+def _family(category: str, preset: Preset, rng: np.random.Generator, colour: str | None = None,
             ) -> tuple[list[dict[str, str]], list[tuple[int, int]]]:
-    """Attribute sets of one family and its (source index, target index) pairs."""
+    """Attribute sets of one family (its first member ``colour`` when given) and its
+    (source index, target index) pairs."""
     n_attrs = len(attribute_values(category))
     root = random_attributes(category, rng)
+    if colour is not None:
+        root["color"] = colour
     members, pairs = [root], []
     for _ in range(int(rng.integers(preset.targets_per_source[0], preset.targets_per_source[1] + 1))):
         k = int(rng.integers(preset.changes[0], min(preset.changes[1], n_attrs) + 1))
@@ -152,9 +156,17 @@ def _plan_split(name: str, budget: int, first_number: int, preset: Preset, seed:
     """Families of products for one split until ``budget`` products exist."""
     rng = np.random.default_rng([seed, SPLITS.index(name), 101])
     out = SplitCatalog(name)
+    # Families start at the garment types x colours in turn, in an order drawn once per
+    # catalogue; the test split starts half-way round, so val and test together (the
+    # embedded default's gallery) hold every type x colour once each has half as many
+    # families as there are pairs.
+    combos = [(c, colour) for c in categories for colour in COLORS]
+    order = np.random.default_rng([seed, 202]).permutation(len(combos))
+    turn = len(combos) // 2 if name == "test" else 0
     while len(out.products) < budget:
-        category = categories[int(rng.integers(len(categories)))]
-        members, pairs = _family(category, preset, rng)
+        category, colour = combos[int(order[turn % len(combos)])]
+        turn += 1
+        members, pairs = _family(category, preset, rng, colour)
         members = members[: budget - len(out.products)]
         style = random_style(rng)
         start = len(out.products)
