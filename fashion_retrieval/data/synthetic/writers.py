@@ -28,7 +28,7 @@ from .catalog import Catalog, build_catalog, caption, image_id
 from .render import ViewConfig, render_image
 
 MARKER = ".synthetic.json"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: families start at every garment type x colour in turn
 WRITERS: Registry[dict] = Registry("synthetic format")
 # What each writer creates under the root (removed on overwrite, only where a marker exists).
 OWNED = ("images", "captions", "image_splits", "image_meta.json", "labels", "women",
