@@ -67,9 +67,8 @@ def _model_name(raw: Any) -> str:
     return "" if raw is None else str(raw)
 
 
-def load_eval_result(path: str | Path, label: str | None = None) -> EvalResult:
-    """Read one evaluation JSON file; raise ``ResultFileError`` naming the file on bad input."""
-    path = Path(path)
+def read_json(path: Path) -> Any:
+    """The parsed file; a ``ResultFileError`` naming it when missing, unreadable or not JSON."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -77,11 +76,17 @@ def load_eval_result(path: str | Path, label: str | None = None) -> EvalResult:
     except OSError as exc:
         raise ResultFileError(f"{path}: cannot be read ({exc})") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ResultFileError(
             f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
+
+
+def load_eval_result(path: str | Path, label: str | None = None) -> EvalResult:
+    """Read one evaluation JSON file; raise ``ResultFileError`` naming the file on bad input."""
+    path = Path(path)
+    data = read_json(path)
     if not isinstance(data, dict) or "recall" not in data:
         raise ResultFileError(f"{path}: not an evaluation result (no 'recall' object)")
     recall = _numeric_metrics(data["recall"], f"{path}: 'recall'")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from .results import ResultFileError, sort_metrics
+from .results import ResultFileError, read_json, sort_metrics
 
 COMPARISON, DEFAULT_QUALITY = "comparison", "default quality"
 # Control shares in display order: the headline (type and asked value) first, then its parts.
@@ -109,22 +109,6 @@ def _model_row(raw: Any, where: str) -> dict[str, Any]:
     return {s: _figures(raw[s], f"{where}.{s}") for s in sections if raw.get(s) is not None}
 
 
-def _read_json(path: Path) -> Any:
-    """The parsed file; a ``ResultFileError`` naming it when missing or not JSON."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ResultFileError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise ResultFileError(f"{path}: cannot be read ({exc})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ResultFileError(
-            f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
-
-
 def _comparison_setting(data: dict[str, Any], control: dict[str, Any]) -> str:
     """One line: catalogue, split, gallery, training budget and the control requests."""
     return (
@@ -161,7 +145,7 @@ def load_shopper_report(path: str | Path, label: str | None = None) -> ShopperRe
     """Read a comparison or default-quality report; ``ResultFileError`` naming the file when
     it is neither or a figure is malformed."""
     path = Path(path)
-    data = _read_json(path)
+    data = read_json(path)
     kind = report_kind(data)
     if kind is None:
         raise ResultFileError(

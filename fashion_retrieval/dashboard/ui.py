@@ -101,26 +101,25 @@ def cached_retriever(checkpoint: str, spec: dm.GallerySpec) -> Any:
     return dm.build_retriever(checkpoint, cached_model(checkpoint), cached_gallery(spec).items)
 
 
-def load_results(files: dict[str, Path]) -> list[EvalResult]:
-    """Read the chosen evaluation files; each unreadable one becomes an ``st.error``."""
-    results = []
+def _load_each(files: dict[str, Path], read: Any, what: str) -> list[Any]:
+    """``read(path, label, mtime)`` of each chosen file; an unreadable one becomes an ``st.error``."""
+    out = []
     for label, path in files.items():
         try:
-            results.append(cached_eval(str(path), label, _mtime(path)))
+            out.append(read(str(path), label, _mtime(path)))
         except Exception as exc:  # noqa: BLE001 - shown in the page, never a traceback
-            st.error(f"Result file {label}: {exc}")
-    return results
+            st.error(f"{what} {label}: {exc}")
+    return out
+
+
+def load_results(files: dict[str, Path]) -> list[EvalResult]:
+    """Read the chosen evaluation files; each unreadable one becomes an ``st.error``."""
+    return _load_each(files, cached_eval, "Result file")
 
 
 def load_shopper_reports(files: dict[str, Path]) -> list[ShopperReport]:
     """Read the chosen shopper reports; each unreadable one becomes an ``st.error``."""
-    reports = []
-    for label, path in files.items():
-        try:
-            reports.append(cached_shopper(str(path), label, _mtime(path)))
-        except Exception as exc:  # noqa: BLE001 - shown in the page, never a traceback
-            st.error(f"Shopper report {label}: {exc}")
-    return reports
+    return _load_each(files, cached_shopper, "Shopper report")
 
 
 def load_retrievers(settings: Settings) -> dict[str, Any]:

@@ -89,16 +89,22 @@ def cached_image_features(
     paths = list(paths)
     key = cache_key(model, paths)
     name = model.config.image_encoder.replace(":", "_").replace("/", "_")
-    file = Path(cache_dir) / f"{name}-{key[:24]}.safetensors"
+    return _cached(Path(cache_dir) / f"{name}-{key[:24]}.safetensors", key, len(paths), lambda: embed_images(
+        model, [_path_of(p) for p in paths], batch_size=batch_size, num_workers=num_workers, target=False,
+    ))  # (N, Dimg)
+
+
+def _cached(file: Path, key: str, n: int, compute) -> torch.Tensor:
+    """The features in ``file`` when it is valid for ``key`` and ``n`` rows, else ``compute()``,
+    stored atomically there (a corrupt file is reported and rebuilt)."""
     if file.exists():
         try:
-            return _read(file, key, len(paths))
+            return _read(file, key, n)
         except ValueError as e:
-            warnings.warn(f"feature cache {file} is corrupt ({e}); rebuilding it", stacklevel=2)
-    features = embed_images(model, [_path_of(p) for p in paths], batch_size=batch_size,
-                            num_workers=num_workers, target=False).contiguous()  # (N, Dimg)
+            warnings.warn(f"feature cache {file} is corrupt ({e}); rebuilding it", stacklevel=3)
+    features = compute().contiguous()
     atomic_save_file({"features": features}, file,
-                     metadata={"key": key, "sha256": _checksum(features), "n": str(len(paths))})
+                     metadata={"key": key, "sha256": _checksum(features), "n": str(n)})
     return features
 
 
@@ -114,21 +120,16 @@ def cached_text_features(model, texts: Sequence[str], cache_dir: str | Path, *, 
                "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(), "n": len(texts)}
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     name = model.config.text_encoder.replace(":", "_").replace("/", "_")
-    file = Path(cache_dir) / f"text-{name}-{key[:24]}.safetensors"
-    if file.exists():
+
+    def compute() -> torch.Tensor:
+        was_training = model.text_encoder.training
+        model.text_encoder.eval()
         try:
-            return _read(file, key, len(texts))
-        except ValueError as e:
-            warnings.warn(f"text feature cache {file} is corrupt ({e}); rebuilding it", stacklevel=2)
-    was_training = model.text_encoder.training
-    model.text_encoder.eval()
-    try:
-        with torch.inference_mode():
-            parts = [model.text_encoder(texts[i : i + batch_size]).float().cpu()
-                     for i in range(0, len(texts), batch_size)]
-    finally:
-        model.text_encoder.train(was_training)
-    features = torch.cat(parts).contiguous() if parts else torch.empty(0, model.text_encoder.output_dim)
-    atomic_save_file({"features": features}, file,
-                     metadata={"key": key, "sha256": _checksum(features), "n": str(len(texts))})
-    return features
+            with torch.inference_mode():
+                parts = [model.text_encoder(texts[i : i + batch_size]).float().cpu()
+                         for i in range(0, len(texts), batch_size)]
+        finally:
+            model.text_encoder.train(was_training)
+        return torch.cat(parts) if parts else torch.empty(0, model.text_encoder.output_dim)
+
+    return _cached(Path(cache_dir) / f"text-{name}-{key[:24]}.safetensors", key, len(texts), compute)
