@@ -170,7 +170,9 @@ def test_app_py_builds_the_tiny_default_and_answers_search(tiny_home, tmp_path):
         assert {k: spec[k] for k in TINY_SPEC} == TINY_SPEC
         assert all((root / "models" / m / "final" / "model.safetensors").is_file() for m in ("tirg", "image_only"))
         val = load_fashioniq(root / "data", "val")
-        items, t = val.item_by_id(), val.triplets[0]
+        # The default's gallery is its val and test splits (never trained on).
+        items = {**val.item_by_id(), **load_fashioniq(root / "data", "test").item_by_id()}
+        t = val.triplets[0]
         hits = search(url, items[t.source].path, t.text, "tirg", 5)
         check_hits(hits, 5, items, exclude=t.source)
         # A catalogue query with a known target: every hit says whether it is one.
@@ -195,11 +197,13 @@ def test_demo_module_serves_a_checkpoint_over_a_gallery(tiny_run, tmp_path):
     args = ["-m", "fashion_retrieval.demo", "--checkpoint", str(checkpoint), "--gallery", str(gallery),
             "--dataset", "fashioniq", "--split", "val"]
     env = _env(tmp_path / "home", GRADIO_SERVER_PORT="0")
-    with serving(args, env, tmp_path / "demo.log") as url:
-        hits = search(url, None, "blue dress", "tirg-tiny", 4)
     val = load_fashioniq(gallery, "val")
+    words = val.items[0].caption.split()
+    text = f"{words[0]} {words[-1]}"  # "<colour> <garment>" in the catalogue's own words
+    with serving(args, env, tmp_path / "demo.log") as url:
+        hits = search(url, None, text, "tirg-tiny", 4)
     check_hits(hits, 4, val.item_by_id())
-    direct = Retriever(load_model(str(tiny_run / "final")), val.items).search(text="blue dress", k=4)
+    direct = Retriever(load_model(str(tiny_run / "final")), val.items).search(text=text, k=4)
     assert [h["id"] for h in hits] == [d.id for d in direct]  # the HTTP answer is the library's
     assert [h["score"] for h in hits] == pytest.approx([d.score for d in direct], abs=1e-3)
 
