@@ -235,6 +235,7 @@ def test_registry_lists_all_protocols() -> None:
         "fashion200k",
         "fashioniq",
         "image_to_image",
+        "one_gallery",
         "synthetic",
     ]
 
