@@ -219,18 +219,29 @@ def test_comparison_table_and_readme_markers(tmp_path: Path) -> None:
         update_readme,
     )
 
-    rows = [
-        {"model": m, "loss": "batch_classification", "recall": {"R@1": r / 4, "R@10": r, "R@50": r * 2},
-         "train_seconds": 10.0}
-        for m, r in (("image_only", 5.0), ("text_only", 8.0), ("concat", 20.0), ("tirg", 30.0))
-    ]
-    assert ordering_check(rows) == {"tirg_above_concat": True, "concat_above_single_modality": True, "holds": True}
+    def row(model: str, r: float, control: float) -> dict:
+        return {"model": model, "loss": "batch_classification", "recall": {"R@1": r / 4, "R@10": r, "R@50": r * 2},
+                "one_gallery": {"R@1": r / 5, "R@10": r - 1, "R@50": r},
+                "control": {"k": 5, "queries": 40, "both": control, "both_ceiling": 80.0,
+                            "both_of_ceiling": control / 0.8, "exact": 1.0, "exact_ceiling": 10.0},
+                "phrasing": {"train": {"R@10": r}, "heldout": {"R@10": r - 3}},
+                "train_seconds": 10.0}
+
+    rows = [row(m, r, c) for m, r, c in (("image_only", 5.0, 2.0), ("text_only", 8.0, 20.0),
+                                        ("concat", 20.0, 30.0), ("tirg", 30.0, 40.0))]
+    assert ordering_check(rows) == {"tirg_above_concat": True, "concat_above_single_modality": True,
+                                    "tirg_first_on_control": True, "holds": True}
+    rows[3]["control"]["both"] = 25.0  # TIRG no longer first on composition control
+    assert ordering_check(rows)["tirg_first_on_control"] is False and ordering_check(rows)["holds"] is False
+    rows[3]["control"]["both"] = 40.0
     rows[3]["recall"]["R@10"] = 1.0
     assert ordering_check(rows)["holds"] is False
     report = {"preset": "hard", "split": "val", "protocol": "synthetic", "image_encoder": "lite0",
               "text_encoder": "lstm", "steps": 10, "batch_size": 64, "seed": 0, "results": rows}
     table = markdown_table(report)
-    assert "| concat | batch_classification | 5.0 | 20.0 | 40.0 | 10 s |" in table
+    # one gallery R@1/10/50, per category R@1/10/50, control both, % of ceiling, exact, phrasing, time
+    assert "| concat | 4.0 | 19.0 | 20.0 | 5.0 | 20.0 | 40.0 | 30.0 | 37.5 | 1.0 | 20.0 / 17.0 | 10 s |" in table
+    assert table.index("| tirg |") < table.index("| concat |")  # ordered by one-gallery R@1
     readme = tmp_path / "README.md"
     readme.write_text("# Title\n\nintro\n")
     update_readme(readme, table, "cmd")
