@@ -45,7 +45,8 @@ def default_sources(home: Path | None) -> dict[str, Any]:
         "FASHION_RETRIEVAL_RUNS": str(root / "models"),
         "FASHION_RETRIEVAL_DATASET": "synthetic",
         "FASHION_RETRIEVAL_DATA_ROOT": str(root / "data"),
-        "FASHION_RETRIEVAL_SPLIT": bundle.dataset.split,
+        # The dashboard reads one split; the default's gallery joins val and test.
+        "FASHION_RETRIEVAL_SPLIT": bundle.dataset.split.split("+")[0],
     }
     if home is not None:
         env["FASHION_RETRIEVAL_HOME"] = str(home)
