@@ -24,8 +24,6 @@ import numpy as np
 
 from fashion_retrieval.registry import Registry
 
-from .attributes import attribute_values
-
 PHRASINGS: Registry[dict] = Registry("phrasing")
 
 # Words for a value, per phrasing. A value absent from a table is said as its own name,
@@ -95,13 +93,6 @@ def _typo(text: str, rng: np.random.Generator) -> str:
     return " ".join(words)
 
 
-def value_words(value: str, phrasing: str, rng: np.random.Generator) -> str:
-    """How ``phrasing`` says an attribute value."""
-    table = _TRAIN_WORDS if phrasing == "train" else _HELDOUT_WORDS
-    options = table.get(value) or [value.replace("-", " ")]
-    return options[int(rng.integers(len(options)))]
-
-
 def _request(table: dict[str, list[str]], words: dict[str, list[str]], attribute: str, value: str,
              noun: str, rng: np.random.Generator) -> str:
     kind = attribute if attribute in table else "other"
@@ -165,9 +156,3 @@ def heldout_vocabulary(samples: int = 3000) -> set[str]:
     held = {w for ws in _HELDOUT_WORDS.values() for x in ws for w in x.split()}
     return held - train
 
-
-def check_attribute(category: str, attribute: str, value: str) -> None:
-    """Raise ``ValueError`` unless ``value`` is a value of ``category``'s ``attribute``."""
-    values = attribute_values(category)
-    if attribute not in values or value not in values[attribute]:
-        raise ValueError(f"{category} has no {attribute} {value!r}; valid: {values.get(attribute)}")
