@@ -18,6 +18,9 @@ from fashion_retrieval.data.fashion200k import (
 )
 from fashion_retrieval.data.records import Item
 
+# These tests exercise the project's "normalize" clean-up (lowercase, no punctuation);
+# tests/test_published_tirg.py covers TIRG's, the default.
+NORMALIZE = "normalize"
 DRESS = "women/dresses/casual_and_day_dresses/{0}/{0}_0.jpeg"
 PANTS = "women/pants/wide-leg_pants/{0}/{0}_0.jpeg"
 TRAIN_LINES = {
@@ -51,7 +54,7 @@ def _write(root, split, lines_by_cat, extra=b""):
 
 def test_captions_pairs_and_texts(tmp_path):
     root = _write(tmp_path, "train", TRAIN_LINES)
-    ds = load_fashion200k(root, "train")
+    ds = load_fashion200k(root, "train", caption_cleanup=NORMALIZE)
     by_id = ds.item_by_id()
     assert ds.protocol == "fashion200k" and len(ds.items) == 8 and not ds.skipped
     assert by_id[DRESS.format(1)].caption == "blue floral dress"
@@ -73,11 +76,11 @@ def test_captions_pairs_and_texts(tmp_path):
 
 def test_pairs_are_deterministic_and_category_filter(tmp_path):
     root = _write(tmp_path, "train", TRAIN_LINES)
-    a = load_fashion200k(root, "train", seed=3).triplets
-    assert a == load_fashion200k(root, "train", seed=3).triplets
-    targets = {load_fashion200k(root, "train", seed=s).triplets[0].target for s in range(20)}
+    a = load_fashion200k(root, "train", seed=3, caption_cleanup=NORMALIZE).triplets
+    assert a == load_fashion200k(root, "train", seed=3, caption_cleanup=NORMALIZE).triplets
+    targets = {load_fashion200k(root, "train", seed=s, caption_cleanup=NORMALIZE).triplets[0].target for s in range(20)}
     assert targets == {DRESS.format(2), DRESS.format(3)}  # the seed picks among equal captions
-    pants = load_retrieval_dataset("fashion200k", root, "train", categories=["pants"])
+    pants = load_retrieval_dataset("fashion200k", root, "train", categories=["pants"], caption_cleanup=NORMALIZE)
     assert [it.category for it in pants.items] == ["pants", "pants"] and len(pants.triplets) == 2
     with pytest.raises(ValueError, match="skirt.*available: \\['dress', 'pants'\\]"):
         load_fashion200k(root, "train", ["skirt"])
@@ -127,7 +130,7 @@ def test_bad_lines_are_reported_with_file_and_line(tmp_path, caplog):
         caplog.at_level(logging.WARNING, logger="fashion_retrieval.data"),
         pytest.warns(UserWarning, match="skipped records"),
     ):
-        ds = load_fashion200k(root, "train")
+        ds = load_fashion200k(root, "train", caption_cleanup=NORMALIZE)
     assert ds.skipped == {
         "bad_fields": 1,
         "bad_score": 1,
@@ -145,7 +148,7 @@ def test_missing_images_skipped_and_counted(tmp_path, recwarn):
     root = _write(tmp_path, "train", TRAIN_LINES)
     (root / DRESS.format(2)).unlink()
     (root / PANTS.format(6)).unlink()
-    ds = load_fashion200k(root, "train")
+    ds = load_fashion200k(root, "train", caption_cleanup=NORMALIZE)
     assert ds.skipped == {"missing_image": 2} and ds.meta["missing_images"] == 2
     assert len(ds.items) == 6 and {t.source for t in ds.triplets} == {
         DRESS.format(1),
@@ -154,13 +157,13 @@ def test_missing_images_skipped_and_counted(tmp_path, recwarn):
     assert [str(w.message) for w in recwarn if "skipped" in str(w.message)] == [
         f"Fashion200k train at {root}: skipped records: missing_image=2"
     ]
-    assert len(load_fashion200k(root, "train", check_images=False).items) == 8
+    assert len(load_fashion200k(root, "train", check_images=False, caption_cleanup=NORMALIZE).items) == 8
 
 
 def test_test_queries_file_and_generated_queries(tmp_path):
     root = _write(tmp_path, "test", TRAIN_LINES)
     with pytest.warns(UserWarning, match="test_queries.txt not found"):
-        generated = load_fashion200k(root, "test")
+        generated = load_fashion200k(root, "test", caption_cleanup=NORMALIZE)
     assert generated.meta["queries_generated"] and len(generated.triplets) == 5
     (root / DRESS.format(3)).unlink()
     (root / "test_queries.txt").write_text(
@@ -172,7 +175,7 @@ def test_test_queries_file_and_generated_queries(tmp_path):
         "one-field-only\n"
     )
     with pytest.warns(UserWarning, match="skipped records"):
-        ds = load_fashion200k(root, "test")
+        ds = load_fashion200k(root, "test", caption_cleanup=NORMALIZE)
     assert [(t.source, t.target, t.text) for t in ds.triplets] == [
         (DRESS.format(1), DRESS.format(2), "replace blue with red"),
         (PANTS.format(5), PANTS.format(6), "replace black with white"),

@@ -55,14 +55,15 @@ def val_root(fashioniq_annotations, tmp_path) -> Path:
 
 def test_val_counts_with_standin_images(val_root, recwarn):
     ds = load_fashioniq(val_root, "val")
-    # Nothing is missing: the only report is the release's three empty captions, once.
+    # Nothing is missing or skipped: the release's three annotations with one empty caption
+    # are kept (with the other caption) and counted apart, not reported as skipped.
     reports = [str(w.message) for w in recwarn if "skipped records" in str(w.message)]
-    assert reports == [f"FashionIQ val at {val_root}: skipped records: empty_caption=3"]
+    assert reports == [] and ds.meta["one_caption_empty"] == 3
     assert ds.meta["categories"] == ["dress", "shirt", "toptee"]
     for cat in ("dress", "shirt", "toptee"):
         assert sum(t.category == cat for t in ds.triplets) == COUNTS[cat, "val"][0]
         assert sum(it.category == cat for it in ds.items) == COUNTS[cat, "val"][1]
-    assert ds.skipped == {"empty_caption": 3}
+    assert ds.skipped == {}
     assert any(it.path.endswith(".png") for it in ds.items)
     assert all(os.path.isfile(it.path) for it in ds.items[:100])
 
@@ -141,9 +142,9 @@ def test_bad_entries_are_logged_with_entry_and_counted(tmp_path, caplog):
         "bad_entry": 3,
         "duplicate": 1,
         "no_caption": 1,
-        "empty_caption": 2,
         "not_in_split": 1,
     }
+    assert ds.meta["one_caption_empty"] == 1  # ("b", "c"): kept with "is blue", not skipped
     assert [it.id for it in ds.items] == ["a", "b", "c"]
     assert (
         ds.item_by_id()["b"].attributes == {"color": "red"}

@@ -8,6 +8,15 @@ Layout under ``root``::
 
 Training pairs follow TIRG: two images whose captions differ but become the same
 "parent" caption when one word is removed; the query text is ``replace X with Y``.
+TIRG draws a fresh sibling for every training sample (``SiblingIndex.draw``); the frozen
+``generate_pairs`` list gives one pair per source (the training examples' sources, and the
+test queries when ``test_queries.txt`` is absent).
+
+Caption clean-up (``caption_cleanup``): ``"tirg"`` (default) is TIRG's own
+(``datasets.py``: strip, then ``.`` ``?`` ``&`` ``*`` become ``dotmark`` ``questionmark``
+``andmark`` ``starmark``; case and every other character kept), so captions that differ
+only by punctuation stay different, as in the published protocol. ``"normalize"`` is the
+project's earlier rule (lowercase, punctuation dropped, spaces collapsed), which merges them.
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ import re
 import string
 import warnings
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 from fashion_retrieval.data._skips import SkipLog
@@ -28,9 +38,27 @@ _LABEL_RE = re.compile(r"^(?P<category>.+)_(?P<split>train|test)_detect_all\.txt
 _PUNCT = str.maketrans("", "", string.punctuation)
 
 
+_TIRG_MARKS = ((".", "dotmark"), ("?", "questionmark"), ("&", "andmark"), ("*", "starmark"))
+
+
 def clean_caption(caption: str) -> str:
-    """TIRG's caption clean-up: lowercase, strip, drop punctuation, collapse spaces."""
+    """The ``normalize`` clean-up: lowercase, strip, drop punctuation, collapse spaces."""
     return " ".join(caption.lower().translate(_PUNCT).split())
+
+
+def tirg_caption(caption: str) -> str:
+    """TIRG's caption clean-up: strip, then ``.`` ``?`` ``&`` ``*`` become words.
+
+    ``"red dress."`` -> ``"red dressdotmark"``: nothing else changes (case, commas, spaces
+    inside the caption), so two captions stay equal only when TIRG would find them equal.
+    """
+    caption = caption.strip()
+    for mark, word in _TIRG_MARKS:
+        caption = caption.replace(mark, word)
+    return caption
+
+
+CAPTION_CLEANUPS: dict[str, Callable[[str], str]] = {"tirg": tirg_caption, "normalize": clean_caption}
 
 
 def word_difference(source_caption: str, target_caption: str) -> tuple[str, str] | None:
@@ -47,6 +75,18 @@ def modification_text(source_caption: str, target_caption: str) -> str | None:
     """The query text ``replace X with Y`` for a caption pair (None if they share all words)."""
     diff = word_difference(source_caption, target_caption)
     return None if diff is None else f"replace {diff[0]} with {diff[1]}"
+
+
+def tirg_query_text(source_caption: str, target_caption: str) -> str:
+    """``replace X with Y`` as TIRG's ``get_different_word`` makes it, for any pair.
+
+    Same as ``modification_text`` when a differing word exists; otherwise TIRG's loops end
+    on the last word of each caption, so the text is ``replace <last> with <last>``.
+    """
+    diff = word_difference(source_caption, target_caption)
+    if diff is None:
+        diff = (source_caption.split()[-1], target_caption.split()[-1])
+    return f"replace {diff[0]} with {diff[1]}"
 
 
 def label_files(root: str | os.PathLike, split: str) -> dict[str, Path]:
@@ -67,9 +107,11 @@ def label_files(root: str | os.PathLike, split: str) -> dict[str, Path]:
 
 
 def _read_label_file(
-    path: Path, category: str, root: Path, log: SkipLog, seen: set[str]
+    path: Path, category: str, root: Path, log: SkipLog, seen: set[str],
+    clean: Callable[[str], str] = tirg_caption,
 ) -> list[Item]:
-    """Parse one label file into items; bad lines are logged with file:line and skipped."""
+    """Parse one label file into items (captions through ``clean``); bad lines are logged
+    with file:line and skipped."""
     items = []
     data = path.read_bytes()
     _check_utf8_family(path, data)
@@ -86,7 +128,7 @@ def _read_label_file(
         if len(fields) != 3:
             log.skip("bad_fields", where, f"expected 3 tab-separated fields, got {len(fields)}")
             continue
-        rel_path, score, caption = fields[0].strip(), fields[1].strip(), clean_caption(fields[2])
+        rel_path, score, caption = fields[0].strip(), fields[1].strip(), clean(fields[2])
         try:
             float(score)
         except ValueError:
@@ -163,25 +205,52 @@ def _pick_target_caption(
     return None
 
 
+class SiblingIndex:
+    """TIRG's caption index of a split: which images can be modified and into what.
+
+    Captions that become the same "parent" when one word is removed are siblings; a source
+    image's training target is an image with a sibling caption (``draw``). Picklable, so a
+    DataLoader worker can draw with it.
+    """
+
+    def __init__(self, items: list[Item]) -> None:
+        self.caption_of = {it.id: it.caption for it in items}
+        self.by_caption: dict[str, list[str]] = defaultdict(list)
+        for it in items:
+            self.by_caption[it.caption].append(it.id)
+        self.groups = _parent_groups(list(self.by_caption))
+        self.parents_of = {
+            c: sorted(p for p in _parents(c) if p in self.groups) for c in self.by_caption
+        }
+
+    def draw(self, source_id: str, rng: random.Random) -> tuple[str, str, str] | None:
+        """``(target id, "replace X with Y", target caption)`` for ``source_id``, drawn as
+        TIRG does (a random parent of its caption, a random other child with a differing
+        word, a random image with that caption); None when the source has no sibling."""
+        caption = self.caption_of.get(source_id)
+        if caption is None:
+            return None
+        target_caption = _pick_target_caption(caption, self.parents_of[caption], self.groups, rng)
+        if target_caption is None:
+            return None
+        target = rng.choice(self.by_caption[target_caption])
+        return target, modification_text(caption, target_caption), target_caption
+
+
 def generate_pairs(items: list[Item], seed: int = 0) -> list[Triplet]:
     """One (source, target) triplet per source image that has a parent-caption sibling.
 
     Deterministic: draws come from ``random.Random(seed)`` in item order (a parent caption,
     a sibling caption under it, then an image with that caption).
     """
-    by_caption: dict[str, list[str]] = defaultdict(list)
-    for it in items:
-        by_caption[it.caption].append(it.id)
-    groups = _parent_groups(list(by_caption))
-    parents_of = {c: sorted(p for p in _parents(c) if p in groups) for c in by_caption}
+    index = SiblingIndex(items)
     rng = random.Random(seed)
     triplets = []
     for it in items:
-        target_caption = _pick_target_caption(it.caption, parents_of[it.caption], groups, rng)
-        if target_caption is None:
+        drawn = index.draw(it.id, rng)
+        if drawn is None:
             continue
-        target = rng.choice(by_caption[target_caption])
-        text = modification_text(it.caption, target_caption)
+        target, text, target_caption = drawn
         triplets.append(
             Triplet(it.id, target, text, it.category, (it.caption, target_caption), target_caption)
         )
@@ -189,12 +258,15 @@ def generate_pairs(items: list[Item], seed: int = 0) -> list[Triplet]:
 
 
 def read_test_queries(
-    path: Path, items: list[Item], log: SkipLog, known: set[str]
+    path: Path, items: list[Item], log: SkipLog, known: set[str], *, keep_all: bool = False
 ) -> list[Triplet]:
-    """Triplets from ``test_queries.txt``; lines naming unknown images are counted and skipped.
+    """Triplets from ``test_queries.txt``, one per line, in file order; lines naming unknown
+    images are counted and skipped.
 
     ``known`` holds every path the label files listed, to tell a missing image file
-    (``query_missing_image``) from a path that is not in the split at all.
+    (``query_missing_image``) from a path that is not in the split at all. A pair whose
+    captions share every word is skipped (``no_word_difference``), or with ``keep_all``
+    (TIRG's protocol) kept with TIRG's text for it (``tirg_query_text``).
     """
     by_id = {it.id: it for it in items}
     triplets = []
@@ -219,7 +291,9 @@ def read_test_queries(
             log.skip(reason, where, f"image {unknown!r} is not in the loaded split")
             continue
         text = modification_text(src.caption, tgt.caption)
-        if text is None:
+        if text is None and keep_all:
+            text = tirg_query_text(src.caption, tgt.caption)
+        elif text is None:
             log.skip("no_word_difference", where, "source and target captions share every word")
             continue
         triplets.append(
@@ -235,18 +309,27 @@ def load_fashion200k(
     *,
     check_images: bool = True,
     seed: int = 0,
+    caption_cleanup: str = "tirg",
 ) -> RetrievalDataset:
     """Read a Fashion200k split into a ``RetrievalDataset`` (protocol ``fashion200k``).
 
     ``categories`` keeps only those label files (e.g. ``["pants"]``). Items are every
     listed image that exists on disk (``check_images=False`` skips the file checks);
-    triplets are TIRG's parent-caption pairs for ``train`` and the lines of
-    ``test_queries.txt`` for ``test`` (generated the training way, with a warning, when
-    the file is absent). Bad lines are logged with file and line, skipped and counted in
-    ``dataset.skipped``.
+    captions go through ``caption_cleanup`` (``CAPTION_CLEANUPS``: ``"tirg"``, the
+    published protocol, or ``"normalize"``). Triplets are TIRG's parent-caption pairs for
+    ``train`` and the lines of ``test_queries.txt`` for ``test`` (generated the training
+    way, with a warning, when the file is absent); with ``"tirg"`` every line naming two
+    loaded images is a query, as in TIRG. Bad lines are logged with file and line, skipped
+    and counted in ``dataset.skipped``; ``meta`` records the clean-up, the number of query
+    lines read (``query_lines``) and of queries kept without a differing word.
     """
     if split not in SPLITS:
         raise ValueError(f"Fashion200k split must be one of {SPLITS}, got {split!r}")
+    if caption_cleanup not in CAPTION_CLEANUPS:
+        raise ValueError(
+            f"unknown Fashion200k caption_cleanup {caption_cleanup!r}; valid: {', '.join(CAPTION_CLEANUPS)}"
+        )
+    clean = CAPTION_CLEANUPS[caption_cleanup]
     root = Path(root)
     files = label_files(root, split)
     if categories is not None:
@@ -259,14 +342,22 @@ def load_fashion200k(
     log = SkipLog(f"Fashion200k {split} at {root}")
     seen: set[str] = set()
     items = [
-        it for cat, path in files.items() for it in _read_label_file(path, cat, root, log, seen)
+        it
+        for cat, path in files.items()
+        for it in _read_label_file(path, cat, root, log, seen, clean)
     ]
     if check_images:
         items = _drop_missing(items, log)
     queries_file = root / "test_queries.txt"
-    meta = {"categories": sorted(files), "seed": seed, "queries_generated": False}
+    meta: dict = {"categories": sorted(files), "seed": seed, "queries_generated": False,
+                  "caption_cleanup": caption_cleanup}
     if split == "test" and queries_file.is_file():
-        triplets = read_test_queries(queries_file, items, log, seen)
+        keep_all = caption_cleanup == "tirg"
+        triplets = read_test_queries(queries_file, items, log, seen, keep_all=keep_all)
+        meta["query_lines"] = sum(1 for raw in queries_file.read_bytes().splitlines() if raw.strip())
+        meta["queries_without_word_difference"] = sum(
+            1 for t in triplets if word_difference(*t.captions) is None
+        )
     else:
         if split == "test":
             warnings.warn(

@@ -120,7 +120,11 @@ def _read_gallery(path: Path, log: SkipLog) -> list[str]:
 def _parse_annotation(
     entry: Any, where: str, test: bool, log: SkipLog
 ) -> tuple[str, str | None, list[str]] | None:
-    """``(candidate, target, non-empty captions)`` of one annotation, or None (logged)."""
+    """``(candidate, target, non-empty captions)`` of one annotation, or None (logged).
+
+    An annotation with an empty caption beside a usable one is kept with the usable one: it
+    is not skipped, only noted (``log.notes["one_caption_empty"]``).
+    """
     if not isinstance(entry, dict):
         log.skip("bad_entry", where, f"expected an object, got {type(entry).__name__}")
         return None
@@ -141,11 +145,12 @@ def _parse_annotation(
         log.skip("bad_entry", where, "captions must be a list of strings")
         return None
     kept = [c.strip() for c in captions if c.strip()]
-    if len(kept) < len(captions):
-        log.skip("empty_caption", where, f"{len(captions) - len(kept)} empty caption(s) dropped")
     if not kept:
         log.skip("no_caption", where, "no non-empty caption left")
         return None
+    if len(kept) < len(captions):
+        log.note("one_caption_empty", where,
+                 f"{len(captions) - len(kept)} empty caption(s); the other caption is used")
     return candidate, target, kept
 
 
@@ -242,7 +247,8 @@ def load_fashioniq(
     gives one item per category). ``caption_mode="join"`` makes one query "c1 and c2" per
     annotation, ``"separate"`` one query per caption. The test split has no targets.
     Missing images (``check_images=False`` skips the check) and bad entries are skipped,
-    counted in ``dataset.skipped`` and reported in one warning.
+    counted in ``dataset.skipped`` and reported in one warning. An annotation with one empty
+    caption is kept with the other and counted apart, in ``meta["one_caption_empty"]``.
     """
     if split not in SPLITS:
         raise ValueError(f"FashionIQ split must be one of {SPLITS}, got {split!r}")
@@ -274,6 +280,7 @@ def load_fashioniq(
         "categories": list(categories),
         "caption_mode": caption_mode,
         "missing_images": len(ctx.missing),
+        "one_caption_empty": ctx.log.notes["one_caption_empty"],
     }
     return RetrievalDataset(
         name="fashioniq",

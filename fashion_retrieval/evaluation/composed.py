@@ -1,8 +1,11 @@
 """Composed-query protocols: Fashion200k, FashionIQ and the synthetic catalogue.
 
 - ``fashion200k``: gallery = every item of the split; a retrieved item is a hit when its
-  caption equals the triplet's target caption; the source image is excluded from its own
-  ranking; R@1/5/10/50/100 (plus a per-category breakdown of the same ranking).
+  caption equals the triplet's target caption exactly (captions as the loader cleaned them:
+  TIRG's clean-up by default); the source image is excluded from its own ranking;
+  R@1/5/10/50/100 (plus a per-category breakdown of the same ranking). ``queries`` is the
+  number ranked; ``query_lines`` the lines of ``test_queries.txt`` (TIRG: 33,480 over
+  29,789 test images, every one a query) and ``caption_cleanup`` the rule used.
 - ``fashioniq``: one gallery per category; a hit is the target item itself; R@10, R@50
   per category, and their means over categories plus ``avg`` = (R@10 + R@50) / 2.
 - ``synthetic``: one gallery per category like FashionIQ, but hits by caption equality (all
@@ -123,8 +126,13 @@ def _whole_gallery(
 def fashion200k_protocol(
     source: EmbeddingSource, dataset: RetrievalDataset, *, chunk: int = 1024
 ) -> dict[str, Any]:
-    """Fashion200k: whole-split gallery, caption-equality hits, source excluded."""
-    return _whole_gallery(source, dataset, FASHION200K_KS, chunk)
+    """Fashion200k: whole-split gallery, caption-equality hits, source excluded; the loader's
+    ``caption_cleanup``, ``query_lines`` and ``queries_without_word_difference`` are reported
+    beside ``queries`` (how many were ranked)."""
+    result = _whole_gallery(source, dataset, FASHION200K_KS, chunk)
+    keys = ("caption_cleanup", "query_lines", "queries_without_word_difference")
+    result.update({k: dataset.meta[k] for k in keys if k in dataset.meta})
+    return result
 
 
 def _per_category(

@@ -19,6 +19,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "lr_schedule": ("step", "cosine", "constant"),
     "mixed_precision": ("no", "fp16", "bf16"),
     "preset": ("easy", "hard"),
+    "train_caption_mode": ("join", "random"),
 }
 
 
@@ -42,7 +43,14 @@ class TrainConfig:
     data_seed: int | None = None  # the synthetic catalogue's seed; None: the same as ``seed``
     streaming: bool = False
     num_workers: int = 0
-    dataset_options: dict[str, Any] = field(default_factory=dict)
+    dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"caption_cleanup": "normalize"} (Fashion200k)
+    # Per-sample training draws (training/data.py SampleDraw). Fashion200k: a fresh sibling
+    # target and "replace X with Y" text at every sample, as TIRG (false: one frozen pair per
+    # source). FashionIQ: "join" ("c1 and c2") or CLIP4Cir's "random" (c1 and c2 / c2 and c1 /
+    # c1 / c2); evaluation always uses "c1 and c2".
+    resample_pairs: bool = True
+    train_caption_mode: str = "join"
+    train_augment: bool = True  # random resized crop + flip on the image path; false: resize + centre crop
     # Extra examples from the catalogue's attributes (items that carry attributes only):
     # composed pairs of products differing in 1-2 attributes, and per-item partial
     # descriptions for the crossmodal task ("red dress"). 0: none.
@@ -121,6 +129,8 @@ class TrainConfig:
             raise ValueError("num_workers and warmup_steps must be >= 0")
         if self.generated_pairs < 0 or self.generated_descriptions < 0:
             raise ValueError("generated_pairs and generated_descriptions must be >= 0")
+        if self.train_caption_mode != "join" and self.dataset == "fashion200k":
+            raise ValueError("train_caption_mode 'random' is for FashionIQ's two captions; Fashion200k texts are 'replace X with Y'")
 
     # ----------------------------------------------------------------- round trip
     def to_dict(self) -> dict[str, Any]:

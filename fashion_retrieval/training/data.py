@@ -4,12 +4,20 @@ The batch order depends only on (seed, micro-step, rank, world size): each epoch
 permutation drawn from ``seed + epoch`` and micro-step ``k`` of rank ``r`` takes the
 ``r``-th slice of the ``k``-th global batch. Resuming at step ``k`` is therefore exact
 (no batches to replay), and the ranks always see disjoint examples.
+
+Per-sample draws (``SampleDraw``): an example can be redrawn every time it is sampled, from
+an RNG seeded by (seed, micro-step, example index) alone, so a resumed or multi-process run
+draws exactly what an uninterrupted one would. Fashion200k draws a fresh sibling target and
+"replace X with Y" text, as TIRG does (``Fashion200kSiblings``); FashionIQ can randomise its
+two captions as CLIP4Cir does (``train_caption_mode: random``, ``RandomCaptions``).
 """
 
 from __future__ import annotations
 
+import logging
+import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -30,6 +38,7 @@ class Example:
     text: str | None
     target: str
     label: int
+    captions: tuple[str, ...] = ()  # the annotation's own captions (FashionIQ), for per-sample texts
 
 
 EXAMPLE_BUILDERS: Registry[Callable[[RetrievalDataset], list[Example]]] = Registry("task")
@@ -40,7 +49,7 @@ def composed_examples(dataset: RetrievalDataset) -> list[Example]:
     """(source, text, target) triplets with a known target; label = the target's row."""
     rows = {it.id: i for i, it in enumerate(dataset.items)}
     return [
-        Example(t.source, t.text, t.target, rows[t.target])
+        Example(t.source, t.text, t.target, rows[t.target], tuple(t.captions))
         for t in dataset.triplets
         if t.target is not None and t.target in rows and t.source in rows
     ]
@@ -108,6 +117,116 @@ def build_examples(dataset: RetrievalDataset, task: str) -> list[Example]:
     return examples
 
 
+# ----------------------------------------------------------------- per-sample draws
+TRAIN_CAPTION_MODES = ("join", "random")
+_CLIP4CIR_STRIP = ".?, "  # the characters CLIP4Cir strips from both ends of a caption
+
+
+def join_captions(captions: tuple[str, ...]) -> str:
+    """The ``join`` training text: "c1 and c2" (what evaluation uses too)."""
+    return " and ".join(captions)
+
+
+def random_caption(captions: tuple[str, ...], rng: random.Random) -> str:
+    """CLIP4Cir's randomised FashionIQ training text (``generate_randomized_fiq_caption``).
+
+    With probability 1/4 each: "C1 and c2", "C2 and c1", "C1", "C2", every caption stripped
+    of ".?, " at both ends and the first one passed through ``str.capitalize`` (first letter
+    upper case, the rest lower case, as CLIP4Cir does). One caption is used alone.
+    """
+    caps = [c.strip(_CLIP4CIR_STRIP) for c in captions]
+    if len(caps) == 1:
+        return caps[0].capitalize()
+    first, second = caps[0], caps[1]
+    form = rng.randrange(4)
+    if form == 0:
+        return f"{first.capitalize()} and {second}"
+    if form == 1:
+        return f"{second.capitalize()} and {first}"
+    return (first if form == 2 else second).capitalize()
+
+
+class RandomCaptions:
+    """A ``SampleDraw`` rule: each sample of a FashionIQ example gets ``random_caption``."""
+
+    def __call__(self, example: Example, rng: random.Random) -> Example:
+        """The example with a freshly drawn text (unchanged when it has no captions)."""
+        if not example.captions:
+            return example
+        return replace(example, text=random_caption(example.captions, rng))
+
+
+class Fashion200kSiblings:
+    """A ``SampleDraw`` rule: each sample of a Fashion200k source gets a fresh sibling target.
+
+    As TIRG's ``caption_index_sample_``: a random parent caption of the source, a random other
+    caption under it, a random image with that caption, and the pair's "replace X with Y".
+    Examples whose source has no sibling (attribute pairs, say) are returned unchanged.
+    """
+
+    def __init__(self, dataset: RetrievalDataset) -> None:
+        from fashion_retrieval.data.fashion200k import SiblingIndex
+
+        self.index = SiblingIndex(dataset.items)
+        self.rows = {it.id: i for i, it in enumerate(dataset.items)}
+
+    def __call__(self, example: Example, rng: random.Random) -> Example:
+        """The example with a new target, text and label (the target's row)."""
+        drawn = self.index.draw(example.source, rng) if example.source is not None else None
+        if drawn is None:
+            return example
+        target, text, target_caption = drawn
+        captions = (self.index.caption_of[example.source], target_caption)
+        return Example(example.source, text, target, self.rows[target], captions)
+
+
+@dataclass
+class SampleDraw:
+    """Redraws an example each time it is sampled, deterministically.
+
+    ``rule(example, rng)`` gets an RNG seeded by (``seed``, micro-step, example index) only:
+    the draw does not depend on the process, the worker or what was drawn before.
+    """
+
+    rule: Callable[[Example, random.Random], Example]
+    seed: int
+
+    def __call__(self, example: Example, step: int, index: int) -> Example:
+        """The example as drawn for micro-step ``step`` at example index ``index``."""
+        return self.rule(example, random.Random(f"{self.seed}/{step}/{index}"))
+
+
+def build_sample_draw(dataset: RetrievalDataset, config: Any) -> SampleDraw | None:
+    """The per-sample draw the config asks for on ``dataset`` (None: examples stay fixed).
+
+    Fashion200k, task ``composed``, ``resample_pairs``: a fresh sibling per sample.
+    ``train_caption_mode: random`` (FashionIQ layout, task ``composed``): CLIP4Cir's
+    randomised captions. The streaming path keeps the fixed triplets (logged).
+    """
+    mode = getattr(config, "train_caption_mode", "join")
+    if mode not in TRAIN_CAPTION_MODES:
+        raise ValueError(f"train_caption_mode={mode!r} is not valid; choose one of {', '.join(TRAIN_CAPTION_MODES)}")
+    rule: Callable[[Example, random.Random], Example] | None = None
+    if config.task == "composed" and dataset.name == "fashion200k":
+        if mode != "join":
+            raise ValueError("train_caption_mode 'random' needs two captions per triplet (FashionIQ or synthetic), "
+                             "not Fashion200k's 'replace X with Y'")
+        if getattr(config, "resample_pairs", True):
+            rule = Fashion200kSiblings(dataset)
+    elif mode == "random":
+        if config.task != "composed":
+            raise ValueError(f"train_caption_mode 'random' applies to task 'composed', not {config.task!r}")
+        rule = RandomCaptions()
+    if rule is None:
+        return None
+    if getattr(config, "streaming", False):
+        logging.getLogger(__name__).warning(
+            "streaming: per-sample draws (%s) are not applied; the fixed triplets are used", type(rule).__name__
+        )
+        return None
+    return SampleDraw(rule, config.seed)
+
+
 class StepBatchSampler:
     """Yields ``(micro_step, indices)`` from ``start_step`` on, forever, deterministically."""
 
@@ -146,15 +265,28 @@ class StepBatchSampler:
             step += 1
 
 
+def draw_examples(
+    examples: list[Example], draw: SampleDraw | None, step: int, indices: list[int]
+) -> list[Example]:
+    """The examples of one micro-batch, redrawn per sample when there is a ``draw``."""
+    if draw is None:
+        return [examples[i] for i in indices]
+    return [draw(examples[i], step, i) for i in indices]
+
+
 class FeatureBatches:
     """Turns example indices into a dict batch of cached backbone features (no decoding)."""
 
-    def __init__(self, examples: list[Example], item_rows: dict[str, int], features: torch.Tensor) -> None:
+    def __init__(
+        self, examples: list[Example], item_rows: dict[str, int], features: torch.Tensor,
+        draw: SampleDraw | None = None,
+    ) -> None:
         self.examples, self.rows, self.features = examples, item_rows, features  # features (N, Dimg)
+        self.draw = draw
 
     def __call__(self, step: int, indices: list[int]) -> dict[str, Any]:
         """The batch for ``indices``: ``source_features``/``target_features`` (B, Dimg), ``text``, ``label``."""
-        ex = [self.examples[i] for i in indices]
+        ex = draw_examples(self.examples, self.draw, step, indices)
         batch = _common(ex, step, indices)
         if ex[0].source is not None:
             batch["source_features"] = self.features[[self.rows[e.source] for e in ex]]  # (B, Dimg)
@@ -169,8 +301,12 @@ class ImageBatches(torch.utils.data.Dataset):
     sees exactly the pixels an uninterrupted one would, whichever worker decodes the batch.
     """
 
-    def __init__(self, examples: list[Example], item_paths: dict[str, str], transform: Callable, seed: int) -> None:
+    def __init__(
+        self, examples: list[Example], item_paths: dict[str, str], transform: Callable, seed: int,
+        draw: SampleDraw | None = None,
+    ) -> None:
         self.examples, self.paths, self.transform, self.seed = examples, item_paths, transform, seed
+        self.draw = draw
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -182,7 +318,7 @@ class ImageBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, list[int]]) -> dict[str, Any]:
         step, indices = key
-        ex = [self.examples[i] for i in indices]
+        ex = draw_examples(self.examples, self.draw, step, indices)
         batch = _common(ex, step, indices)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 1_000_003 + step * 7919 + indices[0])

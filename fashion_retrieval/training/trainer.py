@@ -24,6 +24,7 @@ from fashion_retrieval.training.data import (
     ImageBatches,
     StepBatchSampler,
     build_examples,
+    build_sample_draw,
     generated_examples,
 )
 from fashion_retrieval.training.objectives import TrainingModule
@@ -58,6 +59,7 @@ class Run:
     train_features: torch.Tensor | None = None  # (N_train_items, Dimg) when cached
     eval_features: torch.Tensor | None = None  # (N_eval_items, Dimg) when cached
     metrics: MetricsLog | None = None
+    draw: Any = None  # a SampleDraw: examples redrawn per sample (Fashion200k siblings, random captions)
     last_eval: dict[str, Any] = field(default_factory=dict)
 
 
@@ -155,6 +157,7 @@ def setup_run(config: TrainConfig, accelerator: Any) -> Run:
     backbone = None if config.freeze_image_encoder else model.image_encoder
     optimizer, scheduler = build_optimizer(module, backbone, config)
     run = Run(config, accelerator, model, module, optimizer, scheduler, examples, train_set, eval_set)
+    run.draw = build_sample_draw(train_set, config)
     if uses_cached_features(config):
         with accelerator.main_process_first():  # the main process fills the cache, the others read it
             if config.freeze_text_encoder:
@@ -185,12 +188,13 @@ def batches(run: Run, start_micro_step: int) -> Iterator[dict[str, Any]]:
         yield from stream_batches(run, start_micro_step)
         return
     if run.train_features is not None:
-        make = FeatureBatches(run.examples, {it.id: i for i, it in enumerate(run.train_set.items)}, run.train_features)
+        make = FeatureBatches(run.examples, {it.id: i for i, it in enumerate(run.train_set.items)}, run.train_features, run.draw)
         for step, indices in sampler:
             yield make(step, indices)
         return
     dataset = ImageBatches(
-        run.examples, {it.id: it.path for it in run.train_set.items}, run.model.transform(train=True), cfg.seed
+        run.examples, {it.id: it.path for it in run.train_set.items}, run.model.transform(train=cfg.train_augment),
+        cfg.seed, run.draw,
     )
     loader = torch.utils.data.DataLoader(
         dataset, sampler=sampler, batch_size=None, num_workers=cfg.num_workers,
