@@ -7,7 +7,7 @@ import torch
 
 from fashion_retrieval.models.compositors import COMPOSITORS, build_compositor
 
-NAMES = ["image_only", "text_only", "concat", "tirg", "combiner", "complex_rotation"]
+NAMES = ["image_only", "text_only", "elementwise_sum", "concat", "tirg", "combiner", "complex_rotation"]
 
 
 def test_all_expected_names_registered():

@@ -81,7 +81,7 @@ def test_shipped_configs_load(path: Path) -> None:
 def test_shipped_config_set_is_complete() -> None:
     names = {p.stem for p in CONFIG_DIR.glob("*.yaml")}
     for needed in ("tirg", "concat", "image_only", "text_only", "combiner", "complex_rotation",
-                   "tirg_fashion200k", "tirg_fashioniq", "clip4cir_combiner_fashioniq",
+                   "tirg_fashion200k", "tirg_fashioniq", "clip4cir_stage1_fashioniq", "clip4cir_stage2_fashioniq",
                    "image_to_image_synthetic"):
         assert needed in names
     assert any(n.startswith("crossmodal_") for n in names)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MODEL_TYPE = "fashion_retrieval"
+PROJECTIONS = ("linear", "none")  # between the encoders and the compositor
 
 
 @dataclass
@@ -24,6 +25,14 @@ class ModelConfig:
     ``colour_features`` names a weight-free colour descriptor (``models.colour``) appended
     to the backbone's pooled features; ``image_size`` overrides the backbone's input
     resolution (None: the encoder's own).
+    ``projection``: ``"linear"`` puts a learned linear map from each encoder's features to
+    ``embed_dim`` (TIRG); ``"none"`` uses the encoders' outputs as they are (CLIP4Cir: the
+    aligned CLIP spaces feed the compositor directly, and ``embed_dim`` becomes their common
+    width). ``learn_scale=False`` makes ``model.scale`` a fixed buffer, not a parameter.
+    ``preprocess`` (``"resize_crop"`` or ``"targetpad"``) and ``target_ratio`` choose the
+    image preprocessing (``data.transforms.ImageTransform``). ``encoders_eval_mode`` keeps
+    trainable encoders in eval mode while training (BatchNorm statistics and dropout fixed),
+    as CLIP4Cir fine-tunes CLIP.
     """
 
     image_encoder: str = "efficientnet_lite0"
@@ -41,6 +50,10 @@ class ModelConfig:
     modality_dropout: float = 0.0
     colour_features: str = "none"
     image_size: int | None = None
+    projection: str = "linear"
+    preprocess: str = "resize_crop"
+    target_ratio: float = 1.25
+    encoders_eval_mode: bool = False
     model_type: str = MODEL_TYPE
 
     def __post_init__(self) -> None:
@@ -50,6 +63,12 @@ class ModelConfig:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         if self.image_size is not None and self.image_size < 16:
             raise ValueError(f"image_size must be at least 16 pixels, got {self.image_size}")
+        if self.projection not in PROJECTIONS:
+            raise ValueError(f"projection must be one of {', '.join(PROJECTIONS)}, got {self.projection!r}")
+        if self.preprocess not in ("resize_crop", "targetpad"):
+            raise ValueError(f"preprocess must be 'resize_crop' or 'targetpad', got {self.preprocess!r}")
+        if not self.target_ratio >= 1.0:
+            raise ValueError(f"target_ratio must be >= 1 (long side / short side), got {self.target_ratio}")
         if self.model_type != MODEL_TYPE:
             raise ValueError(f"model_type must be {MODEL_TYPE!r}, got {self.model_type!r}")
 
@@ -75,8 +94,9 @@ class ModelConfig:
         values = dict(data)
         if "normalize_scale" in values:
             values["normalize_scale"] = float(values["normalize_scale"])
-        if "modality_dropout" in values:
-            values["modality_dropout"] = float(values["modality_dropout"])
+        for key in ("modality_dropout", "target_ratio"):
+            if key in values:
+                values[key] = float(values[key])
         return cls(**values)
 
 

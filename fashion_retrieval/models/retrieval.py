@@ -57,13 +57,22 @@ class RetrievalModel(
         )
         if hasattr(self.text_encoder, "vocab"):
             config.vocab = list(self.text_encoder.vocab.words)
-        self.image_proj = nn.Linear(self.feature_dim, dim)
-        self.text_proj = nn.Linear(self.text_encoder.output_dim, dim)
+        if config.projection == "none":
+            dim = config.embed_dim = self._shared_width(config)
+            self.image_proj, self.text_proj = nn.Identity(), nn.Identity()
+        else:
+            self.image_proj = nn.Linear(self.feature_dim, dim)
+            self.text_proj = nn.Linear(self.text_encoder.output_dim, dim)
         self.compositor = build_compositor(config.compositor, dim, **config.compositor_kwargs)
         self.null_image = nn.Parameter(0.02 * torch.randn(dim))  # (D,)
         self.null_text = nn.Parameter(0.02 * torch.randn(dim))  # (D,)
-        # TIRG's learnable normalisation scale: losses use  scale * cos(query, target).
-        self.scale = nn.Parameter(torch.tensor(float(config.normalize_scale)), requires_grad=config.learn_scale)
+        # Losses use  scale * cos(query, target): TIRG learns it; CLIP4Cir fixes it at 100
+        # (a buffer then, so no optimiser can move it).
+        scale = torch.tensor(float(config.normalize_scale))
+        if config.learn_scale:
+            self.scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("scale", scale)
         self.image_encoder.requires_grad_(not config.freeze_image_encoder)
         self.text_encoder.requires_grad_(not config.freeze_text_encoder)
         self.config = config
@@ -76,17 +85,29 @@ class RetrievalModel(
         """Width of :meth:`image_features`: the backbone's pooled features plus the colour descriptor."""
         return self.image_encoder.output_dim + self.colour.output_dim
 
+    def _shared_width(self, config: ModelConfig) -> int:
+        """The common width of image features and text features (``projection="none"``)."""
+        if self.feature_dim != self.text_encoder.output_dim:
+            raise ValueError(
+                f"projection 'none' needs image and text features of one width, but "
+                f"{config.image_encoder} (colour features {config.colour_features!r}) gives "
+                f"{self.feature_dim} and {config.text_encoder} gives {self.text_encoder.output_dim}; "
+                "use the two towers of one CLIP model without colour features, or projection 'linear'"
+            )
+        return self.feature_dim
+
     @property
     def device(self) -> torch.device:
         """The device of the trainable heads."""
-        return self.image_proj.weight.device
+        return self.null_image.device
 
     def train(self, mode: bool = True) -> RetrievalModel:
-        """Like ``nn.Module.train``, but frozen encoders stay in eval mode (BatchNorm statistics)."""
+        """Like ``nn.Module.train``, but frozen encoders stay in eval mode (BatchNorm statistics),
+        and so do all encoders with ``encoders_eval_mode``."""
         super().train(mode)
-        if self.config.freeze_image_encoder:
+        if self.config.freeze_image_encoder or self.config.encoders_eval_mode:
             self.image_encoder.eval()
-        if self.config.freeze_text_encoder:
+        if self.config.freeze_text_encoder or self.config.encoders_eval_mode:
             self.text_encoder.eval()
         return self
 
@@ -95,7 +116,33 @@ class RetrievalModel(
         from ..data.transforms import ImageTransform
 
         p = self.image_encoder.preprocess
-        return ImageTransform(p.size, p.mean, p.std, train=train)
+        return ImageTransform(
+            p.size, p.mean, p.std, train=train, mode=self.config.preprocess, target_ratio=self.config.target_ratio
+        )
+
+    def load_encoders(self, source: str | Path) -> None:
+        """Copy the image and text encoder weights of checkpoint ``source`` into this model.
+
+        ``source``: a checkpoint folder (or a run folder holding ``final/``) or a Hub repo id,
+        e.g. a CLIP4Cir stage-1 run whose fine-tuned CLIP a stage-2 combiner trains on. The
+        checkpoint's encoders must be the same architectures as this model's; the rest of it
+        (projections, compositor) is ignored.
+        """
+        path = Path(source)
+        if path.is_dir() and not (path / "config.json").is_file() and (path / "final" / "config.json").is_file():
+            path = path / "final"
+        if not path.exists() and (os.path.isabs(str(source)) or str(source).startswith(".")):
+            raise FileNotFoundError(f"init_from {source}: no such checkpoint folder")
+        src = type(self).from_pretrained(str(path) if path.exists() else str(source))
+        for part in ("image_encoder", "text_encoder"):
+            mine, theirs = getattr(self.config, part), getattr(src.config, part)
+            if mine != theirs:
+                raise ValueError(f"init_from {source}: its {part} is {theirs!r}, but this model's is {mine!r}")
+            try:
+                getattr(self, part).load_state_dict(getattr(src, part).state_dict(), strict=True)
+            except RuntimeError as e:
+                raise ValueError(f"init_from {source}: its {part} weights do not fit this model ({e})") from e
+        self.__dict__.pop("_text_memo", None)  # features of the old text encoder
 
     # ------------------------------------------------------------------ features
 

@@ -15,7 +15,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "dataset": ("synthetic", "fashioniq", "fashion200k"),
     "task": ("composed", "crossmodal", "image_to_image"),
     "loss": ("batch_classification", "soft_triplet", "symmetric_infonce", "cmpm", "correlational"),
-    "optimizer": ("sgd", "adamw"),
+    "optimizer": ("sgd", "adam", "adamw"),
+    "projection": ("linear", "none"),
+    "preprocess": ("resize_crop", "targetpad"),
     "lr_schedule": ("step", "cosine", "constant"),
     "mixed_precision": ("no", "fp16", "bf16"),
     "preset": ("easy", "hard"),
@@ -69,6 +71,16 @@ class TrainConfig:
     freeze_image_encoder: bool = True
     freeze_text_encoder: bool = False  # a frozen text encoder's features are computed once per text
     cache_features: bool = True
+    # CLIP4Cir: raw CLIP features into the compositor (projection "none"), a fixed logit
+    # scale (learn_scale false, 1 / temperature), targetpad preprocessing, CLIP kept in eval
+    # mode while it is fine-tuned, and stage 2 starting from stage 1's encoders (init_from:
+    # a checkpoint folder, a run folder or a Hub repo id; only its encoders are used).
+    projection: str = "linear"
+    learn_scale: bool = True
+    preprocess: str = "resize_crop"
+    target_ratio: float = 1.25
+    encoders_eval_mode: bool = False
+    init_from: str | None = None
     feature_cache_dir: str | None = None
     # Objective
     task: str = "composed"
@@ -80,6 +92,7 @@ class TrainConfig:
     lr: float = 0.01
     backbone_lr_scale: float = 0.1
     momentum: float = 0.9
+    adam_eps: float = 1e-8  # adam and adamw; betas are torch's (0.9, 0.999)
     weight_decay: float = 1e-6
     lr_schedule: str = "step"
     lr_decay_steps: int = 50000
@@ -125,6 +138,8 @@ class TrainConfig:
         for key in ("lr", "temperature", "lr_decay_gamma"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
+        if self.target_ratio < 1.0 or self.adam_eps <= 0:
+            raise ValueError(f"target_ratio must be >= 1 and adam_eps > 0, got {self.target_ratio} and {self.adam_eps}")
         if self.num_workers < 0 or self.warmup_steps < 0:
             raise ValueError("num_workers and warmup_steps must be >= 0")
         if self.generated_pairs < 0 or self.generated_descriptions < 0:

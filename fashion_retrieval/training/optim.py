@@ -2,7 +2,8 @@
 
 TIRG and the LSTM/concat baselines: SGD with momentum and step decay, the pretrained
 backbone at a fraction of the learning rate. CLIP/transformer models: AdamW with warm-up
-and cosine decay.
+and cosine decay. CLIP4Cir: AdamW (eps 1e-7) to fine-tune CLIP in stage 1, then Adam at a
+constant learning rate for the combiner in stage 2.
 """
 
 from __future__ import annotations
@@ -25,9 +26,15 @@ def _sgd(groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
+@OPTIMIZERS.register("adam")
+def _adam(groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
+    # Adam's weight decay is an L2 term in the gradient (torch.optim.Adam), not AdamW's.
+    return torch.optim.Adam(groups, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
+
+
 @OPTIMIZERS.register("adamw")
 def _adamw(groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(groups, lr=config.lr, eps=config.adam_eps, weight_decay=config.weight_decay)
 
 
 def _warmup(config: TrainConfig, step: int) -> float:
@@ -52,6 +59,7 @@ def _cosine(config: TrainConfig) -> Callable[[int], float]:
 
 @SCHEDULES.register("constant")
 def _constant(config: TrainConfig) -> Callable[[int], float]:
+    """The learning rate as configured at every step (after the optional warm-up)."""
     return lambda s: _warmup(config, s)
 
 

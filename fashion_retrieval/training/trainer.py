@@ -113,13 +113,23 @@ def build_model(config: TrainConfig, texts: list[str]) -> Any:
         embed_dim=config.embed_dim,
         colour_features=config.colour_features,
         image_size=config.image_size,
-        pretrained=config.pretrained,
+        # Encoders that init_from replaces are not downloaded first.
+        pretrained=config.pretrained and not config.init_from,
         freeze_image_encoder=config.freeze_image_encoder,
         freeze_text_encoder=config.freeze_text_encoder,
         normalize_scale=1.0 / config.temperature,
+        learn_scale=config.learn_scale,
         modality_dropout=config.modality_dropout,
+        projection=config.projection,
+        preprocess=config.preprocess,
+        target_ratio=config.target_ratio,
+        encoders_eval_mode=config.encoders_eval_mode,
     )
-    return RetrievalModel(model_config, texts=texts)
+    model = RetrievalModel(model_config, texts=texts)
+    if config.init_from:  # e.g. CLIP4Cir stage 2 on the CLIP fine-tuned in stage 1
+        model.load_encoders(config.init_from)
+        model.config.pretrained = config.pretrained
+    return model
 
 
 def uses_cached_features(config: TrainConfig) -> bool:
