@@ -4,7 +4,7 @@
 
 Every step runs in its own Python process (so its peak memory is its own); the parent
 collects the rows into one JSON and writes the README table from it (benchmarks/report.py).
-Steps: embedding, latency, ann, evaluation, training, startup. ``--tiny`` runs every step
+Steps: embedding, latency, ann, evaluation, training, startup, realscale. ``--tiny`` runs every step
 at toy sizes (seconds each) to check that the steps work; its figures mean nothing, so it
 never writes the README.
 """
@@ -47,6 +47,7 @@ STEP_MODULES = (
     "benchmarks.bench_eval",
     "benchmarks.bench_training",
     "benchmarks.bench_startup",
+    "benchmarks.bench_realscale",
 )
 # Seconds a step may take before it is stopped and reported as a timeout.
 STEP_TIMEOUT = {True: 240, False: 1200}
