@@ -240,8 +240,11 @@ def test_stage2_run_reads_both_sides_from_caches(tiny_clip: str, tmp_path: Path)
     """A real (tiny) stage-2 run: encoders from a stage-1 checkpoint, image and text features cached."""
     from test_training import make_tiny_fashioniq
 
+    from fashion_retrieval.data.fashioniq import load_fashioniq
     from fashion_retrieval.hub import load_model, save_checkpoint
     from fashion_retrieval.training import train
+    from fashion_retrieval.training.data import build_examples
+    from fashion_retrieval.training.trainer import frozen_text_inputs
 
     root = make_tiny_fashioniq(tmp_path / "fiq")
     torch.manual_seed(3)
@@ -252,9 +255,23 @@ def test_stage2_run_reads_both_sides_from_caches(tiny_clip: str, tmp_path: Path)
                    init_from=str(tmp_path / "stage1"), max_steps=3, batch_size=8, eval_every=100,
                    save_every=100, log_every=1, num_workers=0, eval_batch_size=16,
                    output_dir=str(out), feature_cache_dir=str(tmp_path / "features"))
+    assert config.train_caption_mode == "random"
     final = train(config)
     cached = sorted(p.name for p in (tmp_path / "features").iterdir())
-    assert any(n.startswith("text-") for n in cached) and any(n.startswith("open_clip_") for n in cached)
+    assert any(n.startswith("open_clip_") for n in cached)  # image features
+    (text_cache,) = [tmp_path / "features" / n for n in cached if n.startswith("text-")]
+    from safetensors import safe_open
+
+    with safe_open(str(text_cache), framework="pt") as f:
+        rows = f.get_tensor("features").shape[0]
+    # Every text training or evaluation gives the frozen encoder was encoded once, up front:
+    # per triplet "C1 and c2", "C2 and c1", "C1", "C2" (CLIP4Cir's random captions), plus
+    # the joined eval texts.
+    train_set = load_fashioniq(root, "train")
+    expected = frozen_text_inputs(build_examples(train_set, "composed"), load_fashioniq(root, "val"), config)
+    assert rows == len(expected)
+    assert {"Make it green and same shape", "Same shape and make it green", "Make it green", "Same shape",
+            "make it green and same shape"} <= set(expected)
     trained = load_model(final)
     for part in ("image_encoder", "text_encoder"):
         mine, theirs = getattr(trained, part).state_dict(), getattr(stage1, part).state_dict()
@@ -274,7 +291,7 @@ def test_configs_carry_the_reference_settings() -> None:
         assert (c.projection, c.preprocess, c.target_ratio) == ("none", "targetpad", 1.25)
         assert (c.loss, c.temperature, c.learn_scale) == ("batch_classification", 0.01, False)
         assert (c.lr_schedule, c.warmup_steps, c.mixed_precision, c.embed_dim) == ("constant", 0, "fp16", 640)
-        assert c.dataset == "fashioniq" and c.eval_split == "val"
+        assert c.dataset == "fashioniq" and c.eval_split == "val" and c.train_caption_mode == "random"
     # clip_fine_tune.py: both encoders, element-wise sum, AdamW lr 2e-6 betas (0.9, 0.999)
     # eps 1e-7 (torch's weight decay 0.01), CLIP in eval mode; README: batch 128, 100 epochs.
     assert (s1.compositor, s1.freeze_image_encoder, s1.freeze_text_encoder) == ("elementwise_sum", False, False)

@@ -132,6 +132,30 @@ def build_model(config: TrainConfig, texts: list[str]) -> Any:
     return model
 
 
+class _Form:
+    """An RNG stand-in for ``random_caption`` whose ``randrange`` picks one fixed form."""
+
+    def __init__(self, form: int) -> None:
+        self.form = form
+
+    def randrange(self, n: int) -> int:
+        return self.form % n
+
+
+def frozen_text_inputs(examples: list[Example], eval_set: RetrievalDataset | None, config: TrainConfig) -> list[str]:
+    """Every text a frozen text encoder will see, to encode once into the on-disk cache: the
+    examples' texts, each of the four forms ``train_caption_mode: random`` draws from an
+    example's captions (CLIP4Cir stage 2), and the eval split's query texts."""
+    from fashion_retrieval.training.data import random_caption
+
+    texts = {e.text for e in examples if e.text}
+    if config.train_caption_mode == "random":
+        texts.update(random_caption(e.captions, _Form(k)) for e in examples if e.captions for k in range(4))
+    if eval_set is not None:
+        texts.update(t.text for t in eval_set.triplets if t.text)
+    return sorted(texts)
+
+
 def uses_cached_features(config: TrainConfig) -> bool:
     """Whether the run trains the heads on cached backbone features."""
     return config.freeze_image_encoder and config.cache_features and not config.streaming
@@ -171,7 +195,7 @@ def setup_run(config: TrainConfig, accelerator: Any) -> Run:
     if uses_cached_features(config):
         with accelerator.main_process_first():  # the main process fills the cache, the others read it
             if config.freeze_text_encoder:
-                texts = sorted({e.text for e in examples if e.text})
+                texts = frozen_text_inputs(examples, eval_set, config)
                 model.remember_text_features(texts, cached_text_features(model, texts, feature_dir(config)))
             run.train_features = split_features(model, train_set, config)
             if eval_set is not None and accelerator.is_main_process:
