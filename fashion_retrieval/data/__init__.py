@@ -1,6 +1,8 @@
 """Data sets as ``RetrievalDataset`` records: Fashion200k, FashionIQ and the synthetic catalogue.
 
-``load_retrieval_dataset("fashioniq", root, "val")`` reads any registered data set by name.
+``load_retrieval_dataset("fashioniq", root, "val")`` reads any registered data set by name;
+``"published"`` reads one written by ``python -m fashion_retrieval.data.publish`` (a folder or
+a Hub dataset repo id as ``root``).
 Loaders are imported inside their factories, so importing this package stays cheap.
 """
 
@@ -29,6 +31,18 @@ def _fashioniq(root: str | os.PathLike, split: str = "val", **options: Any) -> R
     from fashion_retrieval.data.fashioniq import load_fashioniq
 
     return load_fashioniq(root, split, **options)
+
+
+@DATASETS.register("published")
+def _published(
+    root: str | os.PathLike | None, split: str | None = None, **options: Any
+) -> RetrievalDataset:
+    """A data set written by ``python -m fashion_retrieval.data.publish``: ``root`` is its
+    ``--out`` folder or Hub dataset repo id, streamed (see ``published.load_published``);
+    the original data set's protocol comes from the dataset card."""
+    from fashion_retrieval.data.published import load_published
+
+    return load_published(root, split, **options)
 
 
 @DATASETS.register("synthetic")

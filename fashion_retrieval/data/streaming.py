@@ -6,7 +6,12 @@ Two sources, one form:
   FashionIQ, synthetic) from its image files;
 * ``stream_dataset(path_or_repo_id)`` streams a local imagefolder (images plus
   ``metadata.jsonl``) or a Hugging Face Hub dataset repo: both go through
-  ``datasets.load_dataset(..., streaming=True)``, the same code path.
+  ``datasets.load_dataset(..., streaming=True)``, the same code path;
+* ``stream_published(path_or_repo_id, kind, split)`` streams a data set written by
+  ``python -m fashion_retrieval.data.publish`` (a ``--out`` folder or a Hub repo): its
+  ``triplets`` and ``gallery`` configs have exactly the rows of ``to_iterable_dataset``,
+  with the image bytes inside the parquet shards. ``triplet_stream(dataset)`` picks the
+  right one for a loaded ``RetrievalDataset``.
 
 Multi-process training (Accelerate): call ``shard_for_process`` (or
 ``shard_for_accelerator``) once, so each process reads its own part, and then build the
@@ -18,6 +23,7 @@ share. Shuffle before sharding, with the same seed on every process, and call
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -25,6 +31,8 @@ from typing import Any
 from fashion_retrieval.data.records import RetrievalDataset
 
 KINDS = ("triplets", "items")
+# The config of a published data set that holds each kind of row.
+PUBLISHED_CONFIGS = {"triplets": "triplets", "items": "gallery"}
 DEFAULT_NUM_SHARDS = 32  # divisible by 1, 2, 4, 8, 16, 32 processes: whole shards per process
 _SPLIT_ALIASES = {"val": "validation", "validation": "val", "dev": "validation"}
 
@@ -51,6 +59,7 @@ def _triplet_rows(dataset: RetrievalDataset, indices: list[int]) -> Iterator[dic
             "target_id": t.target,
             "category": t.category,
             "target_caption": t.target_caption,
+            "captions": list(t.captions),
         }
 
 
@@ -58,13 +67,32 @@ def _item_rows(dataset: RetrievalDataset, indices: list[int]) -> Iterator[dict[s
     """Rows of the gallery items at ``indices``."""
     for i in indices:
         it = dataset.items[i]
-        yield {"image": it.path, "id": it.id, "caption": it.caption, "category": it.category}
+        yield {
+            "image": it.path,
+            "id": it.id,
+            "caption": it.caption,
+            "category": it.category,
+            "attributes": json.dumps(it.attributes),  # known ground truth, as JSON (key order kept)
+        }
 
 
 _ROWS: dict[str, Callable[[RetrievalDataset, list[int]], Iterator[dict[str, Any]]]] = {
     "triplets": _triplet_rows,
     "items": _item_rows,
 }
+
+
+def iter_rows(
+    dataset: RetrievalDataset, kind: str, indices: list[int] | None = None
+) -> Iterator[dict[str, Any]]:
+    """The rows of ``dataset``'s triplets or items (all, or those at ``indices``), with
+    image paths in the image columns: what ``to_iterable_dataset`` streams and
+    ``publish`` writes."""
+    if kind not in _ROWS:
+        raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    if indices is None:
+        indices = list(range(len(dataset.triplets) if kind == "triplets" else len(dataset.items)))
+    return _ROWS[kind](dataset, indices)
 
 
 def _generate(
@@ -75,8 +103,10 @@ def _generate(
         yield from _ROWS[kind](dataset, indices)
 
 
-def _features(kind: str, decode: bool) -> Any:
-    """The ``datasets.Features`` of a triplet or an item row."""
+def row_features(kind: str, decode: bool = True) -> Any:
+    """The ``datasets.Features`` of a triplet or an item row (also the published schema)."""
+    if kind not in _ROWS:
+        raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     ds = _datasets()
     text = ds.Value("string")
     if kind == "triplets":
@@ -89,11 +119,24 @@ def _features(kind: str, decode: bool) -> Any:
                 "target_id": text,
                 "category": text,
                 "target_caption": text,
+                "captions": ds.List(text),
             }
         )
     return ds.Features(
-        {"image": ds.Image(decode=decode), "id": text, "caption": text, "category": text}
+        {
+            "image": ds.Image(decode=decode),
+            "id": text,
+            "caption": text,
+            "category": text,
+            "attributes": text,
+        }
     )
+
+
+def image_columns(features: Any) -> list[str]:
+    """The names of the ``Image()`` columns of ``features``."""
+    image_type = _datasets().Image
+    return [name for name, f in (features or {}).items() if isinstance(f, image_type)]
 
 
 def to_iterable_dataset(
@@ -106,20 +149,20 @@ def to_iterable_dataset(
     """Stream ``dataset``'s triplets or gallery items as a ``datasets.IterableDataset``.
 
     Triplet rows: ``source``/``target`` (``Image()``; target None on test splits),
-    ``text``, ``source_id``, ``target_id``, ``category``, ``target_caption``. Item rows:
-    ``image``, ``id``, ``caption``, ``category``. Rows are split into ``num_shards``
+    ``text``, ``source_id``, ``target_id``, ``category``, ``target_caption``, ``captions``
+    (the raw captions the text was made from). Item rows: ``image``, ``id``, ``caption``,
+    ``category``, ``attributes`` (JSON of the known attributes). Rows are split into ``num_shards``
     contiguous shards so that DataLoader workers and ``shard_for_process`` divide whole
     shards. ``decode=False`` yields ``{"path", "bytes"}`` dicts instead of PIL images.
     """
-    if kind not in _ROWS:
-        raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    features = row_features(kind, decode)
     n = len(dataset.triplets) if kind == "triplets" else len(dataset.items)
     n_shards = max(1, min(int(num_shards), n))
     bounds = [n * s // n_shards for s in range(n_shards + 1)]
     shards = [list(range(bounds[s], bounds[s + 1])) for s in range(n_shards)]
     return _datasets().IterableDataset.from_generator(
         _generate,
-        features=_features(kind, decode),
+        features=features,
         gen_kwargs={"dataset": dataset, "kind": kind, "shards": shards},
     )
 
@@ -155,6 +198,60 @@ def stream_dataset(
             return ds.load_dataset(source, split=alias, streaming=True, **kwargs)
         except ValueError:
             raise exc from None
+
+
+def stream_published(
+    path_or_repo_id: str | os.PathLike,
+    kind: str,
+    split: str,
+    *,
+    images: bool = True,
+    decode: bool = True,
+    revision: str | None = None,
+    token: str | bool | None = None,
+) -> Any:
+    """Stream the ``kind`` rows ("triplets" or "items") of a published data set's ``split``.
+
+    ``path_or_repo_id`` is a folder written by ``fashion_retrieval.data.publish --out`` or
+    a Hub dataset repo id; both go through ``stream_dataset`` (the ``triplets`` or
+    ``gallery`` config of the dataset card). ``images=False`` reads only the text columns
+    (parquet column selection: no image bytes are read); ``decode=False`` yields image
+    columns as ``{"bytes", "path"}`` dicts.
+    """
+    if kind not in PUBLISHED_CONFIGS:
+        raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    features = row_features(kind, decode)
+    pictures = image_columns(features)
+    columns = None if images else [c for c in features if c not in pictures]
+    ds = stream_dataset(
+        path_or_repo_id, split, name=PUBLISHED_CONFIGS[kind], revision=revision, token=token,
+        columns=columns,
+    )
+    if images and not decode:
+        for column in pictures:
+            ds = ds.cast_column(column, features[column])
+    return ds
+
+
+def triplet_stream(dataset: RetrievalDataset, *, decode: bool = True) -> Any:
+    """The triplets of a loaded split as a stream: from the parquet shards of a published
+    data set (``dataset.meta["published"]``), else from the image files.
+
+    Both yield the same rows, so training reads either through one path. A published set
+    loaded with ``categories`` streams only the triplets of those categories.
+    """
+    published = dataset.meta.get("published")
+    if not published:
+        return to_iterable_dataset(dataset, "triplets", decode=decode)
+    ds = stream_published(
+        published["source"], "triplets", dataset.split, decode=decode,
+        revision=published.get("revision"),
+    )
+    kept = published.get("categories")
+    if kept:
+        keep = set(kept)
+        ds = ds.filter(lambda row: row["category"] in keep)
+    return ds
 
 
 def shuffle(ds: Any, seed: int, buffer_size: int = 1000) -> Any:
@@ -199,9 +296,7 @@ def with_image_transform(
     from fashion_retrieval.data.images import load_image
 
     if columns is None:
-        image_type = _datasets().Image
-        features = ds.features or {}
-        columns = [name for name, f in features.items() if isinstance(f, image_type)]
+        columns = image_columns(ds.features)
     if not columns:
         raise ValueError("no image columns to transform: pass columns=[...]")
     cols = list(columns)

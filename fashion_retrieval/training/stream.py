@@ -1,5 +1,9 @@
 """The streaming input path: a ``datasets`` IterableDataset, shuffled, sharded once per process.
 
+The stream is the train split's triplets: read from the parquet shards of a published data set
+(``--dataset published --data-root FOLDER_OR_REPO_ID``, a ``--out`` folder or a Hub repo, the
+same code) or made from the image files of any other data set; the rows are the same.
+
 The stream is not passed through ``accelerator.prepare`` (that would shard it again). Every
 process takes the same number of batches per epoch (the smallest share, agreed with an
 all-reduce) so that DDP steps stay in lockstep. Resuming skips the consumed batches by
@@ -43,7 +47,7 @@ def stream_batches(run: Any, start_micro_step: int) -> Iterator[dict[str, Any]]:
     from fashion_retrieval.data.streaming import (
         shard_for_process,
         shuffle,
-        to_iterable_dataset,
+        triplet_stream,
         with_image_transform,
     )
 
@@ -53,7 +57,8 @@ def stream_batches(run: Any, start_micro_step: int) -> Iterator[dict[str, Any]]:
     labelled = [t for t in run.train_set.triplets if t.target is not None]
     if len(labelled) != len(run.train_set.triplets):
         raise ValueError("streaming training needs a split whose triplets all have targets")
-    ds = to_iterable_dataset(run.train_set, "triplets", decode=False)
+    # A published data set streams its parquet shards (images inside), any other the files.
+    ds = triplet_stream(run.train_set, decode=False)
     ds = shard_for_process(shuffle(ds, seed=cfg.seed), acc.process_index, acc.num_processes)
     per_epoch = _batches_per_epoch(ds, cfg.batch_size, acc)
     ds = with_image_transform(ds, run.model.transform(train=True), columns=["source", "target"])
