@@ -15,7 +15,10 @@ import numpy as np
 
 @dataclass(frozen=True)
 class GallerySpec:
-    """Which data set split is the gallery: a name from ``DATASETS``, a root and a split."""
+    """Which data set split is the gallery: a name from ``DATASETS``, a root and a split.
+
+    For ``published`` the root is a ``publish --out`` folder or a Hub dataset repo id, and an
+    empty split is the data set's own evaluation split."""
 
     dataset: str
     root: str
@@ -46,6 +49,8 @@ def load_gallery(spec: GallerySpec) -> Any:
 
     from ..data import load_retrieval_dataset
 
+    if spec.dataset == "published":  # a `publish --out` folder or a Hub dataset repo id, streamed
+        return load_retrieval_dataset("published", spec.root, spec.split or None)
     root = Path(spec.root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(

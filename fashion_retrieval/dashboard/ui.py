@@ -22,7 +22,7 @@ DATASET_ENV = "FASHION_RETRIEVAL_DATASET"
 DATA_ROOT_ENV = "FASHION_RETRIEVAL_DATA_ROOT"
 SPLIT_ENV = "FASHION_RETRIEVAL_SPLIT"
 # The split whose queries have ground truth: FashionIQ/synthetic evaluate on val.
-DEFAULT_SPLITS = {"fashion200k": "test"}
+DEFAULT_SPLITS = {"fashion200k": "test", "published": ""}  # published: "" is its card's eval split
 
 
 @dataclass
@@ -164,7 +164,10 @@ def _gallery_inputs(args: argparse.Namespace, checkpoints: dict[str, Path]) -> A
     name = st.sidebar.selectbox(
         "Data set", names, index=names.index(dataset) if dataset in names else 0, key="dataset"
     )
-    root = st.sidebar.text_input("Data folder", value=root, key="data_root")
+    root = st.sidebar.text_input(
+        "Data folder", value=root, key="data_root",
+        help="the data set's folder; for 'published' also a Hub dataset repo id",
+    )
     split_default = args.split or (guess.split if guess else DEFAULT_SPLITS.get(name, "val"))
     split = st.sidebar.text_input("Split", value=split_default, key="split")
     return dm.GallerySpec(name, root.strip(), split.strip()) if root.strip() else None

@@ -39,9 +39,10 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     p.add_argument("--checkpoint", action="append", default=None, metavar="DIR_OR_REPO",
                    help="a checkpoint folder or Hub repo id; repeat for several (default: the embedded default)")
     p.add_argument("--gallery", default=env.get("FASHION_RETRIEVAL_GALLERY") or None,
-                   help="a FashionIQ or Fashion200k root to search (default: the synthetic catalogue)")
+                   help="a FashionIQ or Fashion200k root to search, or with --dataset published a "
+                        "`publish --out` folder or Hub dataset repo id (default: the synthetic catalogue)")
     p.add_argument("--dataset", default=env.get("FASHION_RETRIEVAL_DATASET", "fashioniq"),
-                   choices=["fashioniq", "fashion200k", "synthetic"], help="layout of --gallery")
+                   choices=["fashioniq", "fashion200k", "synthetic", "published"], help="layout of --gallery")
     p.add_argument("--split", default=env.get("FASHION_RETRIEVAL_SPLIT") or None,
                    help="split of --gallery (default: val for FashionIQ, test for Fashion200k)")
     p.add_argument("--home", default=None, help="cache folder (default: $FASHION_RETRIEVAL_HOME or ~/.cache/fashion_retrieval)")
@@ -52,7 +53,8 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     p.add_argument("--share", action="store_true", help="also serve through a public Gradio share link")
     args = p.parse_args(argv)
     checkpoints = args.checkpoint or _env_list(env, "FASHION_RETRIEVAL_CHECKPOINTS")
-    split = args.split or ("test" if args.dataset == "fashion200k" else "val")
+    # A published data set's card names its evaluation split (None picks it).
+    split = args.split or {"fashion200k": "test", "published": None}.get(args.dataset, "val")
     return argparse.Namespace(**{**vars(args), "checkpoint": checkpoints, "split": split})
 
 

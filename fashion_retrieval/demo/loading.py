@@ -54,7 +54,7 @@ def load_gallery(
     if gallery is None:
         spec = DefaultSpec()
         return synthetic_catalogue(default_dir(home), spec, spec.gallery_split)
-    if not Path(gallery).is_dir():
+    if dataset != "published" and not Path(gallery).is_dir():  # published: a folder or Hub repo id
         raise FileNotFoundError(f"gallery folder {gallery!r} does not exist")
     from fashion_retrieval.data import load_retrieval_dataset
 

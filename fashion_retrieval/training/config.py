@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": ("synthetic", "fashioniq", "fashion200k"),
+    "dataset": ("synthetic", "fashioniq", "fashion200k", "published"),  # published: data_root is a folder or Hub repo id
     "task": ("composed", "crossmodal", "image_to_image"),
     "loss": ("batch_classification", "soft_triplet", "symmetric_infonce", "cmpm", "correlational"),
     "optimizer": ("sgd", "adam", "adamw"),

@@ -97,6 +97,8 @@ def load_split(config: TrainConfig, split: str) -> RetrievalDataset:
         options["seed"] = config.seed if config.data_seed is None else config.data_seed
         if config.products is not None:
             options["products"] = config.products
+    if config.dataset == "published" and config.streaming and split == config.train_split:
+        options.setdefault("images", False)  # training streams the images from the parquet shards
     return load_retrieval_dataset(config.dataset, config.data_root, split, **options)
 
 
