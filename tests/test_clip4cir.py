@@ -231,6 +231,8 @@ def test_stage2_starts_from_stage1_encoders(tiny_clip: str, tmp_path: Path) -> N
             mine, theirs = getattr(model, part).state_dict(), getattr(stage1, part).state_dict()
             assert all(torch.equal(mine[k], theirs[k]) for k in theirs), part
         assert model.config.compositor == "combiner" and model.config.freeze_text_encoder
+    with pytest.raises(FileNotFoundError, match="train the run it comes from first"):
+        build_model(stage(2, tiny_clip, init_from=str(tmp_path / "runs" / "stage1" / "final")), TEXTS)
     other = f"{tiny_clip}:"  # the same architecture under another name: still refused
     with pytest.raises(ValueError, match="its image_encoder is"):
         build_model(stage(2, tiny_clip, image_encoder=other, init_from=str(tmp_path / "run1")), TEXTS)

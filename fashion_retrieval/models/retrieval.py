@@ -131,8 +131,13 @@ class RetrievalModel(
         path = Path(source)
         if path.is_dir() and not (path / "config.json").is_file() and (path / "final" / "config.json").is_file():
             path = path / "final"
-        if not path.exists() and (os.path.isabs(str(source)) or str(source).startswith(".")):
-            raise FileNotFoundError(f"init_from {source}: no such checkpoint folder")
+        text = str(source)
+        if not path.exists() and (text.startswith((".", "/", "~")) or text.count("/") > 1):
+            # Not a Hub repo id ("name" or "owner/name"): a local checkpoint that is not there.
+            raise FileNotFoundError(
+                f"init_from {source}: no such checkpoint folder (train the run it comes from first, "
+                "e.g. CLIP4Cir stage 1 before stage 2)"
+            )
         src = type(self).from_pretrained(str(path) if path.exists() else str(source))
         for part in ("image_encoder", "text_encoder"):
             mine, theirs = getattr(self.config, part), getattr(src.config, part)
