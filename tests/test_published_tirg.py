@@ -42,6 +42,7 @@ from fashion_retrieval.training.data import (
     build_examples,
     build_sample_draw,
     random_caption,
+    random_caption_forms,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -353,7 +354,7 @@ def test_random_caption_forms_and_frequencies():
     captions = ("is red.", " has long sleeves? ")
     rng = random.Random(0)
     counts = Counter(random_caption(captions, rng) for _ in range(4000))
-    assert set(counts) == set(FORMS)
+    assert set(counts) == set(FORMS) and random_caption_forms(captions) == FORMS
     for form in FORMS:  # each 1/4; the standard error at n=4000 is 0.7 points
         assert abs(counts[form] / 4000 - 0.25) < 0.03, counts
     assert random_caption(("only one, ",), rng) == "Only one"

@@ -127,6 +127,17 @@ def join_captions(captions: tuple[str, ...]) -> str:
     return " and ".join(captions)
 
 
+def random_caption_forms(captions: tuple[str, ...]) -> list[str]:
+    """Every text ``random_caption`` can draw from ``captions``, in its order: "C1 and c2",
+    "C2 and c1", "C1", "C2" (one caption: just "C1"); what a frozen text cache needs."""
+    caps = [c.strip(_CLIP4CIR_STRIP) for c in captions]
+    if len(caps) == 1:
+        return [caps[0].capitalize()]
+    first, second = caps[0], caps[1]
+    return [f"{first.capitalize()} and {second}", f"{second.capitalize()} and {first}",
+            first.capitalize(), second.capitalize()]
+
+
 def random_caption(captions: tuple[str, ...], rng: random.Random) -> str:
     """CLIP4Cir's randomised FashionIQ training text (``generate_randomized_fiq_caption``).
 
@@ -134,16 +145,8 @@ def random_caption(captions: tuple[str, ...], rng: random.Random) -> str:
     of ".?, " at both ends and the first one passed through ``str.capitalize`` (first letter
     upper case, the rest lower case, as CLIP4Cir does). One caption is used alone.
     """
-    caps = [c.strip(_CLIP4CIR_STRIP) for c in captions]
-    if len(caps) == 1:
-        return caps[0].capitalize()
-    first, second = caps[0], caps[1]
-    form = rng.randrange(4)
-    if form == 0:
-        return f"{first.capitalize()} and {second}"
-    if form == 1:
-        return f"{second.capitalize()} and {first}"
-    return (first if form == 2 else second).capitalize()
+    forms = random_caption_forms(captions)
+    return forms[rng.randrange(len(forms))]
 
 
 class RandomCaptions:
