@@ -134,25 +134,15 @@ def build_model(config: TrainConfig, texts: list[str]) -> Any:
     return model
 
 
-class _Form:
-    """An RNG stand-in for ``random_caption`` whose ``randrange`` picks one fixed form."""
-
-    def __init__(self, form: int) -> None:
-        self.form = form
-
-    def randrange(self, n: int) -> int:
-        return self.form % n
-
-
 def frozen_text_inputs(examples: list[Example], eval_set: RetrievalDataset | None, config: TrainConfig) -> list[str]:
     """Every text a frozen text encoder will see, to encode once into the on-disk cache: the
     examples' texts, each of the four forms ``train_caption_mode: random`` draws from an
     example's captions (CLIP4Cir stage 2), and the eval split's query texts."""
-    from fashion_retrieval.training.data import random_caption
+    from fashion_retrieval.training.data import random_caption_forms
 
     texts = {e.text for e in examples if e.text}
     if config.train_caption_mode == "random":
-        texts.update(random_caption(e.captions, _Form(k)) for e in examples if e.captions for k in range(4))
+        texts.update(form for e in examples if e.captions for form in random_caption_forms(e.captions))
     if eval_set is not None:
         texts.update(t.text for t in eval_set.triplets if t.text)
     return sorted(texts)
