@@ -105,6 +105,10 @@ class Retriever:
     ``postprocess`` ("none", "pca", "whiten", or a fitted :class:`PCAWhitening`) transforms
     gallery and query embeddings before indexing and search; a mode name is fitted on the
     gallery embeddings (``postprocess_dim`` components) and saved beside the index.
+
+    The model is moved to ``device`` (default: left where it is), where the gallery is
+    embedded (``num_workers`` DataLoader workers decoding) and queries are encoded, under
+    ``mixed_precision`` autocast ("no", "fp16", "bf16").
     """
 
     def __init__(
@@ -120,10 +124,17 @@ class Retriever:
         num_workers: int = 0,
         postprocess: str | PCAWhitening = "none",
         postprocess_dim: int | None = None,
+        device: str | torch.device | None = None,
+        mixed_precision: str = "no",
     ) -> None:
+        from fashion_retrieval.devices import check_precision, module_device, resolve_device
+
         if not items:
             raise ValueError("the gallery is empty: give at least one item")
-        self.model = model.eval()
+        check_precision(mixed_precision)
+        self.device = module_device(model) if device is None else resolve_device(device)
+        self.mixed_precision = mixed_precision
+        self.model = model.to(self.device).eval()
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.index_kind = index_kind
@@ -185,6 +196,10 @@ class Retriever:
             return [self.postprocessor.mode, h.hexdigest()]
         return [] if self._post_mode == "none" else [self._post_mode, self._post_dim]
 
+    def _precision_settings(self) -> list[str]:
+        """The autocast precision, when there is one (an index built under it differs)."""
+        return [] if self.mixed_precision == "no" else [f"mixed_precision={self.mixed_precision}"]
+
     def _load_postprocessor(self) -> None:
         """After reusing a saved index, read the post-processor saved beside it (or rebuild)."""
         if self._post_mode == "none" or self.postprocessor is not None:
@@ -216,7 +231,8 @@ class Retriever:
     def fingerprint(self) -> str:
         """Fingerprint of model weights + gallery + index settings (what a saved index keys on)."""
         settings = json.dumps(
-            [self.index_kind, self.index_params, *self._post_settings()], sort_keys=True
+            [self.index_kind, self.index_params, *self._post_settings(), *self._precision_settings()],
+            sort_keys=True,
         )
         return combine_fingerprints(
             self._model_fp, gallery_fingerprint(list(self._items.values())), settings
@@ -227,7 +243,8 @@ class Retriever:
         from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
 
         source = ModelEmbeddings(
-            self.model, items, batch_size=self.batch_size, num_workers=self.num_workers
+            self.model, items, batch_size=self.batch_size, num_workers=self.num_workers,
+            device=self.device, mixed_precision=self.mixed_precision,
         )
         with self._lock:
             return source.item_embeddings()
@@ -285,17 +302,20 @@ class Retriever:
     def encode_queries(
         self, images: Sequence[Any] | None = None, texts: Sequence[str] | None = None
     ) -> torch.Tensor:
-        """``(B, D)`` query embeddings; all images given or none, all texts given or none."""
+        """``(B, D)`` query embeddings, computed on the device; all images given or none,
+        all texts given or none."""
+        from fashion_retrieval.devices import autocast, to_device
+
         n = len(images) if images is not None else len(texts or [])
         if n == 0:
             raise ValueError(NO_QUERY)
         out = []
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), autocast(self.device, self.mixed_precision):
             for a in range(0, n, self.batch_size):
                 b = min(a + self.batch_size, n)
                 pix = None
                 if images is not None:
-                    pix = torch.stack([self._pixels(x) for x in images[a:b]])  # (b, 3, S, S)
+                    pix = to_device(torch.stack([self._pixels(x) for x in images[a:b]]), self.device)  # (b, 3, S, S)
                 txt = list(texts[a:b]) if texts is not None else None
                 out.append(self.model.encode_query(images=pix, texts=txt).float().cpu())
         return torch.cat(out)  # (B, D)

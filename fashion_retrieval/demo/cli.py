@@ -12,7 +12,9 @@ Hugging Face Space (whose settings are environment variables):
   ``--dataset`` / ``FASHION_RETRIEVAL_DATASET`` and ``--split`` / ``FASHION_RETRIEVAL_SPLIT``;
 - ``--home`` / ``FASHION_RETRIEVAL_HOME``: the cache folder;
 - ``--default-spec`` / ``FASHION_RETRIEVAL_DEFAULT_SPEC``: fields of the embedded default to change
-  (a JSON object or a file holding one), e.g. a tiny default for tests.
+  (a JSON object or a file holding one), e.g. a tiny default for tests;
+- ``--device`` / ``FASHION_RETRIEVAL_DEVICE``: where the models embed the gallery and the queries
+  (default: ``cuda`` when available, else ``cpu``); a device this machine lacks is an error.
 """
 
 from __future__ import annotations
@@ -51,25 +53,36 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
                    help="change fields of the embedded default, e.g. '{\"products\": 60}' "
                         "(default: $FASHION_RETRIEVAL_DEFAULT_SPEC; for tests and small machines)")
     p.add_argument("--share", action="store_true", help="also serve through a public Gradio share link")
+    p.add_argument("--device", default=env.get("FASHION_RETRIEVAL_DEVICE") or None,
+                   help="cpu, cuda, cuda:1, ... (default: $FASHION_RETRIEVAL_DEVICE, else cuda when available, else cpu)")
     args = p.parse_args(argv)
+    from fashion_retrieval.devices import resolve_device
+
+    try:
+        device = str(resolve_device(args.device))
+    except ValueError as err:
+        p.error(f"--device: {err}")
     checkpoints = args.checkpoint or _env_list(env, "FASHION_RETRIEVAL_CHECKPOINTS")
     # A published data set's card names its evaluation split (None picks it).
     split = args.split or {"fashion200k": "test", "published": None}.get(args.dataset, "val")
-    return argparse.Namespace(**{**vars(args), "checkpoint": checkpoints, "split": split})
+    return argparse.Namespace(**{**vars(args), "checkpoint": checkpoints, "split": split, "device": device})
 
 
 def build_from_args(args: argparse.Namespace) -> Any:
     """The demo's gr.Blocks for parsed options: chosen checkpoints, else the embedded default."""
     from fashion_retrieval.demo.app import build_demo
 
+    device = getattr(args, "device", None)
     if not args.checkpoint:
-        from fashion_retrieval.demo.default import DefaultSpec
+        from fashion_retrieval.demo.default import DefaultSpec, load_default
 
-        return build_demo(home=args.home, default_spec=DefaultSpec.from_overrides(args.default_spec))
+        bundle = load_default(args.home, DefaultSpec.from_overrides(args.default_spec), device=device)
+        return build_demo(bundle.models, dataset=bundle.dataset)
     from fashion_retrieval.demo.loading import load_checkpoints
 
     bundle = load_checkpoints(
-        args.checkpoint, gallery=args.gallery, dataset=args.dataset, split=args.split, home=args.home
+        args.checkpoint, gallery=args.gallery, dataset=args.dataset, split=args.split, home=args.home,
+        device=device,
     )
     return build_demo(bundle.models, dataset=bundle.dataset)
 

@@ -245,13 +245,14 @@ def _index_from_features(checkpoint: Path, root: Path, spec: DefaultSpec, datase
     index.save(checkpoint / "index")
 
 
-def _retriever(checkpoint: Path, dataset: RetrievalDataset) -> Any:
-    """A Retriever over ``dataset``'s gallery; its index is loaded from beside the checkpoint."""
+def _retriever(checkpoint: Path, dataset: RetrievalDataset, device: Any = None) -> Any:
+    """A Retriever over ``dataset``'s gallery, its model on ``device``; its index is loaded
+    from beside the checkpoint."""
     from fashion_retrieval.hub import load_model
     from fashion_retrieval.retriever import Retriever
 
     model = load_model(str(checkpoint)).eval()
-    return Retriever(model, dataset.items, index_dir=checkpoint / "index")
+    return Retriever(model, dataset.items, index_dir=checkpoint / "index", device=device)
 
 
 def build_default(
@@ -298,15 +299,20 @@ def build_default(
 
 
 def load_default(
-    home: str | Path | None = None, spec: DefaultSpec | None = None, *, log: Log = print
+    home: str | Path | None = None, spec: DefaultSpec | None = None, *, log: Log = print,
+    device: str | None = None,
 ) -> DemoBundle:
-    """The embedded default's Retrievers and catalogue, building them first if needed."""
+    """The embedded default's Retrievers and catalogue, building them first if needed; the
+    models run on ``device`` (default: ``cuda`` when available, else ``cpu``)."""
+    from fashion_retrieval.devices import resolve_device
+
     spec = spec or DefaultSpec()
+    dev = resolve_device(device)  # an unavailable device fails before the build
     root = build_default(home, spec, log=log)
     t0 = time.perf_counter()
     dataset = synthetic_catalogue(root, spec, spec.gallery_split)
     models = {
-        name: _retriever(root / "models" / name / "final", dataset)
+        name: _retriever(root / "models" / name / "final", dataset, dev)
         for name, _, _ in spec.models()
     }
     marker = _read_marker(root) or {}

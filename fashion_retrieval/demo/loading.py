@@ -69,19 +69,24 @@ def load_checkpoints(
     split: str = "val",
     home: str | Path | None = None,
     log: Log = print,
+    device: str | None = None,
 ) -> DemoBundle:
-    """Retrievers for ``checkpoints`` (local folders or Hub repo ids) over one gallery."""
+    """Retrievers for ``checkpoints`` (local folders or Hub repo ids) over one gallery, each
+    model on ``device`` (default: ``cuda`` when available, else ``cpu``)."""
     if not checkpoints:
         raise ValueError("give at least one checkpoint (a local folder or a Hub repo id)")
+    from fashion_retrieval.devices import resolve_device
     from fashion_retrieval.hub import load_model
     from fashion_retrieval.retriever import Retriever
 
+    dev = resolve_device(device)
+
     data = load_gallery(gallery, dataset=dataset, split=split, home=home)
-    log(f"[demo] gallery: {data.name} {data.split}, {len(data.items)} images")
+    log(f"[demo] gallery: {data.name} {data.split}, {len(data.items)} images; models on {dev}")
     models: dict[str, Any] = {}
     for name, ckpt in zip(_unique([model_name_for(c) for c in checkpoints]), checkpoints, strict=True):
         log(f"[demo] loading {ckpt} as {name!r}")
         model = load_model(ckpt)
         model.eval()
-        models[name] = Retriever(model, data.items, index_dir=index_dir_for(ckpt, home))
+        models[name] = Retriever(model, data.items, index_dir=index_dir_for(ckpt, home), device=dev)
     return DemoBundle(models, data, fashion_home(home))

@@ -31,13 +31,6 @@ class EmbeddingSource(Protocol):
         """Image-only query embeddings of every item, ``(N, D)`` in item order."""
 
 
-def _model_device(model: torch.nn.Module) -> torch.device:
-    """The device of the model's first parameter (CPU for a parameter-less model)."""
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def _aligned_features(
     features: torch.Tensor | Mapping[str, Any], items: Sequence[Item]
 ) -> torch.Tensor:
@@ -64,6 +57,10 @@ class ModelEmbeddings:
     Backbone features (``model.image_features``) of every item are computed once (or taken
     from ``features``: ``{item_id: row}`` or an ``(N, Dimg)`` tensor aligned with ``items``)
     and reused for the target embeddings and for the source images of the queries.
+
+    Everything runs on ``device`` (the model is moved there; default: where the model is)
+    under ``mixed_precision`` autocast ("no", "fp16", "bf16"); ``num_workers`` DataLoader
+    workers decode the gallery. Embeddings come back float32 on the CPU.
     """
 
     def __init__(
@@ -74,10 +71,21 @@ class ModelEmbeddings:
         batch_size: int = 64,
         num_workers: int = 0,
         features: torch.Tensor | Mapping[str, Any] | None = None,
+        device: str | torch.device | None = None,
+        mixed_precision: str = "no",
     ) -> None:
+        from fashion_retrieval.devices import check_precision, module_device
+
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        check_precision(mixed_precision)
         self.model = model
+        if device is None:
+            self.device = module_device(model)
+        else:
+            self.device = torch.device(device)
+            model.to(self.device)
+        self.mixed_precision = mixed_precision
         self.items = list(items)
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -97,16 +105,20 @@ class ModelEmbeddings:
                 batch_size=self.batch_size,
                 num_workers=self.num_workers,
                 target=False,
+                device=self.device,
+                mixed_precision=self.mixed_precision,
             ).float()
         return self._features
 
     def _batched(self, fn: Any, n: int) -> torch.Tensor:
-        """Concatenate ``fn(start, stop)`` over batches, on CPU, in inference mode."""
+        """Concatenate ``fn(start, stop)`` over batches, on CPU, in inference mode and autocast."""
+        from fashion_retrieval.devices import autocast
+
         was_training = self.model.training
         self.model.eval()
         out = []
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(self.device, self.mixed_precision):
                 for start in range(0, n, self.batch_size):
                     out.append(fn(start, min(start + self.batch_size, n)).float().cpu())
         finally:
@@ -116,8 +128,10 @@ class ModelEmbeddings:
         return torch.cat(out)
 
     def _feats(self, rows: Sequence[int] | slice) -> torch.Tensor:
-        """Backbone features of the given rows, on the model's device."""
-        return self.backbone_features()[rows].to(_model_device(self.model))
+        """Backbone features of the given rows, on the device."""
+        from fashion_retrieval.devices import to_device
+
+        return to_device(self.backbone_features()[rows], self.device)
 
     def item_embeddings(self) -> torch.Tensor:
         """``(N, D)`` target embeddings of every item (computed once)."""

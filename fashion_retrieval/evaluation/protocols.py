@@ -59,15 +59,19 @@ def evaluate(
     num_workers: int = 0,
     features: torch.Tensor | Mapping[str, Any] | None = None,
     chunk: int = 1024,
+    device: str | torch.device | None = None,
+    mixed_precision: str = "no",
 ) -> dict[str, Any]:
     """Evaluate a ``RetrievalModel`` on ``dataset`` under ``protocol`` (default: its own).
 
     Backbone features of every gallery image are computed once (or taken from
     ``features``: ``{item_id: row}`` or an ``(N, Dimg)`` tensor aligned with
-    ``dataset.items``); the heads then run on them in batches of ``batch_size``.
+    ``dataset.items``); the heads then run on them in batches of ``batch_size``, on
+    ``device`` (default: where the model is) under ``mixed_precision`` autocast.
     """
     source = ModelEmbeddings(
-        model, dataset.items, batch_size=batch_size, num_workers=num_workers, features=features
+        model, dataset.items, batch_size=batch_size, num_workers=num_workers, features=features,
+        device=device, mixed_precision=mixed_precision,
     )
     return evaluate_embeddings(
         source, dataset, protocol=protocol, model=model_name(model), chunk=chunk

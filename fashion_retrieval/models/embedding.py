@@ -34,25 +34,32 @@ class _ImageDataset(Dataset):
 
 def _run(
     model, sources: Sequence[ImageSource], batch_size: int, num_workers: int, target: bool,
-    skip_bad: bool,
+    skip_bad: bool, device: str | torch.device | None = None, mixed_precision: str = "no",
 ) -> tuple[torch.Tensor, list[int]]:
     """Embed ``sources``; returns (embeddings of the readable images (M, D), their indices)."""
+    from ..devices import autocast, loader_options, module_device, to_device
+
     if isinstance(sources, (str, Path)):
         raise TypeError("sources must be a list of images or paths (wrap a single one in a list)")
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if device is None:
+        device = module_device(model)
+    else:
+        device = torch.device(device)
+        model.to(device)
     data = _ImageDataset(sources, model.transform(train=False), skip_bad)
-    loader = DataLoader(data, batch_size=batch_size, num_workers=num_workers, shuffle=False,
-                        collate_fn=_collate)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=_collate,
+                        **loader_options(device, num_workers))
     out, kept = [], []
     was_training = model.training
     model.eval()  # BatchNorm statistics, not batch statistics
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device, mixed_precision):
             for idx, pixels, ok in loader:
                 if not ok.any():
                     continue
-                pixels = pixels[ok].to(model.device)  # (b, 3, S, S)
+                pixels = to_device(pixels[ok], device)  # (b, 3, S, S)
                 feats = model.encode_target(pixels) if target else model.image_features(pixels)
                 out.append(feats.float().cpu())
                 kept.extend(idx[ok].tolist())
@@ -70,17 +77,23 @@ def _collate(batch: list[tuple[int, torch.Tensor, bool]]) -> tuple[torch.Tensor,
 
 def embed_images(
     model, sources: Sequence[ImageSource], *, batch_size: int = 64, num_workers: int = 0,
-    target: bool = True,
+    target: bool = True, device: str | torch.device | None = None, mixed_precision: str = "no",
 ) -> torch.Tensor:
     """Embed images: ``(N, D)`` L2-normalised target embeddings, or ``(N, Dimg)`` backbone
-    features with ``target=False``. An unreadable image raises ``ImageLoadError`` naming it."""
-    return _run(model, sources, batch_size, num_workers, target, skip_bad=False)[0]
+    features with ``target=False``, float32 on the CPU. An unreadable image raises
+    ``ImageLoadError`` naming it.
+
+    Runs on ``device`` (the model is moved there; default: where the model is) under
+    ``mixed_precision`` autocast ("no", "fp16", "bf16"); ``num_workers`` decode, into pinned
+    memory when the device is CUDA.
+    """
+    return _run(model, sources, batch_size, num_workers, target, False, device, mixed_precision)[0]
 
 
 def embed_images_skipping_bad(
     model, sources: Sequence[ImageSource], *, batch_size: int = 64, num_workers: int = 0,
-    target: bool = True,
+    target: bool = True, device: str | torch.device | None = None, mixed_precision: str = "no",
 ) -> tuple[torch.Tensor, list[int]]:
     """Like :func:`embed_images`, but unreadable images are skipped: returns
     (embeddings of the readable ones (M, D), their indices into ``sources``)."""
-    return _run(model, sources, batch_size, num_workers, target, skip_bad=True)
+    return _run(model, sources, batch_size, num_workers, target, True, device, mixed_precision)

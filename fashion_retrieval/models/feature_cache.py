@@ -36,8 +36,8 @@ def _path_of(item: Any) -> str:
     return str(getattr(item, "path", item))
 
 
-def cache_key(model, paths: Sequence[Any]) -> str:
-    """The cache key of ``model``'s image features for ``paths``."""
+def cache_key(model, paths: Sequence[Any], mixed_precision: str = "no") -> str:
+    """The cache key of ``model``'s image features for ``paths`` (computed under ``mixed_precision``)."""
     entries = []
     for p in map(_path_of, paths):
         try:
@@ -52,6 +52,8 @@ def cache_key(model, paths: Sequence[Any]) -> str:
         "preprocess": model.transform(train=False).config(),
         "images": entries,
     }
+    if mixed_precision != "no":  # fp16/bf16 features differ from fp32 ones; "no" keeps the old keys
+        payload["mixed_precision"] = mixed_precision
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -81,16 +83,23 @@ def _read(file: Path, key: str, n: int) -> torch.Tensor:
 
 def cached_image_features(
     model, paths: Sequence[Any], cache_dir: str | Path, *, batch_size: int = 64, num_workers: int = 0,
+    device: str | torch.device | None = None, mixed_precision: str = "no",
 ) -> torch.Tensor:
     """Backbone features ``(N, Dimg)`` of the images at ``paths`` (paths or ``Item``s), from the
-    cache under ``cache_dir`` when valid, else computed with :func:`embed_images` and stored."""
-    from .embedding import embed_images
+    cache under ``cache_dir`` when valid, else computed with :func:`embed_images` and stored.
+
+    A miss runs the backbone on ``device`` (the model is moved there; default: where it is)
+    under ``mixed_precision`` autocast, with ``num_workers`` DataLoader workers decoding.
+    The features come back float32 on the CPU.
+    """
+    from . import embedding
 
     paths = list(paths)
-    key = cache_key(model, paths)
+    key = cache_key(model, paths, mixed_precision)
     name = model.config.image_encoder.replace(":", "_").replace("/", "_")
-    return _cached(Path(cache_dir) / f"{name}-{key[:24]}.safetensors", key, len(paths), lambda: embed_images(
+    return _cached(Path(cache_dir) / f"{name}-{key[:24]}.safetensors", key, len(paths), lambda: embedding.embed_images(
         model, [_path_of(p) for p in paths], batch_size=batch_size, num_workers=num_workers, target=False,
+        device=device, mixed_precision=mixed_precision,
     ))  # (N, Dimg)
 
 
@@ -108,24 +117,35 @@ def _cached(file: Path, key: str, n: int, compute) -> torch.Tensor:
     return features
 
 
-def cached_text_features(model, texts: Sequence[str], cache_dir: str | Path, *, batch_size: int = 128) -> torch.Tensor:
+def cached_text_features(
+    model, texts: Sequence[str], cache_dir: str | Path, *, batch_size: int = 128,
+    device: str | torch.device | None = None, mixed_precision: str = "no",
+) -> torch.Tensor:
     """Frozen text-encoder features ``(T, Dtxt)`` of ``texts``, from the cache under ``cache_dir``
     when valid, else computed and stored; keyed like the image cache (encoder, weights, texts).
 
     Several models trained on one catalogue with one frozen encoder (the embedded default's
-    five) then pay for a large encoder such as MiniLM once, not once each.
+    five) then pay for a large encoder such as MiniLM once, not once each. A miss runs the
+    encoder on ``device`` (the model is moved there) under ``mixed_precision``.
     """
+    from ..devices import autocast, module_device
+
     texts = list(texts)
     payload = {"encoder": model.config.text_encoder, "weights": weights_fingerprint(model.text_encoder),
                "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(), "n": len(texts)}
+    if mixed_precision != "no":
+        payload["mixed_precision"] = mixed_precision
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     name = model.config.text_encoder.replace(":", "_").replace("/", "_")
 
     def compute() -> torch.Tensor:
+        dev = module_device(model.text_encoder) if device is None else torch.device(device)
+        if device is not None:
+            model.to(dev)  # the whole model, never split across devices
         was_training = model.text_encoder.training
         model.text_encoder.eval()
         try:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast(dev, mixed_precision):
                 parts = [model.text_encoder(texts[i : i + batch_size]).float().cpu()
                          for i in range(0, len(texts), batch_size)]
         finally:

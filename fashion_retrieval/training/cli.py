@@ -64,6 +64,12 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocol", default=None, help="default: the data set's own protocol")
     p.add_argument("--categories", default=None, help="comma-separated, e.g. dress,shirt,toptee")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default=None,
+                   help="where to run: cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="DataLoader workers decoding the gallery (default: the training config's num_workers)")
+    p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"],
+                   help="autocast precision of the forward passes (default: no, float32)")
     return p
 
 
@@ -107,13 +113,17 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         if dataset == "synthetic" and dataset == saved.get("dataset"):
             options.update({k: saved[k] for k in ("preset", "products") if saved.get(k) is not None})
         from fashion_retrieval.data import load_retrieval_dataset
+        from fashion_retrieval.devices import resolve_device
         from fashion_retrieval.evaluation import evaluate
         from fashion_retrieval.hub import load_model
         from fashion_retrieval.io_utils import atomic_write_json
 
+        device = resolve_device(args.device)  # an unavailable --device fails before loading
+        workers = args.num_workers if args.num_workers is not None else int(saved.get("num_workers") or 0)
         model = load_model(args.checkpoint)
         data = load_retrieval_dataset(dataset, root, split, **options)
-        result = evaluate(model, data, protocol=args.protocol, batch_size=args.batch_size)
+        result = evaluate(model, data, protocol=args.protocol, batch_size=args.batch_size,
+                          num_workers=workers, device=device, mixed_precision=args.mixed_precision)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

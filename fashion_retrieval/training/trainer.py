@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from fashion_retrieval.data.records import RetrievalDataset
+from fashion_retrieval.devices import loader_options, to_device
 from fashion_retrieval.training.config import TrainConfig
 from fashion_retrieval.training.data import (
     Example,
@@ -153,11 +154,17 @@ def uses_cached_features(config: TrainConfig) -> bool:
     return config.freeze_image_encoder and config.cache_features and not config.streaming
 
 
-def split_features(model: Any, dataset: RetrievalDataset, config: TrainConfig) -> torch.Tensor:
-    """(N, Dimg) backbone features of the data set's items, from the on-disk cache."""
+def split_features(
+    model: Any, dataset: RetrievalDataset, config: TrainConfig, device: torch.device | None = None
+) -> torch.Tensor:
+    """(N, Dimg) backbone features of the data set's items, from the on-disk cache (a miss runs
+    the backbone on ``device`` under the config's precision, ``num_workers`` decoding)."""
     from fashion_retrieval.models.feature_cache import cached_image_features
 
-    return cached_image_features(model, dataset.items, feature_dir(config)).float()
+    return cached_image_features(
+        model, dataset.items, feature_dir(config), batch_size=config.eval_batch_size,
+        num_workers=config.num_workers, device=device, mixed_precision=config.mixed_precision,
+    ).float()
 
 
 def feature_dir(config: TrainConfig) -> str:
@@ -185,13 +192,16 @@ def setup_run(config: TrainConfig, accelerator: Any) -> Run:
     run = Run(config, accelerator, model, module, optimizer, scheduler, examples, train_set, eval_set)
     run.draw = build_sample_draw(train_set, config)
     if uses_cached_features(config):
+        device = accelerator.device  # the backbone runs there, not on the CPU before prepare
+        model.to(device)
         with accelerator.main_process_first():  # the main process fills the cache, the others read it
             if config.freeze_text_encoder:
                 texts = frozen_text_inputs(examples, eval_set, config)
-                model.remember_text_features(texts, cached_text_features(model, texts, feature_dir(config)))
-            run.train_features = split_features(model, train_set, config)
+                model.remember_text_features(texts, cached_text_features(
+                    model, texts, feature_dir(config), device=device, mixed_precision=config.mixed_precision))
+            run.train_features = split_features(model, train_set, config, device).to(device)
             if eval_set is not None and accelerator.is_main_process:
-                run.eval_features = split_features(model, eval_set, config)
+                run.eval_features = split_features(model, eval_set, config, device).to(device)
     # The scheduler is not prepared: Accelerate would step it once per process, and here
     # a step is an optimiser step whatever the number of processes.
     run.module, run.optimizer = accelerator.prepare(module, optimizer)
@@ -223,15 +233,16 @@ def batches(run: Run, start_micro_step: int) -> Iterator[dict[str, Any]]:
         cfg.seed, run.draw,
     )
     loader = torch.utils.data.DataLoader(
-        dataset, sampler=sampler, batch_size=None, num_workers=cfg.num_workers,
-        persistent_workers=cfg.num_workers > 0,
+        dataset, sampler=sampler, batch_size=None, persistent_workers=cfg.num_workers > 0,
+        **loader_options(acc.device, cfg.num_workers),
     )
     yield from loader
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """Tensors of the batch moved to ``device``; lists and ints left as they are."""
-    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    """Tensors of the batch moved to ``device`` (asynchronously from pinned memory on CUDA);
+    lists and ints left as they are."""
+    return to_device(batch, device)
 
 
 def run_eval(run: Run, step: int) -> dict[str, Any]:
@@ -244,7 +255,8 @@ def run_eval(run: Run, step: int) -> dict[str, Any]:
 
         result = evaluate(
             run.model, run.eval_set, protocol=TASK_PROTOCOLS[cfg.task],
-            batch_size=cfg.eval_batch_size, features=run.eval_features,
+            batch_size=cfg.eval_batch_size, features=run.eval_features, num_workers=cfg.num_workers,
+            device=acc.device, mixed_precision=cfg.mixed_precision,
         )
         result = {**result, "step": step}
         atomic_write_json(Path(cfg.output_dir) / "eval.json", result)
