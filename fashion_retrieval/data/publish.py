@@ -69,7 +69,7 @@ class PublishConfig:
     repo_id: str | None = None
     private: bool = False
     splits: list[str] | None = None  # None: every split the copy holds
-    max_shard_mb: int = 256
+    max_shard_mb: float = 256.0
     overwrite: bool = False
 
     def __post_init__(self) -> None:
@@ -83,8 +83,8 @@ class PublishConfig:
         unknown = sorted(set(self.splits or ()) - set(valid))
         if unknown:
             raise ValueError(f"{self.dataset} has no split(s) {unknown}; valid: {', '.join(valid)}")
-        if self.max_shard_mb < 1:
-            raise ValueError(f"--max-shard-mb must be >= 1, got {self.max_shard_mb}")
+        if not self.max_shard_mb > 0:
+            raise ValueError(f"--max-shard-mb must be > 0, got {self.max_shard_mb}")
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict of the fields."""
@@ -114,6 +114,12 @@ def load_splits(config: PublishConfig) -> dict[str, RetrievalDataset]:
     if not loaded:
         raise ValueError(
             f"--root {root} holds no {config.dataset} split (is --dataset right?): " + "; ".join(problems)
+        )
+    if not any(ds.items for ds in loaded.values()):
+        missing = sum(int(ds.meta.get("missing_images", 0)) for ds in loaded.values())
+        raise ValueError(
+            f"--root {root}: none of the listed images was found ({missing} missing); "
+            "nothing to publish (are the images in the layout the data set uses?)"
         )
     return loaded
 
@@ -210,7 +216,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 def write_published(config: PublishConfig, loaded: dict[str, RetrievalDataset], out: Path) -> PublishedCard:
     """Write the shards of every loaded split and, last, the dataset card; returns the card."""
     _prepare_out(out, config.overwrite)
-    max_bytes = config.max_shard_mb * 1024 * 1024
+    max_bytes = max(1, int(config.max_shard_mb * 1024 * 1024))
     splits = {}
     for split, ds in loaded.items():
         skipped = Counter(ds.skipped)
@@ -343,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo-id", default=None, help="upload to this Hub dataset repo (USER/NAME)")
     p.add_argument("--private", action="store_true", help="create the Hub repo private")
     p.add_argument("--splits", default=None, help="comma-separated (default: every split the copy holds)")
-    p.add_argument("--max-shard-mb", type=int, default=256, help="parquet shard size cap (default 256)")
+    p.add_argument("--max-shard-mb", type=float, default=256.0, help="parquet shard size cap (default 256)")
     p.add_argument("--overwrite", action="store_true", help="replace a previous publish in --out")
     return p
 

@@ -262,7 +262,15 @@ def shuffle(ds: Any, seed: int, buffer_size: int = 1000) -> Any:
     """
     if buffer_size < 1:
         raise ValueError(f"buffer_size must be at least 1, got {buffer_size}")
-    return ds.shuffle(seed=seed, buffer_size=buffer_size)
+    import inspect
+
+    options = {}
+    if "max_buffer_input_shards" in inspect.signature(ds.shuffle).parameters:
+        # One input shard at a time. Recent ``datasets`` otherwise reads several shards in
+        # threads and, for parquet (a published data set), sleeps 5 s after every pass to
+        # work around apache/arrow#45214: seconds per epoch, and per count of the stream.
+        options["max_buffer_input_shards"] = 1
+    return ds.shuffle(seed=seed, buffer_size=buffer_size, **options)
 
 
 def shard_for_process(ds: Any, rank: int, world_size: int) -> Any:
