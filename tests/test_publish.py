@@ -280,11 +280,14 @@ def test_a_hub_repo_id_takes_the_same_streaming_path(fiq, monkeypatch, fashion_h
         load_retrieval_dataset("published", "someone/other", "val", revision="v1")
 
 
-def test_training_evaluation_and_apps_name_the_source_alike(fiq):
+def test_training_evaluation_and_apps_name_the_source_alike(fiq, tmp_path, fashion_home):
     from fashion_retrieval.dashboard.models import GallerySpec
     from fashion_retrieval.dashboard.models import load_gallery as dashboard_gallery
     from fashion_retrieval.demo.cli import parse_args
+    from fashion_retrieval.demo.loading import load_checkpoints
     from fashion_retrieval.demo.loading import load_gallery as demo_gallery
+    from fashion_retrieval.hub import save_checkpoint
+    from fashion_retrieval.models import ModelConfig, RetrievalModel
     from fashion_retrieval.training.config import TrainConfig
 
     root, out = fiq
@@ -296,6 +299,13 @@ def test_training_evaluation_and_apps_name_the_source_alike(fiq):
     original = load_retrieval_dataset("fashioniq", root, "val")
     _same_split(original, demo)
     _same_split(original, board)
+    config = ModelConfig(image_encoder="tiny_cnn", compositor="tirg", embed_dim=16, pretrained=False,
+                         text_kwargs={"word_dim": 8, "hidden": 8})
+    checkpoint = save_checkpoint(RetrievalModel(config, texts=original.texts()), tmp_path / "ckpt")
+    bundle = load_checkpoints([str(checkpoint)], gallery=str(out), dataset="published", split=None,
+                              log=lambda _: None)
+    hits = next(iter(bundle.models.values())).search(text=original.items[0].caption, k=3)
+    assert len(hits) == 3 and all(Path(h.path).is_relative_to(fashion_home / "published") for h in hits)
 
 
 def test_many_shards_keep_the_order_and_split_whole_across_two_ranks(fiq, tmp_path):

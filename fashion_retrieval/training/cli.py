@@ -59,7 +59,8 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="checkpoint folder or Hugging Face Hub repo id")
     p.add_argument("--json", required=True, help="where to write the results JSON")
     p.add_argument("--dataset", default=None, help="default: the dataset of the checkpoint's training config")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data-root", default=None,
+                   help="the data set's folder; for --dataset published a `publish --out` folder or Hub dataset repo id")
     p.add_argument("--split", default=None, help="default: the training config's eval_split")
     p.add_argument("--protocol", default=None, help="default: the data set's own protocol")
     p.add_argument("--categories", default=None, help="comma-separated, e.g. dress,shirt,toptee")
