@@ -1,12 +1,17 @@
 """Speed and scale figures of the retrieval stack, each against its obvious alternative.
 
     python benchmarks/run.py [--quick | --tiny] --json OUT.json [--readme README.md] [--only NAME,...]
+    python benchmarks/run.py --gpu --json OUT.json      # the GPU figures (benchmarks/bench_gpu.py)
 
 Every step runs in its own Python process (so its peak memory is its own); the parent
 collects the rows into one JSON and writes the README table from it (benchmarks/report.py).
 Steps: embedding, latency, ann, evaluation, training, startup, realscale. ``--tiny`` runs every step
 at toy sizes (seconds each) to check that the steps work; its figures mean nothing, so it
 never writes the README.
+``--gpu`` runs the GPU steps instead (gpu_features, gpu_training, gpu_evaluation: feature
+caching, training and evaluation throughput on CUDA, fp32 and bf16) in under 10 minutes; it
+prints their table and leaves the README alone. Without a GPU it says "no GPU", writes a
+JSON that says so and exits 0.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ STEP_MODULES = (
     "benchmarks.bench_training",
     "benchmarks.bench_startup",
     "benchmarks.bench_realscale",
+    "benchmarks.bench_gpu",
 )
 # Seconds a step may take before it is stopped and reported as a timeout.
 STEP_TIMEOUT = {True: 240, False: 1200}
@@ -106,7 +112,13 @@ def spawn_step(name: str, args: argparse.Namespace, workdir: Path) -> dict[str, 
         cmd.append("--quick")
     if args.tiny:
         cmd.append("--tiny")
-    timeout = args.step_timeout or (TINY_STEP_TIMEOUT if args.tiny else STEP_TIMEOUT[args.quick])
+    if args.gpu:  # per-step limits that keep the whole --gpu run under 10 minutes
+        from benchmarks.bench_gpu import GPU_STEP_TIMEOUT
+
+        default = GPU_STEP_TIMEOUT[name]
+    else:
+        default = TINY_STEP_TIMEOUT if args.tiny else STEP_TIMEOUT[args.quick]
+    timeout = args.step_timeout or default
     t0 = time.perf_counter()
     # A new session, so that a timeout stops the step's DataLoader workers and apps too.
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True)
@@ -143,6 +155,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="toy sizes, seconds per step: checks that every step runs (figures meaningless; "
         "implies --quick, never writes the README)",
     )
+    p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="the GPU figures instead (feature caching, training, evaluation on CUDA, fp32 and bf16; "
+        "under 10 minutes); prints their table, never writes the README; says 'no GPU' and exits 0 "
+        "where there is none",
+    )
     p.add_argument("--json", type=Path, help="where to write the results (required to measure)")
     p.add_argument(
         "--readme",
@@ -178,13 +197,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def selected_steps(only: str) -> list[str]:
-    """The steps to run, in the default order; unknown names raise a ValueError."""
+def selected_steps(only: str, gpu: bool = False) -> list[str]:
+    """The steps to run, in the default order (``gpu``: the GPU steps); unknown names raise a ValueError."""
     load_steps()
-    names = [n.strip() for n in only.split(",") if n.strip()] or list(DEFAULT_ORDER)
+    from benchmarks.bench_gpu import GPU_STEPS
+
+    names = [n.strip() for n in only.split(",") if n.strip()] or list(GPU_STEPS if gpu else DEFAULT_ORDER)
     for n in names:
         BENCHMARKS.get(n)  # raises ValueError listing the valid names
+    if gpu and set(names) - set(GPU_STEPS):
+        raise ValueError(f"--gpu runs only the GPU steps ({', '.join(GPU_STEPS)}), not {sorted(set(names) - set(GPU_STEPS))}")
     return names
+
+
+def no_gpu_result(result: dict[str, Any], steps: list[str], reason: str) -> dict[str, Any]:
+    """The JSON of a ``--gpu`` run on a machine without a GPU: every step skipped, saying why."""
+    skipped = {"status": "skipped", "reason": reason, "rows": [], "seconds": 0.0}
+    return {**result, "gpu": {"available": False, "reason": reason}, "steps": {n: dict(skipped) for n in steps},
+            "total_seconds": 0.0}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,10 +225,22 @@ def main(argv: list[str] | None = None) -> int:
             args.worker, args.quick, args.workdir, args.worker_out, args.options, args.tiny
         )
     try:
-        steps = selected_steps(args.only)
+        steps = selected_steps(args.only, args.gpu)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.gpu:
+        from benchmarks.bench_gpu import no_gpu_reason
+
+        reason = no_gpu_reason(args.options)
+        if reason:
+            base = {"version": 1, "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+                    "quick": args.quick or args.tiny, "tiny": args.tiny, "machine": machine_info()}
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(no_gpu_result(base, steps, reason), indent=1), encoding="utf-8")
+            print(f"[benchmarks] --gpu: {reason}")
+            print(f"[benchmarks] wrote {args.json}")
+            return 0
     tmp = None if args.workdir else tempfile.TemporaryDirectory(prefix="fr_bench_")
     workdir = args.workdir or Path(tmp.name)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -235,7 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
     print(f"[benchmarks] wrote {args.json}")
-    if args.tiny:
+    if args.gpu:
+        result["gpu"] = {"available": True, "device": result["machine"].get("gpu")}
+        args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
+        print(report.render_markdown(result))
+        print("[benchmarks] --gpu: the table above is not written into the README")
+    elif args.tiny:
         print("[benchmarks] --tiny: figures of toy sizes, the README is left alone")
     elif not args.no_readme:
         report.write_readme(result, args.readme)
