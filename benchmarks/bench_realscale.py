@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +44,28 @@ MISSING = {True: 100, False: 300}
 FIQ_SLICE = {True: (300, 1000), False: None}
 F200K_SIZES = {True: (17_205, 2_979, 3_348), False: (172_049, 29_789, 33_480)}
 TINY = {"steps": 2, "missing": 10, "fiq_slice": (20, 40), "f200k": (300, 150, 120)}
+# A small model: tiny_cnn at 32 px, a 128-d LSTM, 128-d embeddings; no evaluation inside
+# the run (evaluate.py does it), no DataLoader workers (2 shared CPUs).
 TRAIN_ARGS = (
     "--image-encoder", "tiny_cnn", "--text-encoder", "lstm", "--pretrained", "false",
-    "--image-size", "32", "--eval-split", "", "--num-workers", "0",
+    "--image-size", "32", "--embed-dim", "128",
+    "--text-encoder-options", '{"word_dim": 128, "hidden": 128}',
+    "--eval-split", "", "--num-workers", "0",
     "--save-every", "1000000", "--eval-every", "1000000", "--log-every", "25",
 )
 CONFIGS = {"fashioniq": "training/configs/tirg_fashioniq.yaml",
            "fashion200k": "training/configs/tirg_fashion200k.yaml"}
 EVAL_SPLIT = {"fashioniq": "val", "fashion200k": "test"}
 FLOOR_NAME = "a process that only imports the library"
+# Torch threads of the commands: on 2 CPUs shared with other work, a tiny_cnn backward pass
+# on 64 images took 95 ms with 2 threads and 12 ms with 1 (spinning OpenMP threads wait
+# for a busy core).
+THREADS = 1
 
 
-def run_measured(cmd: list[str], logdir: Path, name: str) -> dict[str, Any]:
-    """Run ``cmd`` from the repo root; its seconds, exit code and own peak RSS (MiB).
+def run_measured(cmd: list[str], logdir: Path, name: str, threads: int = THREADS) -> dict[str, Any]:
+    """Run ``cmd`` from the repo root with ``threads`` OpenMP/torch threads (0: the default);
+    its seconds, exit code and own peak RSS (MiB).
 
     ``os.wait4`` gives the resource use of that one child (and of the children it waited
     for), so each command's peak is its own, not the largest of the step so far.
@@ -63,6 +73,8 @@ def run_measured(cmd: list[str], logdir: Path, name: str) -> dict[str, Any]:
     logdir.mkdir(parents=True, exist_ok=True)
     out, err = logdir / f"{name}.stdout", logdir / f"{name}.stderr"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
     t0 = time.perf_counter()
     with out.open("wb") as fo, err.open("wb") as fe:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fo, stderr=fe, env=env)
@@ -77,38 +89,47 @@ def run_measured(cmd: list[str], logdir: Path, name: str) -> dict[str, Any]:
             "stdout": out.read_text(errors="replace")}
 
 
-def inspect_split(dataset: str, root: Path, split: str, logdir: Path) -> dict[str, Any]:
-    """The loader's counts of one split, from ``python -m fashion_retrieval.data.inspect``."""
-    m = run_measured([sys.executable, "-m", "fashion_retrieval.data.inspect", "--dataset", dataset,
-                      "--root", str(root), "--split", split], logdir, f"{dataset}_inspect_{split}")
-    return {**json.loads(m["stdout"]), "seconds": m["seconds"], "peak_rss_mb": m["peak_rss_mb"]}
+@dataclass
+class Commands:
+    """The project's commands as measured subprocesses; their output under ``workdir/logs``."""
 
+    workdir: Path
+    threads: int = THREADS
 
-def import_floor(logdir: Path) -> float:
-    """Peak RSS (MiB) of a process that only imports what train.py and evaluate.py import."""
-    code = ("import fashion_retrieval.training.trainer, fashion_retrieval.evaluation, "
-            "fashion_retrieval.hub, fashion_retrieval.data, fashion_retrieval.models")
-    return run_measured([sys.executable, "-c", code], logdir, "import_floor")["peak_rss_mb"]
+    def run(self, cmd: list[str], name: str) -> dict[str, Any]:
+        """``run_measured`` with this plan's log folder and threads."""
+        return run_measured(cmd, self.workdir / "logs", name, self.threads)
 
+    def inspect(self, dataset: str, root: Path, split: str) -> dict[str, Any]:
+        """The loader's counts of one split, from ``python -m fashion_retrieval.data.inspect``."""
+        m = self.run([sys.executable, "-m", "fashion_retrieval.data.inspect", "--dataset", dataset,
+                      "--root", str(root), "--split", split], f"{dataset}_inspect_{split}")
+        return {**json.loads(m["stdout"]), "seconds": m["seconds"], "peak_rss_mb": m["peak_rss_mb"]}
 
-def train_and_evaluate(dataset: str, root: Path, steps: int, workdir: Path) -> dict[str, Any]:
-    """``training/train.py`` for ``steps`` steps, then ``training/evaluate.py`` on its checkpoint."""
-    run_dir, out_json = workdir / f"{dataset}_run", workdir / f"{dataset}_eval.json"
-    train = run_measured(
-        [sys.executable, "training/train.py", "--config", CONFIGS[dataset], "--data-root", str(root),
-         "--max-steps", str(steps), "--output-dir", str(run_dir), *TRAIN_ARGS],
-        workdir / "logs", f"{dataset}_train",
-    )
-    losses = [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()
-              if '"loss"' in line]
-    evaluation = run_measured(
-        [sys.executable, "training/evaluate.py", "--checkpoint", str(run_dir / "final"),
-         "--dataset", dataset, "--data-root", str(root), "--split", EVAL_SPLIT[dataset],
-         "--json", str(out_json)],
-        workdir / "logs", f"{dataset}_evaluate",
-    )
-    return {"train": train, "losses": losses, "evaluate": evaluation,
-            "result": json.loads(out_json.read_text())}
+    def import_floor(self) -> float:
+        """Peak RSS (MiB) of a process that only imports what train.py and evaluate.py import."""
+        code = ("import fashion_retrieval.training.trainer, fashion_retrieval.evaluation, "
+                "fashion_retrieval.hub, fashion_retrieval.data, fashion_retrieval.models")
+        return self.run([sys.executable, "-c", code], "import_floor")["peak_rss_mb"]
+
+    def train_and_evaluate(self, dataset: str, root: Path, steps: int) -> dict[str, Any]:
+        """``training/train.py`` for ``steps`` steps, then ``training/evaluate.py`` on its checkpoint."""
+        run_dir, out_json = self.workdir / f"{dataset}_run", self.workdir / f"{dataset}_eval.json"
+        train = self.run(
+            [sys.executable, "training/train.py", "--config", CONFIGS[dataset], "--data-root",
+             str(root), "--max-steps", str(steps), "--output-dir", str(run_dir), *TRAIN_ARGS],
+            f"{dataset}_train",
+        )
+        metrics = (run_dir / "metrics.jsonl").read_text().splitlines()
+        losses = [json.loads(line)["loss"] for line in metrics if '"loss"' in line]
+        evaluation = self.run(
+            [sys.executable, "training/evaluate.py", "--checkpoint", str(run_dir / "final"),
+             "--dataset", dataset, "--data-root", str(root), "--split", EVAL_SPLIT[dataset],
+             "--json", str(out_json)],
+            f"{dataset}_evaluate",
+        )
+        return {"train": train, "losses": losses, "evaluate": evaluation,
+                "result": json.loads(out_json.read_text())}
 
 
 def _annotation_counts(root: Path, split: str, missing: set[str]) -> dict[str, int]:
@@ -152,8 +173,8 @@ def _rows(name: str, gen: dict, train_split: dict, eval_split: dict, runs: dict,
             notes=f"{gen['images'] / gen['seconds']:,.0f} files/s in the step's process; "
             f"{gen['missing']} named images left out (seeded)",
             extra={k: v for k, v in gen.items() if k != "seconds"}),
-        Row("real scale", f"{name} training via training/train.py: {steps} steps, tiny_cnn + LSTM, "
-            f"32 px, batch 32; loader: {train_split['images']:,} images, "
+        Row("real scale", f"{name} training via training/train.py: {steps} steps, tiny_cnn + LSTM "
+            f"(128-d), 32 px, batch 32; loader: {train_split['images']:,} images, "
             f"{train_split['queries']:,} training queries", train["seconds"], "s",
             target="completes", passed=True,
             notes=f"whole process: start-up, data loading, steps, checkpoint{loss}",
@@ -164,13 +185,14 @@ def _rows(name: str, gen: dict, train_split: dict, eval_split: dict, runs: dict,
             ev["seconds"], "s", target="completes; loader and ranked counts match the files",
             passed=loader_ok and ranked_ok,
             notes=f"loader: {eval_split['missing_images']:,} images missing; evaluation skipped: "
-            f"{skipped}; recall of the {steps}-step model: {recall}",
+            f"{skipped}; recall of the {steps}-step model (stand-in images carry no signal): "
+            f"{recall}",
             extra={"loader": eval_split, "expected": expected, "evaluation": result}),
         _memory_row(f"{name} evaluation process (evaluate.py)", ev["peak_rss_mb"], floor),
     ]
 
 
-def fashioniq_part(ctx: StepContext, steps: int, missing: int) -> list[Row]:
+def fashioniq_part(ctx: StepContext, cmd: Commands, steps: int, missing: int) -> list[Row]:
     """The real FashionIQ annotations (or a slice of them) with stand-in images."""
     annotations = Path(ctx.options.get("fashioniq_annotations") or FASHIONIQ_ANNOTATIONS)
     if not (annotations / "captions").is_dir():
@@ -186,15 +208,14 @@ def fashioniq_part(ctx: StepContext, steps: int, missing: int) -> list[Row]:
     absent = set(written["missing"])
     sizes = "the whole release" if cut is None else f"a slice: {cut[0]} triplets per file"
     gen["sizes"] = f"{sizes}, {len(written['named']):,} named images"
-    logs = ctx.workdir / "logs"
-    train_split = inspect_split("fashioniq", root, "train", logs)
-    val = inspect_split("fashioniq", root, "val", logs)
-    runs = train_and_evaluate("fashioniq", root, steps, ctx.workdir)
+    train_split = cmd.inspect("fashioniq", root, "train")
+    val = cmd.inspect("fashioniq", root, "val")
+    runs = cmd.train_and_evaluate("fashioniq", root, steps)
     expected = _annotation_counts(root, "val", absent)
-    return _rows("fashioniq", gen, train_split, val, runs, expected, steps, import_floor(logs))
+    return _rows("fashioniq", gen, train_split, val, runs, expected, steps, cmd.import_floor())
 
 
-def fashion200k_part(ctx: StepContext, steps: int, missing: int) -> list[Row]:
+def fashion200k_part(ctx: StepContext, cmd: Commands, steps: int, missing: int) -> list[Row]:
     """A Fashion200k-sized label set in the release layout, with stand-in images."""
     n_train, n_test, n_queries = TINY["f200k"] if ctx.tiny else F200K_SIZES[ctx.quick]
     root = ctx.workdir / "fashion200k"
@@ -202,14 +223,13 @@ def fashion200k_part(ctx: StepContext, steps: int, missing: int) -> list[Row]:
     written = write_fashion200k_standins(root, n_train, n_test, n_queries, missing=missing)
     gen = {"images": written["images"], "missing": missing, "seconds": time.perf_counter() - t0}
     gen["sizes"] = f"{n_train:,} train + {n_test:,} test images, {n_queries:,} test queries"
-    logs = ctx.workdir / "logs"
-    train_split = inspect_split("fashion200k", root, "train", logs)
-    test = inspect_split("fashion200k", root, "test", logs)
-    runs = train_and_evaluate("fashion200k", root, steps, ctx.workdir)
+    train_split = cmd.inspect("fashion200k", root, "train")
+    test = cmd.inspect("fashion200k", root, "test")
+    runs = cmd.train_and_evaluate("fashion200k", root, steps)
     expected = {"images": n_test - written["missing_test"],
                 "queries": n_queries - written["queries_with_missing"],
                 "missing_images": written["missing_test"]}
-    return _rows("fashion200k", gen, train_split, test, runs, expected, steps, import_floor(logs))
+    return _rows("fashion200k", gen, train_split, test, runs, expected, steps, cmd.import_floor())
 
 
 @register("realscale")
@@ -221,15 +241,19 @@ def bench_realscale(ctx: StepContext) -> list[Row]:
         raise ValueError(f"unknown realscale_parts {unknown}; valid: {', '.join(PARTS)}")
     steps = ctx.options.get("realscale_steps") or (TINY["steps"] if ctx.tiny else STEPS[ctx.quick])
     missing = TINY["missing"] if ctx.tiny else MISSING[ctx.quick]
+    cmd = Commands(ctx.workdir, int(ctx.options.get("realscale_threads", THREADS)))
     rows: list[Row] = []
     if "fashioniq" in parts:
-        rows += fashioniq_part(ctx, steps, missing)
+        rows += fashioniq_part(ctx, cmd, steps, missing)
     if "fashion200k" in parts:
-        rows += fashion200k_part(ctx, steps, missing)
+        rows += fashion200k_part(ctx, cmd, steps, missing)
     ctx.analysis.append(
         "realscale: each command is a fresh Python process (imports of torch and the library "
-        "included in its seconds) on this machine's shared CPUs; evaluation embeds every "
+        f"included in its seconds) with {cmd.threads or 'the default number of'} torch "
+        "thread(s), on this machine's shared CPUs (step times swing several-fold with other "
+        "load); the training steps are tiny_cnn and LSTM forward and backward on one core, "
+        "data loading is decoding 2 small JPEGs per triplet; evaluation embeds every "
         "gallery image once with the backbone, then ranks chunks of 1,024 queries, so its "
-        "memory grows with the gallery's embeddings (N x 512 floats), never with Q x G."
+        "memory grows with the gallery's embeddings (N x D floats), never with Q x G."
     )
     return rows
