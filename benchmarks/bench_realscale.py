@@ -95,6 +95,7 @@ class Commands:
 
     workdir: Path
     threads: int = THREADS
+    _floor_mb: float | None = None
 
     def run(self, cmd: list[str], name: str) -> dict[str, Any]:
         """``run_measured`` with this plan's log folder and threads."""
@@ -107,10 +108,13 @@ class Commands:
         return {**json.loads(m["stdout"]), "seconds": m["seconds"], "peak_rss_mb": m["peak_rss_mb"]}
 
     def import_floor(self) -> float:
-        """Peak RSS (MiB) of a process that only imports what train.py and evaluate.py import."""
-        code = ("import fashion_retrieval.training.trainer, fashion_retrieval.evaluation, "
-                "fashion_retrieval.hub, fashion_retrieval.data, fashion_retrieval.models")
-        return self.run([sys.executable, "-c", code], "import_floor")["peak_rss_mb"]
+        """Peak RSS (MiB) of a process that only imports what train.py and evaluate.py import
+        (measured once per step)."""
+        if self._floor_mb is None:
+            code = ("import fashion_retrieval.training.trainer, fashion_retrieval.evaluation, "
+                    "fashion_retrieval.hub, fashion_retrieval.data, fashion_retrieval.models")
+            self._floor_mb = self.run([sys.executable, "-c", code], "import_floor")["peak_rss_mb"]
+        return self._floor_mb
 
     def train_and_evaluate(self, dataset: str, root: Path, steps: int) -> dict[str, Any]:
         """``training/train.py`` for ``steps`` steps, then ``training/evaluate.py`` on its checkpoint."""

@@ -10,7 +10,7 @@
 
 The images are tiny (48 x 64 by default) and all different (a random grid of colour
 cells each), so embeddings differ; they are encoded here and written straight to disk,
-well over 10,000 files a second on one core.
+several thousand files a second on one core.
 """
 
 from __future__ import annotations
