@@ -24,7 +24,7 @@ from typing import Any
 
 from benchmarks.common import Row, SkipStep, StepContext, log, register
 from benchmarks.realscale_data import (
-    fashioniq_files,
+    fashioniq_expected_counts,
     slice_fashioniq,
     write_fashion200k_standins,
     write_fashioniq_standins,
@@ -136,23 +136,6 @@ class Commands:
                 "result": json.loads(out_json.read_text())}
 
 
-def _annotation_counts(root: Path, split: str, missing: set[str]) -> dict[str, int]:
-    """What the FashionIQ loader must report for ``split``, from the annotation files."""
-    images = queries = 0
-    named: set[str] = set()
-    for category, s in fashioniq_files(root):
-        if s != split:
-            continue
-        ids = json.loads((root / "image_splits" / f"split.{category}.{split}.json").read_text())
-        images += sum(i not in missing for i in ids)
-        named.update(ids)
-        for e in json.loads((root / "captions" / f"cap.{category}.{split}.json").read_text()):
-            pair = (e["candidate"], e.get("target"))
-            queries += not any(i in missing for i in pair if i)
-            named.update(i for i in pair if i)
-    return {"images": images, "queries": queries, "missing_images": len(named & missing)}
-
-
 def _memory_row(what: str, peak_mb: float, floor_mb: float) -> Row:
     """A peak-RSS row of one subprocess, beside the RSS of the library's imports alone."""
     return Row("memory", f"{what}: peak RSS", peak_mb, "MiB", baseline_name=FLOOR_NAME,
@@ -215,7 +198,7 @@ def fashioniq_part(ctx: StepContext, cmd: Commands, steps: int, missing: int) ->
     train_split = cmd.inspect("fashioniq", root, "train")
     val = cmd.inspect("fashioniq", root, "val")
     runs = cmd.train_and_evaluate("fashioniq", root, steps)
-    expected = _annotation_counts(root, "val", absent)
+    expected = fashioniq_expected_counts(root, "val", absent)
     return _rows("fashioniq", gen, train_split, val, runs, expected, steps, cmd.import_floor())
 
 

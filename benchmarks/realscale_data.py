@@ -106,6 +106,26 @@ def fashioniq_image_ids(root: str | os.PathLike) -> list[str]:
     return sorted(ids)
 
 
+def fashioniq_expected_counts(root: str | os.PathLike, split: str, missing: set[str]) -> dict[str, int]:
+    """What the FashionIQ loader must report for ``split`` when the images in ``missing``
+    are absent: gallery ``images``, ``queries`` (annotations whose images all exist) and
+    ``missing_images`` (named images absent), from the annotation files alone."""
+    root = Path(root)
+    images = queries = 0
+    named: set[str] = set()
+    for category, s in fashioniq_files(root):
+        if s != split:
+            continue
+        ids = _read(root / "image_splits" / f"split.{category}.{split}.json")
+        images += sum(i not in missing for i in ids)
+        named.update(ids)
+        for e in _read(root / "captions" / f"cap.{category}.{split}.json"):
+            pair = (e["candidate"], e.get("target"))
+            queries += not any(i in missing for i in pair if i)
+            named.update(i for i in pair if i)
+    return {"images": images, "queries": queries, "missing_images": len(named & missing)}
+
+
 def slice_fashioniq(src: str | os.PathLike, dst: str | os.PathLike, triplets: int, gallery: int) -> Path:
     """A small FashionIQ root cut from real annotations: per category and split, the first
     ``triplets`` caption entries and a gallery of their images plus the first ``gallery``

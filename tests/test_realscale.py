@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # benchmarks/ is a folder of scripts beside the package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_realscale import _annotation_counts  # noqa: E402
 from benchmarks.realscale_data import (  # noqa: E402
     choose_missing,
+    fashioniq_expected_counts,
     fashioniq_image_ids,
     slice_fashioniq,
     standin_jpegs,
@@ -74,14 +74,14 @@ def test_fashioniq_loader_counts_match_the_written_files(fiq_slice, tmp_path):
     root = tmp_path / "fiq"
     absent = set(write_fashioniq_standins(fiq_slice, root, missing=30, seed=1)["missing"])
     for split in ("train", "val"):
-        expected = _annotation_counts(root, split, absent)
+        expected = fashioniq_expected_counts(root, split, absent)
         warns = expected["missing_images"] > 0
         with pytest.warns(UserWarning, match="skipped records") if warns else nullcontext():
             ds = load_fashioniq(root, split)
         assert len(ds.items) == expected["images"]
         assert len(ds.triplets) == expected["queries"]
         assert ds.meta["missing_images"] == expected["missing_images"]
-    assert any(_annotation_counts(root, s, absent)["missing_images"] for s in ("train", "val"))
+    assert any(fashioniq_expected_counts(root, s, absent)["missing_images"] for s in ("train", "val"))
 
 
 def test_fashion200k_standins_have_the_release_layout_and_counts(tmp_path):
