@@ -9,7 +9,6 @@ Nothing here runs at import time.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -102,14 +101,3 @@ def module_device(module: torch.nn.Module) -> torch.device:
         return p.device
     return torch.device("cpu")
 
-
-@contextlib.contextmanager
-def evaluating(module: torch.nn.Module) -> Iterator[None]:
-    """The module in eval mode and inference mode for the block; its training mode restored after."""
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        module.train(was_training)
