@@ -384,3 +384,30 @@ def test_train_caption_mode_random_draws_per_sample_and_join_is_unchanged(tmp_pa
         TrainConfig(dataset="fashion200k", train_caption_mode="random")
     with pytest.raises(ValueError, match="train_caption_mode"):
         TrainConfig(dataset="fashioniq", train_caption_mode="shuffle")
+
+
+def test_evaluate_cli_uses_the_loader_settings_the_model_was_trained_with(tmp_path):
+    """``training/evaluate.py`` reads the checkpoint's ``dataset_options``: a model trained with
+    the project's clean-up is evaluated with it (2 queries), unless another data set is named."""
+    from _demo_data import tiny_model
+
+    from fashion_retrieval.hub import save_checkpoint
+    from fashion_retrieval.training.cli import evaluate_main
+
+    root = _punctuation_test_set(tmp_path)
+    ckpt = tmp_path / "ckpt"
+    save_checkpoint(tiny_model(), ckpt)
+    saved = {"dataset": "fashion200k", "data_root": str(root), "eval_split": "test",
+             "dataset_options": {"caption_cleanup": "normalize"}}
+    (ckpt / "train_config.json").write_text(json.dumps(saved), encoding="utf-8")
+    out = tmp_path / "eval.json"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the normalize clean-up skips queries, with a warning
+        assert evaluate_main(["--checkpoint", str(ckpt), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["caption_cleanup"] == "normalize" and result["queries"] == 2
+    saved["dataset_options"] = {}
+    (ckpt / "train_config.json").write_text(json.dumps(saved), encoding="utf-8")
+    assert evaluate_main(["--checkpoint", str(ckpt), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["caption_cleanup"] == "tirg" and result["queries"] == len(QUERIES)

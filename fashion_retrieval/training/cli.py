@@ -107,7 +107,8 @@ def evaluate_main(argv: list[str] | None = None) -> int:
             raise ValueError(f"{args.checkpoint} has no saved training config: pass --dataset")
         split = args.split or saved.get("eval_split") or "val"
         root = args.data_root if args.data_root is not None else saved.get("data_root")
-        options: dict[str, Any] = {}
+        # The loader settings the model was trained with (e.g. Fashion200k's caption clean-up)
+        options: dict[str, Any] = dict(saved.get("dataset_options") or {}) if dataset == saved.get("dataset") else {}
         categories = args.categories.split(",") if args.categories else saved.get("categories")
         if categories:
             options["categories"] = categories
