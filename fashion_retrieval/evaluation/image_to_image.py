@@ -237,13 +237,16 @@ def evaluate_image_to_image(
     num_workers: int = 0,
     features: torch.Tensor | Mapping[str, Any] | None = None,
     chunk: int = 1024,
+    device: str | torch.device | None = None,
+    mixed_precision: str = "no",
 ) -> dict[str, Any]:
     """Image-to-image evaluation of ``model`` with gallery-fitted post-processing.
 
     ``space`` "model" ranks ``encode_query``/``encode_target`` embeddings; "backbone" ranks
     raw backbone features (``features``, as in :func:`evaluate`, skips recomputing them).
     Returns DESIGN.md's JSON shape with the post-processed numbers as ``recall`` and the
-    raw ones under ``postprocess.raw`` (absent for ``postprocess="none"``).
+    raw ones under ``postprocess.raw`` (absent for ``postprocess="none"``). The heads run
+    on ``device`` (default: where the model is) under ``mixed_precision`` autocast.
     """
     from fashion_retrieval.evaluation.embeddings import ModelEmbeddings, model_name
     from fashion_retrieval.evaluation.protocols import evaluate_embeddings
@@ -251,7 +254,8 @@ def evaluate_image_to_image(
     if space not in EMBEDDING_SPACES:
         raise ValueError(f"unknown embedding space {space!r}; valid: {', '.join(EMBEDDING_SPACES)}")
     source: Any = ModelEmbeddings(
-        model, dataset.items, batch_size=batch_size, num_workers=num_workers, features=features
+        model, dataset.items, batch_size=batch_size, num_workers=num_workers, features=features,
+        device=device, mixed_precision=mixed_precision,
     )
     if space == "backbone":
         source = BackboneEmbeddings(source)

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from fashion_retrieval.devices import loader_options
+
 
 def _collate(rows: list[dict[str, Any]], rows_of: dict[str, int]) -> dict[str, Any]:
     """Rows of ``with_image_transform`` -> the trainer's dict batch."""
@@ -68,8 +70,8 @@ def stream_batches(run: Any, start_micro_step: int) -> Iterator[dict[str, Any]]:
     while True:
         ds.set_epoch(epoch)
         loader = torch.utils.data.DataLoader(
-            ds, batch_size=cfg.batch_size, num_workers=cfg.num_workers, drop_last=True,
-            collate_fn=lambda rows: _collate(rows, rows_of),
+            ds, batch_size=cfg.batch_size, drop_last=True, collate_fn=lambda rows: _collate(rows, rows_of),
+            **loader_options(acc.device, cfg.num_workers),  # workers; pinned memory on CUDA
         )
         for batch in itertools.islice(loader, skip, per_epoch):
             yield {**batch, "step": step}
