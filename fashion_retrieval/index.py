@@ -13,6 +13,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +67,67 @@ def _as_matrix(x: Any, name: str, dim: int | None = None) -> np.ndarray:
     return a
 
 
-# --- index kinds: name -> (build(dim, embeddings, params) -> faiss index, params used) ---
+# --- index kinds: one registry entry per kind holds how to build it and how to search it ---
+
+
+@dataclass(frozen=True)
+class IndexKind:
+    """One kind of faiss index: its build and search parameters, and how to apply them.
+
+    ``make(dim, emb, build_params) -> (faiss index, build params used)`` creates (and where
+    needed trains) an empty index; ``search_defaults(build params used)`` gives the default
+    search-time parameters; ``apply(index, search params)`` sets them on a faiss index
+    (faiss does not serialise them) and ``clip(build params, search params)`` bounds them.
+    """
+
+    name: str
+    build_params: tuple[str, ...]
+    search_params: tuple[str, ...]
+    make: Callable[[int, np.ndarray, dict], tuple[Any, dict]]
+    search_defaults: Callable[[dict], dict] = lambda built: {}
+    apply: Callable[[Any, dict], None] = lambda index, params: None
+    clip: Callable[[dict, dict], dict] = lambda built, params: params
+
+    def build(self, emb: np.ndarray, **params: Any) -> tuple[Any, dict]:
+        """An index over ``emb (N, D)`` (vectors added) and every parameter it uses,
+        build and search, defaults filled in; unknown parameters are a ``ValueError``."""
+        valid = self.build_params + self.search_params
+        unknown = sorted(set(params) - set(valid))
+        if unknown:
+            names = ", ".join(sorted(valid)) or "none"
+            raise ValueError(f"unknown {self.name} parameters {unknown}; valid: {names}")
+        built_in = {k: v for k, v in params.items() if k in self.build_params}
+        index, built = self.make(emb.shape[1], emb, built_in)
+        given = {k: v for k, v in params.items() if k in self.search_params}
+        search = self.clip(built, {**self.search_defaults(built), **given})
+        self.apply(index, search)
+        index.add(emb)
+        return index, {**built, **search}
+
+    def allowed_search(self, params: dict) -> tuple[str, ...]:
+        """Search parameters that an index built with ``params`` accepts."""
+        return tuple(p for p in self.search_params if p != "rerank" or params.get("codes") == "pq")
+
+    def set_search(self, index: Any, params: dict, **changes: Any) -> dict:
+        """``params`` with ``changes`` applied to ``index``; an unknown name is a ValueError."""
+        allowed = self.allowed_search(params)
+        unknown = sorted(set(changes) - set(allowed))
+        if unknown:
+            raise ValueError(
+                f"{self.name} index has no search parameter {unknown}; valid: {sorted(allowed)}"
+            )
+        built = {k: v for k, v in params.items() if k not in self.search_params}
+        current = {k: v for k, v in params.items() if k in self.search_params}
+        search = self.clip(built, {**current, **{k: int(v) for k, v in changes.items()}})
+        self.apply(index, search)
+        return {**built, **search}
+
+
 INDEX_KINDS: Registry = Registry("index kind")
 
 
-@INDEX_KINDS.register("flat")
-def _build_flat(dim: int, emb: np.ndarray, params: dict) -> tuple[Any, dict]:
+def _make_flat(dim: int, emb: np.ndarray, params: dict) -> tuple[Any, dict]:
     """Exact inner-product search."""
-    if params:
-        raise ValueError(f"the flat index takes no parameters, got {sorted(params)}")
     return _faiss().IndexFlatIP(dim), {}
 
 
@@ -82,8 +135,7 @@ IVF_TRAIN_POINTS_PER_CELL = 64  # k-means sample per cell (faiss advises 39 to 2
 IVF_CODES = ("flat", "pq")
 
 
-@INDEX_KINDS.register("ivf")
-def _build_ivf(dim: int, emb: np.ndarray, params: dict) -> tuple[Any, dict]:
+def _make_ivf(dim: int, emb: np.ndarray, params: dict) -> tuple[Any, dict]:
     """Inverted lists over a k-means coarse quantiser; ``nlist`` cells, ``nprobe`` visited.
 
     ``codes="flat"`` (default) stores the vectors as they are and scans them exactly.
@@ -94,38 +146,53 @@ def _build_ivf(dim: int, emb: np.ndarray, params: dict) -> tuple[Any, dict]:
     IVF visit enough cells for high recall on a large gallery.
     """
     faiss = _faiss()
-    valid = {"nlist", "nprobe", "codes", "pq_m", "rerank"}
-    unknown = set(params) - valid
-    if unknown:
-        raise ValueError(f"unknown ivf parameters {sorted(unknown)}; valid: {', '.join(sorted(valid))}")
     codes = params.get("codes", "flat")
     if codes not in IVF_CODES:
         raise ValueError(f"ivf codes must be one of {IVF_CODES}, got {codes!r}")
-    if codes == "flat" and {"pq_m", "rerank"} & set(params):
+    if codes == "flat" and "pq_m" in params:
         raise ValueError("pq_m and rerank apply to codes='pq' only")
     n = len(emb)
     # Default: ~4 sqrt(N) cells, but at least 39 training points per cell (faiss's advice).
     nlist = int(params.get("nlist", min(round(4 * math.sqrt(n)), n // 39)))
     nlist = max(1, min(nlist, n))  # k-means cannot make more cells than points
-    # Default cells visited: 16 with exact vectors; 1/16 of them with cheap PQ codes.
-    default_nprobe = max(16, nlist // 16) if codes == "pq" else 16
-    nprobe = max(1, min(int(params.get("nprobe", default_nprobe)), nlist))
-    used: dict[str, Any] = {"nlist": nlist, "nprobe": nprobe}
+    used: dict[str, Any] = {"nlist": nlist}
     if codes == "flat":
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist, faiss.METRIC_INNER_PRODUCT)
     else:
         pq_m = int(params.get("pq_m", _default_pq_m(dim)))
         if pq_m < 1 or dim % pq_m:
             raise ValueError(f"pq_m must divide the dimension {dim}, got {pq_m}")
-        rerank = int(params.get("rerank", 30))
-        if rerank < 1:
-            raise ValueError(f"rerank must be at least 1, got {rerank}")
         index = faiss.index_factory(dim, f"IVF{nlist},PQ{pq_m}x4fs,RFlat", faiss.METRIC_INNER_PRODUCT)
-        used.update(codes="pq", pq_m=pq_m, rerank=rerank)
+        used.update(codes="pq", pq_m=pq_m)
     faiss.extract_index_ivf(index).cp.max_points_per_centroid = IVF_TRAIN_POINTS_PER_CELL
     index.train(emb)
-    _apply_search_params(index, "ivf", used)
     return index, used
+
+
+def _ivf_search_defaults(built: dict) -> dict:
+    """16 cells visited with exact vectors; with cheap PQ codes 1/16 of them (at least 16),
+    re-ranking 30 x k candidates."""
+    if built.get("codes") == "pq":
+        return {"nprobe": max(16, built["nlist"] // 16), "rerank": 30}
+    return {"nprobe": 16}
+
+
+def _ivf_clip(built: dict, params: dict) -> dict:
+    """``nprobe`` within 1..nlist; ``rerank`` (PQ codes only) at least 1."""
+    if "rerank" in params and built.get("codes") != "pq":
+        raise ValueError("pq_m and rerank apply to codes='pq' only")
+    out = {**params, "nprobe": max(1, min(int(params["nprobe"]), built["nlist"]))}
+    if "rerank" in out:
+        out["rerank"] = int(out["rerank"])
+        if out["rerank"] < 1:
+            raise ValueError(f"rerank must be at least 1, got {out['rerank']}")
+    return out
+
+
+def _ivf_apply(index: Any, params: dict) -> None:
+    _faiss().extract_index_ivf(index).nprobe = int(params["nprobe"])
+    if "rerank" in params:  # codes="pq": an IndexRefineFlat around the IVF
+        index.k_factor = float(params["rerank"])
 
 
 def _default_pq_m(dim: int) -> int:
@@ -134,42 +201,56 @@ def _default_pq_m(dim: int) -> int:
     return dim // next(per for per in (8, 4, 2, 1) if dim % per == 0)
 
 
-@INDEX_KINDS.register("hnsw")
-def _build_hnsw(dim: int, emb: np.ndarray, params: dict) -> tuple[Any, dict]:
-    """A navigable small-world graph; ``M`` links, ``efConstruction`` and ``efSearch``."""
-    faiss = _faiss()
-    unknown = set(params) - {"M", "efConstruction", "efSearch"}
-    if unknown:
-        raise ValueError(
-            f"unknown hnsw parameters {sorted(unknown)}; valid: M, efConstruction, efSearch"
-        )
+def _make_hnsw(dim: int, emb: np.ndarray, params: dict) -> tuple[Any, dict]:
+    """A navigable small-world graph; ``M`` links, ``efConstruction`` candidates per insert."""
     m = int(params.get("M", 32))
-    index = faiss.IndexHNSWFlat(dim, m, faiss.METRIC_INNER_PRODUCT)
+    index = _faiss().IndexHNSWFlat(dim, m, _faiss().METRIC_INNER_PRODUCT)
     index.hnsw.efConstruction = int(params.get("efConstruction", 80))
-    index.hnsw.efSearch = int(params.get("efSearch", 64))
-    used = {"M": m, "efConstruction": index.hnsw.efConstruction, "efSearch": index.hnsw.efSearch}
-    return index, used
+    return index, {"M": m, "efConstruction": index.hnsw.efConstruction}
 
 
-def _apply_search_params(index: Any, kind: str, params: dict) -> None:
-    """Set the search-time parameters that faiss does not serialise."""
-    if kind == "ivf":
-        _faiss().extract_index_ivf(index).nprobe = int(params["nprobe"])
-        if "rerank" in params:  # codes="pq": an IndexRefineFlat around the IVF
-            index.k_factor = float(params["rerank"])
-    elif kind == "hnsw":
-        index.hnsw.efSearch = int(params["efSearch"])
+def _hnsw_apply(index: Any, params: dict) -> None:
+    index.hnsw.efSearch = int(params["efSearch"])
+
+
+for _kind in (
+    IndexKind("flat", (), (), _make_flat),
+    IndexKind(
+        "ivf", ("nlist", "codes", "pq_m"), ("nprobe", "rerank"), _make_ivf,
+        _ivf_search_defaults, _ivf_apply, _ivf_clip,
+    ),
+    IndexKind(
+        "hnsw", ("M", "efConstruction"), ("efSearch",), _make_hnsw,
+        lambda built: {"efSearch": 64}, _hnsw_apply,
+    ),
+):
+    INDEX_KINDS.register(_kind.name)(_kind)
+
+
+def index_kind(name: str) -> IndexKind:
+    """The registry entry of a kind (a ValueError lists the valid kinds)."""
+    return INDEX_KINDS.get(name)  # type: ignore[return-value]
+
+
+def choose_kind(kind: str, n: int, params: dict | None = None) -> tuple[str, dict]:
+    """The kind and parameters to build for ``n`` items: the one place "auto" is decided.
+
+    ``"auto"`` is exact (``flat``) below ``AUTO_EXACT_LIMIT`` items; above it IVF with PQ
+    codes re-ranked on the full vectors (fastest at high recall in bench_ann.py), unless
+    ``params`` choose the codes. Any other kind is checked and returned as given.
+    """
+    params = dict(params or {})
+    if kind == "auto":
+        if n < AUTO_EXACT_LIMIT:
+            return "flat", params
+        return "ivf", {"codes": "pq", **params}
+    index_kind(kind)  # raises a ValueError listing valid kinds
+    return kind, params
 
 
 def resolve_kind(kind: str, n: int) -> str:
-    """``"auto"`` -> ``"flat"`` below ``AUTO_EXACT_LIMIT`` items, else ``"ivf"``.
-
-    :meth:`GalleryIndex.build` builds an automatic IVF with re-ranked PQ codes.
-    """
-    if kind == "auto":
-        return "flat" if n < AUTO_EXACT_LIMIT else "ivf"
-    INDEX_KINDS.get(kind)  # raises a ValueError listing valid kinds
-    return kind
+    """The kind :func:`choose_kind` builds for ``n`` items (``"auto"`` resolved)."""
+    return choose_kind(kind, n)[0]
 
 
 class GalleryIndex:
@@ -207,12 +288,8 @@ class GalleryIndex:
             raise ValueError("cannot build an index over an empty gallery")
         if len(ids) != len(emb):
             raise ValueError(f"{len(emb)} embeddings but {len(ids)} ids")
-        resolved = resolve_kind(kind, len(emb))
-        if kind == "auto" and resolved == "ivf":  # fastest at high recall in bench_ann.py
-            params = {"codes": "pq", **params}
-        kind = resolved
-        index, used = INDEX_KINDS.get(kind)(emb.shape[1], emb, dict(params))
-        index.add(emb)
+        kind, params = choose_kind(kind, len(emb), params)
+        index, used = index_kind(kind).build(emb, **params)
         return cls(index, [str(i) for i in ids], kind, used, fingerprint)
 
     @property
@@ -284,16 +361,7 @@ class GalleryIndex:
     def set_search_params(self, **params: Any) -> None:
         """Change search-time parameters: ``nprobe`` (and ``rerank`` with PQ codes) for IVF,
         ``efSearch`` for HNSW."""
-        allowed = {"ivf": {"nprobe"}, "hnsw": {"efSearch"}}.get(self.kind, set())
-        if self.params.get("codes") == "pq":
-            allowed = allowed | {"rerank"}
-        unknown = sorted(set(params) - allowed)
-        if unknown:
-            raise ValueError(
-                f"{self.kind} index has no search parameter {unknown}; valid: {sorted(allowed)}"
-            )
-        self.params.update({key: int(v) for key, v in params.items()})
-        _apply_search_params(self._index, self.kind, self.params)
+        self.params = index_kind(self.kind).set_search(self._index, self.params, **params)
 
     def search_ids(self, queries: Any, k: int) -> list[list[tuple[str, float]]]:
         """Like :meth:`search` but ``[(id, score), ...]`` per query, missing slots dropped."""
@@ -349,7 +417,10 @@ class GalleryIndex:
                 f"{d / INDEX_FILE}: holds {index.ntotal} x {index.d}, "
                 f"meta.json says {meta['count']} x {meta['dim']}"
             )
-        _apply_search_params(index, meta["kind"], meta["params"])
+        try:
+            index_kind(meta["kind"]).apply(index, meta["params"])
+        except (ValueError, KeyError) as err:
+            raise IndexLoadError(f"{d / META_FILE}: bad kind or parameters ({err})") from err
         return cls(index, ids, meta["kind"], meta["params"], meta.get("fingerprint", ""))
 
     @classmethod

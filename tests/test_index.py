@@ -214,3 +214,38 @@ def test_combine_fingerprints_is_stable_and_order_sensitive() -> None:
     assert combine_fingerprints("a", "b") == combine_fingerprints("a", "b")
     assert combine_fingerprints("a", "b") != combine_fingerprints("b", "a")
     assert combine_fingerprints("ab", "") != combine_fingerprints("a", "b")
+
+
+def test_each_kind_is_one_entry_holding_build_and_search_parameters() -> None:
+    from fashion_retrieval.index import INDEX_KINDS, IndexKind, choose_kind, index_kind
+
+    assert INDEX_KINDS.names() == ["flat", "hnsw", "ivf"]
+    g, q = _normed(11, 600), _normed(12, 4)
+    for name in INDEX_KINDS.names():
+        entry = index_kind(name)
+        assert isinstance(entry, IndexKind) and entry.name == name
+        faiss_index, params = entry.build(g)
+        # Defaults of both kinds of parameters come from the entry itself.
+        assert set(params) <= set(entry.build_params) | set(entry.search_params)
+        assert set(entry.allowed_search(params)) <= set(params)
+        index = GalleryIndex(faiss_index, _ids(600), name, params)
+        assert index.search(q, 3)[1].shape == (4, 3)
+    hnsw = index_kind("hnsw")
+    assert hnsw.search_defaults({"M": 32}) == {"efSearch": 64}
+    faiss_index, params = hnsw.build(g, M=8, efSearch=20)
+    assert params == {"M": 8, "efConstruction": 80, "efSearch": 20}
+    assert faiss_index.hnsw.efSearch == 20  # applied by the entry
+    ivf = index_kind("ivf")
+    assert ivf.search_defaults({"nlist": 64, "codes": "pq"}) == {"nprobe": 16, "rerank": 30}
+    assert ivf.search_defaults({"nlist": 640, "codes": "pq"})["nprobe"] == 40
+    faiss_index, params = ivf.build(g, nlist=4, nprobe=99)
+    assert params == {"nlist": 4, "nprobe": 4}  # clipped to the cells there are
+    assert ivf.set_search(faiss_index, params, nprobe=2) == {"nlist": 4, "nprobe": 2}
+    assert faiss_index.nprobe == 2
+    with pytest.raises(ValueError, match="no search parameter"):
+        ivf.set_search(faiss_index, params, efSearch=3)
+    # "auto" is decided in one place, for every caller.
+    assert choose_kind("auto", 10, {"x": 1}) == ("flat", {"x": 1})
+    assert choose_kind("auto", 10**7) == ("ivf", {"codes": "pq"})
+    assert choose_kind("auto", 10**7, {"codes": "flat"}) == ("ivf", {"codes": "flat"})
+    assert choose_kind("hnsw", 10, {"M": 4}) == ("hnsw", {"M": 4})
