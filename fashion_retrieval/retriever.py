@@ -20,7 +20,14 @@ import numpy as np
 import torch
 
 from fashion_retrieval.data.records import Item
-from fashion_retrieval.index import GalleryIndex, combine_fingerprints
+from fashion_retrieval.gallery_store import (
+    GalleryStore,
+    StoreLoadError,
+    aligned_rows,
+    embed_rows,
+    file_stamp,
+)
+from fashion_retrieval.index import GalleryIndex, IndexLoadError, combine_fingerprints
 from fashion_retrieval.whitening import (
     POSTPROCESS_MODES,
     WHITENING_FILE,
@@ -109,6 +116,13 @@ class Retriever:
     The model is moved to ``device`` (default: left where it is), where the gallery is
     embedded (``num_workers`` DataLoader workers decoding) and queries are encoded, under
     ``mixed_precision`` autocast ("no", "fp16", "bf16").
+
+    Beside a saved index the Retriever keeps each item's file stamp, backbone features and
+    target embedding (:class:`~fashion_retrieval.gallery_store.GalleryStore`): a gallery
+    that changed on disk is updated on the next start by embedding only its new and changed
+    files (removed ones are dropped); a missing or damaged store means a full build.
+    ``features`` (backbone features, ``{id: row}`` or ``(N, Dimg)`` aligned with ``items``)
+    skip the backbone for those items. :meth:`stored_features` hands them back.
     """
 
     def __init__(
@@ -120,6 +134,7 @@ class Retriever:
         index_dir: str | os.PathLike | None = None,
         index_kind: str = "auto",
         index_params: dict[str, Any] | None = None,
+        features: Any = None,
         batch_size: int = 64,
         num_workers: int = 0,
         postprocess: str | PCAWhitening = "none",
@@ -146,6 +161,8 @@ class Retriever:
         self._transform = model.transform(train=False)
         self._model_fp = model_fingerprint(model)
         self._init_postprocess(postprocess, postprocess_dim, index)
+        self._store: GalleryStore | None = None
+        given = None if features is None else aligned_rows(features, list(self._items))
         if index is not None:
             unknown = [i for i in index.ids if i not in self._items]
             if unknown or len(index) != len(self._items):
@@ -154,13 +171,12 @@ class Retriever:
                     f"items (ids not in the gallery: {unknown[:3]})"
                 )
             self.index = index
+            if given is not None:  # kept for stored_features
+                self._store = self._gallery_rows(self.items, given)
         elif self.index_dir is not None:
-            self.index = GalleryIndex.load_or_build(
-                self.index_dir, self.fingerprint(), lambda: self._build(list(self._items.values()))
-            )
-            self._load_postprocessor()
+            self.index = self._open_saved(given)
         else:
-            self.index = self._build(list(self._items.values()))
+            self.index = self._build(self.items, given)
 
     # ------------------------------------------------------------------ post-processing
 
@@ -200,16 +216,16 @@ class Retriever:
         """The autocast precision, when there is one (an index built under it differs)."""
         return [] if self.mixed_precision == "no" else [f"mixed_precision={self.mixed_precision}"]
 
-    def _load_postprocessor(self) -> None:
-        """After reusing a saved index, read the post-processor saved beside it (or rebuild)."""
+    def _saved_postprocessor(self) -> bool:
+        """After reusing a saved index, read the post-processor saved beside it; False when
+        it is missing or damaged (the index is then rebuilt from the stored rows)."""
         if self._post_mode == "none" or self.postprocessor is not None:
-            return
+            return True
         try:
             self.postprocessor = PCAWhitening.load(self.index_dir)
-        except ValueError:  # missing or corrupt: fit and index again
-            self.index = self._build(list(self._items.values()))
-            self.index.fingerprint = self.fingerprint()
-            self.index.save(self.index_dir)
+        except ValueError:
+            return False
+        return True
 
     def _postprocess(self, emb: torch.Tensor) -> torch.Tensor:
         """``(N, D) -> (N, d)`` through the post-processor, if any."""
@@ -249,32 +265,121 @@ class Retriever:
         with self._lock:
             return source.item_embeddings()
 
-    def _build(self, items: list[Item]) -> GalleryIndex:
-        """Embed ``items`` and index them."""
-        emb = self.embed_items(items)  # (N, D)
+    def _store_key(self) -> str:
+        """What stored rows depend on: the model's weights and the autocast precision."""
+        return combine_fingerprints(self._model_fp, *self._precision_settings())
+
+    def _read_store(self) -> GalleryStore | None:
+        """The store saved in ``index_dir`` for this model, or None (missing, damaged, other)."""
+        if self.index_dir is None:
+            return None
+        try:
+            return GalleryStore.load(self.index_dir, self._store_key())
+        except StoreLoadError:
+            return None
+
+    def _gallery_rows(
+        self,
+        items: list[Item],
+        given: dict[str, np.ndarray] | None = None,
+        old: GalleryStore | None = None,
+    ) -> GalleryStore:
+        """Features and embeddings of ``items``: rows of ``old`` whose file is unchanged are
+        reused as they are; the others come from ``given`` features (heads only) or from
+        the backbone."""
+        ids, stamps = [it.id for it in items], [file_stamp(it.path) for it in items]
+        reuse = old.reusable(ids, stamps) if old is not None else {}
+        feats = {i: old.features[r] for i, r in reuse.items()}  # id -> (Dimg,)
+        emb = {i: old.embeddings[r] for i, r in reuse.items()}  # id -> (D,)
+        rest = [it for it in items if it.id not in reuse]
+        if rest:
+            with self._lock:
+                new_f, new_e = embed_rows(
+                    self.model, rest, given, batch_size=self.batch_size,
+                    num_workers=self.num_workers, device=self.device,
+                    mixed_precision=self.mixed_precision,
+                )  # (M, Dimg), (M, D)
+            feats.update(zip([it.id for it in rest], new_f, strict=True))
+            emb.update(zip([it.id for it in rest], new_e, strict=True))
+        return GalleryStore(
+            self._store_key(), ids, stamps,
+            np.stack([feats[i] for i in ids]), np.stack([emb[i] for i in ids]),
+        )  # fmt: skip
+
+    def _index_rows(self, store: GalleryStore) -> GalleryIndex:
+        """Index the stored embeddings (post-processing fitted on them first, if asked)."""
+        emb = torch.from_numpy(store.embeddings)  # (N, D)
         if self._post_mode != "none":  # fitted on this gallery, saved before the index
             self.postprocessor = fit_postprocess(self._post_mode, emb, dim=self._post_dim)
             if self.index_dir is not None:
                 self.postprocessor.save(self.index_dir / WHITENING_FILE)
         emb = self._postprocess(emb)  # (N, d)
-        return GalleryIndex.build(
-            emb.numpy(), [it.id for it in items], self.index_kind, **self.index_params
-        )
+        return GalleryIndex.build(emb.numpy(), store.ids, self.index_kind, **self.index_params)
+
+    def _build(
+        self, items: list[Item], given: dict[str, np.ndarray] | None = None,
+        old: GalleryStore | None = None,
+    ) -> GalleryIndex:
+        """Rows of ``items`` (reusing ``old``'s unchanged ones) and an index over them."""
+        self._store = self._gallery_rows(items, given, old)
+        return self._index_rows(self._store)
+
+    def _open_saved(self, given: dict[str, np.ndarray] | None) -> GalleryIndex:
+        """The index saved in ``index_dir`` when it and the store match this model and
+        gallery; else an update (only new and changed files embedded), saved there."""
+        fingerprint, items = self.fingerprint(), self.items
+        old = self._read_store()
+        stamps = [file_stamp(it.path) for it in items]
+        if old is not None and old.matches([it.id for it in items], stamps):
+            try:
+                index = GalleryIndex.load(self.index_dir)
+                if index.fingerprint == fingerprint and self._saved_postprocessor():
+                    self._store = old
+                    return index
+            except IndexLoadError:
+                pass
+        index = self._build(items, given, old)
+        self._store.save(self.index_dir)  # (rows first: an index is only valid with them)
+        index.fingerprint = fingerprint
+        index.save(self.index_dir)
+        return index
 
     def add_items(self, items: Sequence[Item]) -> None:
         """Embed new items and append them to the index (re-saved when ``index_dir`` is set)."""
         with self._lock:
             new = self._add_to_catalogue(items)
             try:
-                emb = self._postprocess(self.embed_items(new))  # (M, d)
+                rows = self._gallery_rows(new)
+                emb = self._postprocess(torch.from_numpy(rows.embeddings))  # (M, d)
                 self.index.add(emb.numpy(), [it.id for it in new])
             except BaseException:
                 for it in new:
                     del self._items[it.id]
                 raise
+            if self._store is not None:
+                s = self._store
+                self._store = GalleryStore(
+                    s.key, s.ids + rows.ids, s.stamps + rows.stamps,
+                    np.concatenate([s.features, rows.features]),
+                    np.concatenate([s.embeddings, rows.embeddings]),
+                )
             if self.index_dir is not None:
+                if self._store is not None:
+                    self._store.save(self.index_dir)
                 self.index.fingerprint = self.fingerprint()
                 self.index.save(self.index_dir)
+
+    def stored_features(self, ids: Sequence[str]) -> torch.Tensor:
+        """``(len(ids), Dimg)`` float32 backbone features of gallery items, as stored when
+        they were indexed (no decoding, no backbone); KeyError naming an id not stored."""
+        with self._lock:
+            if self._store is None:
+                raise KeyError(
+                    f"no stored backbone features for gallery item {next(iter(ids), '')!r}: "
+                    "this Retriever was given a ready index without features"
+                )
+            rows = [self._store.row(i) for i in ids]
+            return torch.from_numpy(self._store.features[rows].astype(np.float32))
 
     @property
     def items(self) -> list[Item]:
