@@ -8,44 +8,18 @@ backbone features equal a fresh backbone pass; given features skip the backbone.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from _demo_data import tiny_model
+from _photo_data import draw_photo, write_folder
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _demo_data import tiny_model  # noqa: E402
-
-from fashion_retrieval.gallery_store import STORE_ARRAYS, STORE_META, stored_stamps  # noqa: E402
-from fashion_retrieval.retriever import Retriever  # noqa: E402
-from fashion_retrieval.serving import photos  # noqa: E402
-from fashion_retrieval.serving.photos import scan_photo_folder  # noqa: E402
-
-
-def draw_photo(path: Path, i: int, size: int = 48) -> Path:
-    """A small picture that differs per ``i``: a coloured shape on a coloured ground."""
-    rng = np.random.default_rng(i)
-    ground, ink = (tuple(int(c) for c in rng.integers(0, 256, 3)) for _ in range(2))
-    img = Image.new("RGB", (size, size), ground)
-    d = ImageDraw.Draw(img)
-    a, b = int(rng.integers(2, size // 3)), int(rng.integers(size // 2, size - 2))
-    (d.ellipse if i % 2 else d.rectangle)([a, a, b, b], fill=ink)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
-
-
-def write_folder(root: Path, n: int, start: int = 0) -> list[Path]:
-    """``n`` photos spread over two nested folders and the top, in three formats."""
-    out = []
-    for i in range(start, start + n):
-        sub = ("", "tops/", "dresses/long/")[i % 3]
-        ext = (".jpg", ".png", ".webp")[i % 3]
-        out.append(draw_photo(root / f"{sub}p{i:03d}{ext}", i))
-    return out
+from fashion_retrieval.gallery_store import STORE_ARRAYS, STORE_META, stored_stamps
+from fashion_retrieval.retriever import Retriever
+from fashion_retrieval.serving import photos
+from fashion_retrieval.serving.photos import scan_photo_folder
 
 
 def _ids(scan) -> list[str]:
