@@ -13,6 +13,14 @@ import itertools
 import time
 from typing import Any
 
+from benchmarks.ann_data import (
+    AMBIENT,
+    INTRINSIC,
+    POINTS_PER_CLUSTER,
+    load_calibration,
+    mixture,
+    recall_of,
+)
 from benchmarks.common import Row, StepContext, log, percentile, register, time_repeated
 
 DIM = 512
@@ -53,14 +61,6 @@ def settings(kind: str) -> list[dict[str, int]]:
     for name, values in SWEEPS[kind].items():
         grid = [{**g, name: v} for g in grid for v in values]
     return grid
-
-
-def recall_of(found, truth) -> float:  # (Q, K), (Q, K) positions
-    """Mean share of each query's true top ``K`` present in its approximate top ``K``."""
-    import numpy as np
-
-    hits = sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth, strict=True))
-    return hits / truth.size
 
 
 def timed_search(index: Any, queries, k: int) -> tuple[float, Any]:
@@ -154,8 +154,6 @@ def _row(
 
 def _data_note(intrinsic: int, n: int, queries: int) -> str:
     """Where the vectors come from, and how they compare with the real model's."""
-    from benchmarks.ann_data import AMBIENT, POINTS_PER_CLUSTER, load_calibration
-
     note = (
         f"{n // POINTS_PER_CLUSTER:,}-centre Gaussian mixture in a {intrinsic}-d subspace of "
         f"{DIM}-d + {AMBIENT:.0%} isotropic noise; {queries} batched held-out queries"
@@ -177,7 +175,6 @@ def bench_ann(ctx: StepContext) -> list[Row]:
     ``ctx.options["ann_intrinsic"]`` overrides the mixture's intrinsic dimension (e.g. 32
     for data harder than the calibration asks for).
     """
-    from benchmarks.ann_data import INTRINSIC, mixture
     from fashion_retrieval.index import GalleryIndex
 
     size = ctx.size(SIZES, TINY_SIZE)

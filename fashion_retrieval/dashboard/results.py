@@ -1,4 +1,6 @@
-"""Evaluation JSON files (DESIGN.md's shape) read into recall tables for the dashboard."""
+"""Evaluation JSON files read into recall tables for the dashboard (the object
+:func:`fashion_retrieval.evaluation.base.evaluate_embeddings` returns and
+``training/evaluate.py`` writes)."""
 
 from __future__ import annotations
 

@@ -1,40 +1,27 @@
-"""The Streamlit page: sidebar, view switch and cached loaders (``streamlit_app/app.py`` calls
-:func:`main`). Views are in :mod:`fashion_retrieval.dashboard.views`."""
+"""The Streamlit page: sidebar and view switch (``streamlit_app/app.py`` calls :func:`main`).
+The views are in :mod:`fashion_retrieval.dashboard.views`; the sidebar's ``Settings`` and the
+cached loaders both use are in :mod:`fashion_retrieval.dashboard.loaders`."""
 
 from __future__ import annotations
 
 import argparse
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
+from ..paths import default_dir
 from . import models as dm
-from .curves import load_metrics
-from .results import EvalResult, load_eval_result
-from .shopper import ShopperReport, load_shopper_report
-from .sources import Discovery, default_result_dirs, home_dir, scan_result_dirs
+from .loaders import Settings, cached_scan
+from .sources import default_result_dirs
+from .views import available_views
 
 DATASET_ENV = "FASHION_RETRIEVAL_DATASET"
 DATA_ROOT_ENV = "FASHION_RETRIEVAL_DATA_ROOT"
 SPLIT_ENV = "FASHION_RETRIEVAL_SPLIT"
 # The split whose queries have ground truth: FashionIQ/synthetic evaluate on val.
-DEFAULT_SPLITS = {"fashion200k": "test", "published": ""}  # published: "" is its card's eval split
-
-
-@dataclass
-class Settings:
-    """Everything the sidebar chose; the views read only this."""
-
-    discovery: Discovery
-    eval_files: dict[str, Path] = field(default_factory=dict)
-    shopper_files: dict[str, Path] = field(default_factory=dict)
-    metrics_files: dict[str, Path] = field(default_factory=dict)
-    checkpoints: dict[str, Path] = field(default_factory=dict)
-    gallery: dm.GallerySpec | None = None
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -48,99 +35,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# ---- cached loaders: keyed by path and modification time so edits show up ----------------
-
-
-def _mtime(path: Path) -> float:
-    """Modification time, or 0 when the file vanished (the loader then reports it)."""
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
-
-
-@st.cache_data(show_spinner=False, ttl=30)
-def cached_scan(dirs: tuple[str, ...]) -> Discovery:
-    """Scan result folders (cached for 30 s so new runs appear)."""
-    return scan_result_dirs(list(dirs))
-
-
-@st.cache_data(show_spinner=False)
-def cached_eval(path: str, label: str, mtime: float) -> EvalResult:
-    """Read one evaluation JSON."""
-    return load_eval_result(path, label=label)
-
-
-@st.cache_data(show_spinner=False)
-def cached_shopper(path: str, label: str, mtime: float) -> ShopperReport:
-    """Read one comparison or default-quality report."""
-    return load_shopper_report(path, label=label)
-
-
-@st.cache_data(show_spinner=False)
-def cached_metrics(path: str, mtime: float) -> Any:
-    """Read one metrics.jsonl."""
-    return load_metrics(path)
-
-
-@st.cache_resource(show_spinner="Loading checkpoint…")
-def cached_model(path: str) -> Any:
-    """Load a checkpoint once per server."""
-    return dm.load_checkpoint(path)
-
-
-@st.cache_resource(show_spinner="Loading gallery…")
-def cached_gallery(spec: dm.GallerySpec) -> Any:
-    """Load a gallery data set once per server."""
-    return dm.load_gallery(spec)
-
-
-@st.cache_resource(show_spinner="Embedding the gallery…")
-def cached_retriever(checkpoint: str, spec: dm.GallerySpec) -> Any:
-    """Build a model's retriever over a gallery once per server."""
-    return dm.build_retriever(checkpoint, cached_model(checkpoint), cached_gallery(spec).items)
-
-
-def _load_each(files: dict[str, Path], read: Any, what: str) -> list[Any]:
-    """``read(path, label, mtime)`` of each chosen file; an unreadable one becomes an ``st.error``."""
-    out = []
-    for label, path in files.items():
-        try:
-            out.append(read(str(path), label, _mtime(path)))
-        except Exception as exc:  # noqa: BLE001 - shown in the page, never a traceback
-            st.error(f"{what} {label}: {exc}")
-    return out
-
-
-def load_results(files: dict[str, Path]) -> list[EvalResult]:
-    """Read the chosen evaluation files; each unreadable one becomes an ``st.error``."""
-    return _load_each(files, cached_eval, "Result file")
-
-
-def load_shopper_reports(files: dict[str, Path]) -> list[ShopperReport]:
-    """Read the chosen shopper reports; each unreadable one becomes an ``st.error``."""
-    return _load_each(files, cached_shopper, "Shopper report")
-
-
-def load_retrievers(settings: Settings) -> dict[str, Any]:
-    """Retrievers of the chosen checkpoints; a checkpoint that fails is an ``st.error``."""
-    out: dict[str, Any] = {}
-    if settings.gallery is None:
-        st.info("Choose a gallery (data set and folder) in the sidebar.")
-        return out
-    try:
-        cached_gallery(settings.gallery)
-    except Exception as exc:  # noqa: BLE001
-        st.error(f"Gallery {settings.gallery.describe()} could not be loaded: {exc}")
-        return out
-    for label, path in settings.checkpoints.items():
-        try:
-            out[label] = cached_retriever(str(path), settings.gallery)
-        except Exception as exc:  # noqa: BLE001
-            st.error(f"Checkpoint {label} ({path}) could not be loaded: {exc}")
-    return out
-
-
 # ---- sidebar -------------------------------------------------------------------------------
 
 
@@ -152,14 +46,19 @@ def _pick(title: str, found: dict[str, Path], key: str, limit: int | None = None
     return {label: found[label] for label in chosen}
 
 
+DETECT = "(detect from the folder)"  # the data set choice that lets the folder say what it holds
+
+
 def _gallery_inputs(args: argparse.Namespace, checkpoints: dict[str, Path]) -> Any:
-    """Sidebar inputs for the gallery; defaults from options, else the checkpoint's data."""
+    """Sidebar inputs for the gallery; defaults from options, else the checkpoint's data, else
+    the embedded default's catalogue (its layout detected)."""
     from ..data import DATASETS
+    from ..serving.catalogue import PHOTOS
 
     guess = next((g for p in checkpoints.values() if (g := dm.train_gallery(p))), None)
-    dataset = args.dataset or (guess.dataset if guess else "synthetic")
-    root = args.data_root or (guess.root if guess else str(home_dir() / "default" / "data"))
-    names = DATASETS.names()
+    dataset = args.dataset or (guess.dataset if guess else DETECT)
+    root = args.data_root or (guess.root if guess else str(default_dir() / "data"))
+    names = [DETECT, *DATASETS.names(), PHOTOS]
     st.sidebar.subheader("Gallery")
     name = st.sidebar.selectbox(
         "Data set", names, index=names.index(dataset) if dataset in names else 0, key="dataset"
@@ -168,9 +67,11 @@ def _gallery_inputs(args: argparse.Namespace, checkpoints: dict[str, Path]) -> A
         "Data folder", value=root, key="data_root",
         help="the data set's folder; for 'published' also a Hub dataset repo id",
     )
-    split_default = args.split or (guess.split if guess else DEFAULT_SPLITS.get(name, "val"))
-    split = st.sidebar.text_input("Split", value=split_default, key="split")
-    return dm.GallerySpec(name, root.strip(), split.strip()) if root.strip() else None
+    split_default = args.split or (guess.split if guess else "")
+    split = st.sidebar.text_input("Split", value=split_default, key="split",
+                                  help="empty: the data set's evaluation split")
+    spec = dm.GallerySpec("" if name == DETECT else name, root.strip(), split.strip())
+    return spec if root.strip() else None
 
 
 def sidebar(args: argparse.Namespace) -> Settings:
@@ -199,8 +100,6 @@ def sidebar(args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Render the whole dashboard (one Streamlit script run)."""
-    from .views import available_views
-
     st.set_page_config(page_title="Fashion retrieval · model comparison", layout="wide")
     settings = sidebar(parse_args(argv))
     views = available_views(settings)

@@ -12,6 +12,16 @@ from . import charts
 from .browse import compare_models, query_options
 from .curves import combine_runs, metric_groups
 from .embedmap import color_options, project_gallery, subsample
+from .loaders import (
+    Settings,
+    cached_gallery,
+    cached_metrics,
+    cached_retriever,
+    load_results,
+    load_retrievers,
+    load_shopper_reports,
+    mtime,
+)
 from .models import gallery_embeddings
 from .projection import PROJECTIONS, ProjectionUnavailable
 from .results import (
@@ -33,16 +43,6 @@ from .shopper import (
     phrasing_table,
     words_note,
     words_table,
-)
-from .ui import (
-    Settings,
-    _mtime,
-    cached_gallery,
-    cached_metrics,
-    cached_retriever,
-    load_results,
-    load_retrievers,
-    load_shopper_reports,
 )
 
 SHOPPER_VIEW = "Shopper view"
@@ -86,7 +86,7 @@ def curves_view(settings: Settings) -> None:
     per_run = {}
     for label, path in settings.metrics_files.items():
         try:
-            per_run[label] = cached_metrics(str(path), _mtime(path))
+            per_run[label] = cached_metrics(str(path), mtime(path))
         except Exception as exc:  # noqa: BLE001
             st.error(f"Training log {label}: {exc}")
     curves = combine_runs(per_run)

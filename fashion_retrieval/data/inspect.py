@@ -20,7 +20,8 @@ from fashion_retrieval.data.records import RetrievalDataset
 
 
 def summarize(dataset: RetrievalDataset) -> dict[str, Any]:
-    """The counts of a loaded data set, in the shape DESIGN.md fixes for ``inspect``."""
+    """The counts of a loaded data set: the JSON object ``inspect`` prints (images, queries,
+    missing images, and images and queries per category), shown in README.md."""
     images = Counter(it.category for it in dataset.items)
     queries = Counter(t.category for t in dataset.triplets)
     missing = dataset.meta.get("missing_images", dataset.skipped.get("missing_image", 0))

@@ -1,9 +1,11 @@
-"""The protocol registry and the result shape every protocol returns.
+"""The protocol registry, the result shape every protocol returns, and
+:func:`evaluate_embeddings`, which runs a registered protocol by name.
 
 A protocol is ``fn(source: EmbeddingSource, dataset: RetrievalDataset, *, chunk) -> dict``
 with the keys ``recall`` (the headline numbers, percent), ``categories`` (per-category
 numbers, possibly empty), ``queries`` (how many queries were ranked) and ``skipped``
-(reason -> count of queries that could not be ranked).
+(reason -> count of queries that could not be ranked). The protocol modules register
+themselves here; importing :mod:`fashion_retrieval.evaluation` imports them all.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 import torch
 
+from fashion_retrieval.data.records import RetrievalDataset
+from fashion_retrieval.evaluation.embeddings import EmbeddingSource
 from fashion_retrieval.registry import Registry
 
 EVAL_PROTOCOLS: Registry[Callable[..., dict[str, Any]]] = Registry("evaluation protocol")
@@ -54,3 +58,39 @@ def index_rows(ids: Sequence[str]) -> dict[str, int]:
 def as_long(values: Sequence[int]) -> torch.Tensor:
     """A ``(n,)`` long tensor (also for an empty list)."""
     return torch.tensor(list(values), dtype=torch.long)
+
+
+def evaluate_embeddings(
+    source: EmbeddingSource,
+    dataset: RetrievalDataset,
+    *,
+    protocol: str | None = None,
+    model: str = "",
+    chunk: int = 1024,
+) -> dict[str, Any]:
+    """Run ``protocol`` (default: the dataset's own) on embeddings from ``source``.
+
+    The result is the evaluation JSON object (``training/evaluate.py`` writes it, the
+    dashboard reads it)::
+
+        {"dataset", "split", "protocol", "model", "recall": {...}, "categories": {...},
+         "queries": n, "skipped": {reason: count}, ...the protocol's extra keys}
+
+    with recall in percent. ``skipped`` merges what the data loader skipped (``data:``
+    reasons, e.g. missing images) with the queries the protocol could not rank.
+    """
+    name = protocol or dataset.protocol
+    run = EVAL_PROTOCOLS.get(name)  # unknown names list the valid ones
+    if not dataset.items:
+        raise ValueError(f"{dataset.name} {dataset.split!r} has no gallery items to rank")
+    result = run(source, dataset, chunk=chunk)
+    skipped = Counter({f"data:{k}": v for k, v in dataset.skipped.items()})
+    skipped.update(result.pop("skipped", {}))
+    return {
+        "dataset": dataset.name,
+        "split": dataset.split,
+        "protocol": name,
+        "model": model,
+        **result,
+        "skipped": dict(sorted(skipped.items())),
+    }

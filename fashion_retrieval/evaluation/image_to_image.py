@@ -21,8 +21,13 @@ from typing import Any
 import torch
 
 from fashion_retrieval.data.records import Item, RetrievalDataset, Triplet
-from fashion_retrieval.evaluation.base import EVAL_PROTOCOLS, as_long, protocol_result
-from fashion_retrieval.evaluation.embeddings import EmbeddingSource
+from fashion_retrieval.evaluation.base import (
+    EVAL_PROTOCOLS,
+    as_long,
+    evaluate_embeddings,
+    protocol_result,
+)
+from fashion_retrieval.evaluation.embeddings import EmbeddingSource, ModelEmbeddings, model_name
 from fashion_retrieval.evaluation.ranking import (
     average_precision,
     encode_labels,
@@ -244,13 +249,11 @@ def evaluate_image_to_image(
 
     ``space`` "model" ranks ``encode_query``/``encode_target`` embeddings; "backbone" ranks
     raw backbone features (``features``, as in :func:`evaluate`, skips recomputing them).
-    Returns DESIGN.md's JSON shape with the post-processed numbers as ``recall`` and the
-    raw ones under ``postprocess.raw`` (absent for ``postprocess="none"``). The heads run
-    on ``device`` (default: where the model is) under ``mixed_precision`` autocast.
+    Returns the evaluation JSON object (see :func:`.base.evaluate_embeddings`) with the
+    post-processed numbers as ``recall`` and the raw ones under ``postprocess.raw`` (absent
+    for ``postprocess="none"``). The heads run on ``device`` (default: where the model is)
+    under ``mixed_precision`` autocast.
     """
-    from fashion_retrieval.evaluation.embeddings import ModelEmbeddings, model_name
-    from fashion_retrieval.evaluation.protocols import evaluate_embeddings
-
     if space not in EMBEDDING_SPACES:
         raise ValueError(f"unknown embedding space {space!r}; valid: {', '.join(EMBEDDING_SPACES)}")
     source: Any = ModelEmbeddings(

@@ -1,18 +1,13 @@
 """``evaluate(model, dataset)``: embeddings computed once, then the dataset's protocol.
 
 Protocols (``EVAL_PROTOCOLS``): ``fashion200k``, ``fashioniq``, ``synthetic``,
-``crossmodal``, ``image_to_image``. The result has DESIGN.md's JSON shape::
-
-    {"dataset", "split", "protocol", "model", "recall": {...}, "categories": {...},
-     "queries": n, "skipped": {reason: count}}
-
-with recall in percent. ``skipped`` merges what the data loader skipped (missing images...)
-with the queries the protocol could not rank.
+``crossmodal``, ``image_to_image`` (``one_gallery`` too). The result is the evaluation JSON
+object that :func:`fashion_retrieval.evaluation.base.evaluate_embeddings` describes, the one
+place its keys are fixed.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,34 +15,10 @@ import torch
 
 from fashion_retrieval.data.records import RetrievalDataset
 from fashion_retrieval.evaluation import composed, crossmodal, image_to_image  # noqa: F401  (register)
-from fashion_retrieval.evaluation.base import EVAL_PROTOCOLS
-from fashion_retrieval.evaluation.embeddings import EmbeddingSource, ModelEmbeddings, model_name
+from fashion_retrieval.evaluation.base import evaluate_embeddings
+from fashion_retrieval.evaluation.embeddings import ModelEmbeddings, model_name
 
-
-def evaluate_embeddings(
-    source: EmbeddingSource,
-    dataset: RetrievalDataset,
-    *,
-    protocol: str | None = None,
-    model: str = "",
-    chunk: int = 1024,
-) -> dict[str, Any]:
-    """Run ``protocol`` (default: the dataset's own) on embeddings from ``source``."""
-    name = protocol or dataset.protocol
-    run = EVAL_PROTOCOLS.get(name)  # unknown names list the valid ones
-    if not dataset.items:
-        raise ValueError(f"{dataset.name} {dataset.split!r} has no gallery items to rank")
-    result = run(source, dataset, chunk=chunk)
-    skipped = Counter({f"data:{k}": v for k, v in dataset.skipped.items()})
-    skipped.update(result.pop("skipped", {}))
-    return {
-        "dataset": dataset.name,
-        "split": dataset.split,
-        "protocol": name,
-        "model": model,
-        **result,
-        "skipped": dict(sorted(skipped.items())),
-    }
+__all__ = ["evaluate", "evaluate_embeddings"]
 
 
 def evaluate(
