@@ -215,3 +215,22 @@ def test_known_stamps_skip_the_decode_check(tmp_path, monkeypatch) -> None:
     os.utime(files[2], ns=(1, 1))  # changed on disk: checked again
     scan_photo_folder(root, known=stored_stamps(tmp_path / "idx"))
     assert checked == [files[2].name]
+
+
+def test_scan_cache_records_readable_photos(tmp_path, monkeypatch) -> None:
+    root, cache = tmp_path / "shop", tmp_path / "cache" / "scan.json"
+    files = write_folder(root, 4)
+    (root / "bad.jpg").write_text("no picture")
+    first = scan_photo_folder(root, cache=cache)
+    checked: list[str] = []
+    real = photos.check_photo
+    monkeypatch.setattr(photos, "check_photo", lambda p: checked.append(Path(p).name) or real(p))
+    again = scan_photo_folder(root, cache=cache)
+    assert again.items == first.items and again.unreadable == first.unreadable
+    assert checked == ["bad.jpg"]  # unreadable files are checked (and listed) every time
+    files[1].write_bytes(b"")  # broken since: its stamp changed, so it is checked again
+    third = scan_photo_folder(root, cache=cache)
+    assert checked[1:] == ["bad.jpg", files[1].name]
+    assert [p for p, _ in third.unreadable] == ["bad.jpg", files[1].relative_to(root).as_posix()]
+    cache.write_text("{not json")  # a damaged cache only costs the decode checks
+    assert scan_photo_folder(root, cache=cache).items == third.items

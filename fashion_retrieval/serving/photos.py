@@ -10,6 +10,7 @@ reason) for the log and the UI, never indexed.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -86,18 +87,44 @@ def check_photo(path: str | os.PathLike) -> str | None:
     return None
 
 
+def _read_cache(cache: str | os.PathLike | None, folder: Path) -> dict[str, tuple[int, int]]:
+    """Stamps of photos that decoded in an earlier scan of ``folder`` ({} when none or damaged)."""
+    if cache is None:
+        return {}
+    try:
+        data = json.loads(Path(cache).read_text(encoding="utf-8"))
+        if data.get("root") != str(folder):
+            return {}
+        return {str(k): (int(v[0]), int(v[1])) for k, v in data["readable"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return {}
+
+
+def _write_cache(cache: str | os.PathLike, folder: Path, readable: dict[str, tuple[int, int]]) -> None:
+    """Record the stamps of the photos that decoded (atomically; a failed write is ignored)."""
+    from fashion_retrieval.io_utils import atomic_write_json
+
+    try:
+        atomic_write_json(cache, {"root": str(folder), "readable": readable}, indent=0)
+    except OSError:  # a read-only cache folder only costs the next scan its decode checks
+        pass
+
+
 def scan_photo_folder(
     root: str | os.PathLike,
     *,
     known: Mapping[str, tuple[int, int]] | None = None,
+    cache: str | os.PathLike | None = None,
     log: Callable[[str], None] | None = None,
 ) -> PhotoScan:
     """Every readable photo under ``root`` as an :class:`Item`, in a deterministic order.
 
     Each photo is decoded once to check it (``load_image``), except those whose
-    ``(size, mtime_ns)`` equals ``known[id]`` (e.g. :func:`stored_stamps` of a gallery store
-    that indexed them: they decoded then). Unreadable photos are left out and listed in
-    ``PhotoScan.unreadable``; ``log`` (when given) receives one line naming them.
+    ``(size, mtime_ns)`` equals ``known[id]`` (e.g.
+    :func:`~fashion_retrieval.gallery_store.stored_stamps` of a gallery store that indexed
+    them: they decoded then) or the stamp recorded in ``cache``, a JSON file this scan reads
+    and rewrites (the stamps of the photos that decoded). Unreadable photos are left out and
+    listed in ``PhotoScan.unreadable``; ``log`` (when given) receives one line naming them.
 
     Raises ``FileNotFoundError`` for a missing folder and ``ValueError`` naming the folder
     when it holds no photo, or only unreadable ones.
@@ -112,7 +139,8 @@ def scan_photo_folder(
             f"the photo folder {folder} holds no photo ({', '.join(PHOTO_EXTENSIONS)} files, "
             "hidden ones skipped)"
         )
-    known = known or {}
+    known = {**_read_cache(cache, folder), **(known or {})}
+    checked: dict[str, tuple[int, int]] = {}
     items: list[Item] = []
     unreadable: list[tuple[str, str]] = []
     for rel in names:
@@ -127,9 +155,12 @@ def scan_photo_folder(
             if reason is not None:
                 unreadable.append((rel, reason))
                 continue
+        checked[rel] = (st.st_size, st.st_mtime_ns)
         top, sep, _ = rel.partition("/")
         items.append(Item(rel, str(path), "", top if sep else TOP_CATEGORY))
     scan = PhotoScan(folder, items, unreadable)
+    if cache is not None:
+        _write_cache(cache, folder, checked)
     if unreadable and log is not None:
         log(scan.unreadable_line())
     if not items:
