@@ -117,3 +117,43 @@ def test_app_searches_a_photo_folder_from_a_catalogue_pick(tmp_path):
     for ckpt in ckpts:
         (meta,) = (ckpt / "index").glob("*/gallery.json")
         assert json.loads(meta.read_text())["ids"] == [it.id for it in scan.items]
+
+
+@pytest.mark.slow
+def test_dashboard_searches_the_same_photo_folder(tmp_path):
+    from browser_utils import streamlit_screenshot, streamlit_server, wait_streamlit_idle
+
+    from fashion_retrieval.hub import load_model
+    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.serving.photos import scan_photo_folder
+
+    shop = tmp_path / "shop_photos"
+    write_folder(shop, PHOTOS)
+    runs = tmp_path / "runs"
+    ckpts = [write_tiny_checkpoint(runs / name / "final", name) for name in ("image_only", "tirg")]
+    scan = scan_photo_folder(shop)
+    picked = scan.items[17]
+    args = ["--runs", str(runs), "--dataset", "photos", "--data-root", str(shop)]
+    env = {"FASHION_RETRIEVAL_HOME": str(tmp_path / "home")}
+    with streamlit_server(env, tmp_path / "streamlit.log", app_args=args) as url, chromium_page() as page:
+        page.goto(url)
+        wait_streamlit_idle(page)
+        page.get_by_text("Query browser", exact=True).click()
+        wait_streamlit_idle(page)
+        page.get_by_text("Make one", exact=True).click()
+        wait_streamlit_idle(page)
+        box = page.get_by_label("Catalogue image (optional)")  # the dashboard's catalogue pick
+        box.click()
+        page.keyboard.type(picked.id)
+        page.keyboard.press("Enter")
+        wait_streamlit_idle(page)
+        images = page.locator('[data-testid="stImage"]')
+        expect(images).to_have_count(1 + 5 * len(ckpts))  # the query, then top 5 per model
+        streamlit_screenshot(page, artifacts_dir(tmp_path / "artifacts") / "dashboard_photos.png")
+        assert not page.locator('[data-testid="stException"]').count()
+        shown = page.inner_text('[data-testid="stMain"]')
+    for ckpt in ckpts:
+        want = Retriever(load_model(str(ckpt)), scan.items).search(
+            image=picked.path, k=5, exclude_ids=[picked.id]
+        )
+        assert all(f"{h.rank}. {h.id} · {h.score:.3f}" in shown for h in want), shown
