@@ -141,10 +141,10 @@ def real_embeddings(home: str | None = None, spec: Any = None) -> tuple[np.ndarr
     Train and val splits together; builds the default first if it is not cached.
     ``spec``: a ``DefaultSpec`` other than the product default (e.g. a tiny one for tests).
     """
-    from fashion_retrieval.demo.default import DefaultSpec, build_default, synthetic_catalogue
     from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
     from fashion_retrieval.hub import load_model
     from fashion_retrieval.models.feature_cache import cached_image_features
+    from fashion_retrieval.serving.default import DefaultSpec, build_default, synthetic_catalogue
 
     spec = spec or DefaultSpec()
     root = build_default(home, spec, log=lambda m: print(m, file=sys.stderr))
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="fields of the embedded default to change, as for `python app.py "
                         "--default-spec` (a tiny default checks the command in seconds)")
     args = p.parse_args(argv)
-    from fashion_retrieval.demo.default import DefaultSpec
+    from fashion_retrieval.serving.default import DefaultSpec
 
     gallery, queries = real_embeddings(args.home, DefaultSpec.from_overrides(args.default_spec))
     result = calibrate(gallery, queries)

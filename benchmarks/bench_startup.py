@@ -125,7 +125,8 @@ def time_to_serving(
 
 def warm_home(ctx: StepContext) -> Path | None:
     """A home with a complete embedded default for the quick run's warm start, if any."""
-    from fashion_retrieval.demo.default import fashion_home, is_complete
+    from fashion_retrieval.paths import fashion_home
+    from fashion_retrieval.serving.default import is_complete
 
     home = Path(ctx.options.get("startup_home") or fashion_home())
     return home if is_complete(home) else None

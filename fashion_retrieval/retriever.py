@@ -21,6 +21,8 @@ import torch
 
 from fashion_retrieval.data.records import Item
 from fashion_retrieval.gallery_store import (
+    STORE_ARRAYS,
+    STORE_META,
     GalleryStore,
     StoreLoadError,
     aligned_rows,
@@ -52,6 +54,16 @@ class Hit:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class CatalogueImage:
+    """A query picture that is a gallery item: its stored backbone features are used, so it
+    is neither decoded nor passed through the backbone (``path`` is decoded only when this
+    Retriever stored no features for it)."""
+
+    id: str
+    path: str = ""
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -120,7 +132,8 @@ class Retriever:
     Beside a saved index the Retriever keeps each item's file stamp, backbone features and
     target embedding (:class:`~fashion_retrieval.gallery_store.GalleryStore`): a gallery
     that changed on disk is updated on the next start by embedding only its new and changed
-    files (removed ones are dropped); a missing or damaged store means a full build.
+    files (removed ones are dropped); a damaged store means a full build (an index saved
+    with no store at all is used while its fingerprint matches).
     ``features`` (backbone features, ``{id: row}`` or ``(N, Dimg)`` aligned with ``items``)
     skip the backbone for those items. :meth:`stored_features` hands them back.
     """
@@ -330,11 +343,17 @@ class Retriever:
         fingerprint, items = self.fingerprint(), self.items
         old = self._read_store()
         stamps = [file_stamp(it.path) for it in items]
-        if old is not None and old.matches([it.id for it in items], stamps):
+        # No store at all: an index saved by an older version or by a caller that indexed
+        # by itself. While its fingerprint matches it is used as it is (no rows to reuse).
+        legacy = not any((self.index_dir / n).exists() for n in (STORE_META, STORE_ARRAYS))
+        if legacy or (old is not None and old.matches([it.id for it in items], stamps)):
             try:
                 index = GalleryIndex.load(self.index_dir)
                 if index.fingerprint == fingerprint and self._saved_postprocessor():
                     self._store = old
+                    if old is None and given is not None:  # rows from the given features
+                        self._store = self._gallery_rows(items, given)
+                        self._store.save(self.index_dir)
                     return index
             except IndexLoadError:
                 pass
@@ -404,12 +423,36 @@ class Retriever:
 
         return self._transform(load_image(image))
 
+    def _image_features(self, images: Sequence[Any]) -> torch.Tensor:
+        """``(B, Dimg)`` backbone features of query pictures on the device: stored rows for
+        :class:`CatalogueImage` picks, the backbone for the others (decoded here)."""
+        from fashion_retrieval.devices import to_device
+
+        feats: list[torch.Tensor | None] = [None] * len(images)
+        picks = [i for i, x in enumerate(images) if isinstance(x, CatalogueImage)]
+        if picks and self._store is not None:
+            try:
+                stored = self.stored_features([images[i].id for i in picks])  # (p, Dimg)
+            except KeyError:  # not all stored: those pictures are decoded below
+                stored = None
+            for i, row in zip(picks, stored if stored is not None else [], strict=False):
+                feats[i] = row
+        rest = [i for i, f in enumerate(feats) if f is None]
+        if rest:
+            pix = torch.stack([  # (r, 3, S, S)
+                self._pixels(images[i].path if isinstance(images[i], CatalogueImage) else images[i])
+                for i in rest
+            ])
+            for i, row in zip(rest, self.model.image_features(to_device(pix, self.device)), strict=True):
+                feats[i] = row
+        return torch.stack([to_device(f, self.device) for f in feats])  # (B, Dimg)
+
     def encode_queries(
         self, images: Sequence[Any] | None = None, texts: Sequence[str] | None = None
     ) -> torch.Tensor:
         """``(B, D)`` query embeddings, computed on the device; all images given or none,
-        all texts given or none."""
-        from fashion_retrieval.devices import autocast, to_device
+        all texts given or none. An image may be a :class:`CatalogueImage` (stored features)."""
+        from fashion_retrieval.devices import autocast
 
         n = len(images) if images is not None else len(texts or [])
         if n == 0:
@@ -418,11 +461,9 @@ class Retriever:
         with self._lock, torch.inference_mode(), autocast(self.device, self.mixed_precision):
             for a in range(0, n, self.batch_size):
                 b = min(a + self.batch_size, n)
-                pix = None
-                if images is not None:
-                    pix = to_device(torch.stack([self._pixels(x) for x in images[a:b]]), self.device)  # (b, 3, S, S)
+                feats = self._image_features(images[a:b]) if images is not None else None
                 txt = list(texts[a:b]) if texts is not None else None
-                out.append(self.model.encode_query(images=pix, texts=txt).float().cpu())
+                out.append(self.model.encode_query(texts=txt, image_features=feats).float().cpu())
         return torch.cat(out)  # (B, D)
 
     def search(
@@ -464,6 +505,23 @@ class Retriever:
             raise ValueError(f"exclude_ids has {len(excluded)} entries for {n} queries")
         k = _check_k(k, len(self))
         texts = [_clean_text(t, f"query {i}") for i, t in enumerate(texts)]
+        return self._ranked(self._encode_mixed(images, texts), k, excluded)
+
+    def search_queries(self, queries: Sequence[Any]) -> list[list[Hit]]:
+        """Hits of prepared queries (``serving.query.Query``: ``image``, ``text``, ``k``,
+        ``exclude``), validated once when they were prepared: nothing is checked, cleaned or
+        decoded again here, and a catalogue pick uses its stored features."""
+        if not queries:
+            raise ValueError(NO_QUERY)
+        emb = self._encode_mixed([q.image for q in queries], [q.text or None for q in queries])
+        k = min(max(q.k for q in queries), len(self))
+        hits = self._ranked(emb, k, [set(q.exclude) for q in queries])
+        return [h[: q.k] for h, q in zip(hits, queries, strict=True)]
+
+    def _encode_mixed(self, images: list[Any], texts: list[str | None]) -> torch.Tensor:
+        """``(n, D)`` embeddings of queries that may mix image-only, text-only and both
+        (encoded in one batch per kind)."""
+        n = len(images)
         groups: dict[tuple[bool, bool], list[int]] = {}
         for i, (img, txt) in enumerate(zip(images, texts, strict=True)):
             if img is None and txt is None:
@@ -478,7 +536,7 @@ class Retriever:
             if queries.numel() == 0:
                 queries = torch.empty(n, emb.shape[1])
             queries[rows] = emb
-        return self._ranked(queries, k, excluded)
+        return queries
 
     def _ranked(self, queries: torch.Tensor, k: int, excluded: list[set[str]]) -> list[list[Hit]]:
         """Search the index and turn positions into hits, dropping excluded ids."""

@@ -37,7 +37,7 @@ VIEWPORT = {"width": 1440, "height": 1000}
 
 def default_sources(home: Path | None) -> dict[str, Any]:
     """The embedded default (built on first use): its Retrievers, catalogue and result folders."""
-    from fashion_retrieval.demo.default import default_dir, load_default
+    from fashion_retrieval.serving.default import default_dir, load_default
 
     bundle = load_default(home)
     root = default_dir(home)

@@ -3,7 +3,7 @@
 ``comparison_report`` is a real ``python -m fashion_retrieval.training.compare --models
 tirg,image_only --steps 5 --products 50 --preset hard --generated-pairs 200
 --control-queries 20`` output (checkpoint paths shortened); ``quality_report`` has the shape
-of ``python -m fashion_retrieval.demo.quality`` (see fashion_retrieval/demo/quality.py),
+of ``python -m fashion_retrieval.serving.quality`` (see fashion_retrieval/serving/quality.py),
 with made-up figures.
 """
 

@@ -206,7 +206,7 @@ TINY_DEFAULT = dict(
 
 @pytest.mark.slow
 def test_embedded_default_builds_caches_and_resumes(tmp_path):
-    from fashion_retrieval.demo.default import (
+    from fashion_retrieval.serving.default import (
         MARKER,
         DefaultSpec,
         default_dir,
@@ -260,7 +260,7 @@ def test_embedded_default_builds_caches_and_resumes(tmp_path):
 @pytest.mark.slow
 def test_build_demo_without_models_uses_the_embedded_default(tmp_path):
     from fashion_retrieval.demo.app import build_demo
-    from fashion_retrieval.demo.default import DefaultSpec
+    from fashion_retrieval.serving.default import DefaultSpec
 
     spec = DefaultSpec(**{**TINY_DEFAULT, "compositors": ("text_only",), "crossmodal": True})
     demo = build_demo(home=tmp_path, default_spec=spec)

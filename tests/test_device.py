@@ -330,8 +330,8 @@ def test_retriever_embeds_the_gallery_and_encodes_queries_on_its_device(boundary
 
 def test_demo_models_load_onto_the_device(boundary, fiq_root, tmp_path):
     from fashion_retrieval.demo.cli import parse_args
-    from fashion_retrieval.demo.loading import load_checkpoints
     from fashion_retrieval.hub import save_checkpoint
+    from fashion_retrieval.serving.service import open_service
 
     assert parse_args([], env={}).device == str(resolve_device(None))
     assert parse_args([], env={"FASHION_RETRIEVAL_DEVICE": "cpu:0"}).device == "cpu:0"
@@ -340,8 +340,8 @@ def test_demo_models_load_onto_the_device(boundary, fiq_root, tmp_path):
 
     save_checkpoint(tiny_model(), tmp_path / "ckpt")
     boundary.clear()
-    bundle = load_checkpoints([str(tmp_path / "ckpt")], gallery=str(fiq_root), home=tmp_path / "home",
-                              device="cpu:0", log=lambda _: None)
+    bundle = open_service([str(tmp_path / "ckpt")], gallery=str(fiq_root), home=tmp_path / "home",
+                          device="cpu:0", log=lambda _: None)
     (retriever,) = bundle.models.values()
     assert retriever.device == GIVEN and GIVEN in boundary.modules and boundary.moved_to_given() >= 2
     boundary.clear()

@@ -506,7 +506,7 @@ def test_probe_cli_writes_results_and_readme_block(tmp_path):
 @pytest.mark.slow
 def test_default_quality_cli_on_the_tiny_default(tiny_home, tmp_path):
     out, readme = tmp_path / "q.json", tmp_path / "README.md"
-    run(["-m", "fashion_retrieval.demo.quality", "--json", str(out), "--readme", str(readme), "--queries", "40"],
+    run(["-m", "fashion_retrieval.serving.quality", "--json", str(out), "--readme", str(readme), "--queries", "40"],
         _env(tiny_home, FASHION_RETRIEVAL_DEFAULT_SPEC=json.dumps(TINY_SPEC)), timeout=600)
     report = json.loads(out.read_text())
     assert set(report["models"]) == set(TINY_SPEC["compositors"])

@@ -284,26 +284,27 @@ def test_training_evaluation_and_apps_name_the_source_alike(fiq, tmp_path, fashi
     from fashion_retrieval.dashboard.models import GallerySpec
     from fashion_retrieval.dashboard.models import load_gallery as dashboard_gallery
     from fashion_retrieval.demo.cli import parse_args
-    from fashion_retrieval.demo.loading import load_checkpoints
-    from fashion_retrieval.demo.loading import load_gallery as demo_gallery
     from fashion_retrieval.hub import save_checkpoint
     from fashion_retrieval.models import ModelConfig, RetrievalModel
+    from fashion_retrieval.serving.catalogue import open_catalogue
+    from fashion_retrieval.serving.service import open_service
     from fashion_retrieval.training.config import TrainConfig
 
     root, out = fiq
     assert TrainConfig().with_overrides(["--dataset", "published", "--data-root", str(out)]).dataset == "published"
     args = parse_args(["--dataset", "published", "--gallery", str(out), "--checkpoint", "x"], env={})
     assert args.split is None  # the card's evaluation split
-    demo = demo_gallery(str(out), dataset="published", split=args.split)
+    demo = open_catalogue(str(out), split=args.split)  # the layout is detected from the card
+    assert open_catalogue(str(out), dataset="published").name == "fashioniq"
     board = dashboard_gallery(GallerySpec("published", str(out), ""))
     original = load_retrieval_dataset("fashioniq", root, "val")
-    _same_split(original, demo)
-    _same_split(original, board)
+    _same_split(original, demo.dataset)
+    _same_split(original, board.dataset)
     config = ModelConfig(image_encoder="tiny_cnn", compositor="tirg", embed_dim=16, pretrained=False,
                          text_kwargs={"word_dim": 8, "hidden": 8})
     checkpoint = save_checkpoint(RetrievalModel(config, texts=original.texts()), tmp_path / "ckpt")
-    bundle = load_checkpoints([str(checkpoint)], gallery=str(out), dataset="published", split=None,
-                              log=lambda _: None)
+    bundle = open_service([str(checkpoint)], gallery=str(out), dataset="published", split=None,
+                          log=lambda _: None)
     hits = next(iter(bundle.models.values())).search(text=original.items[0].caption, k=3)
     assert len(hits) == 3 and all(Path(h.path).is_relative_to(fashion_home / "published") for h in hits)
 

@@ -263,7 +263,7 @@ def test_the_default_gallery_can_answer_every_garment_type_and_colour():
     garment type x colour (checked on the catalogue plan: nothing is rendered)."""
     from fashion_retrieval.data.synthetic import COLORS
     from fashion_retrieval.data.synthetic.catalog import build_catalog
-    from fashion_retrieval.demo.default import DefaultSpec
+    from fashion_retrieval.serving.default import DefaultSpec
 
     spec = DefaultSpec()
     plan = build_catalog(spec.products, seed=spec.seed, preset=spec.preset)

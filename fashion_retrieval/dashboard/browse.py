@@ -8,10 +8,9 @@ from typing import Any, Protocol
 import pandas as pd
 
 from ..data.records import Triplet
+from ..evaluation.hits import is_correct as hit_is_correct
 
 HIT_COLUMNS = ["rank", "id", "caption", "score", "category", "path", "correct"]
-# Protocols under which any image with the target's caption counts as a hit (DESIGN.md).
-CAPTION_MATCH_PROTOCOLS = frozenset({"fashion200k", "synthetic"})
 
 
 class Searcher(Protocol):
@@ -23,16 +22,10 @@ class Searcher(Protocol):
 
 
 def is_correct(hit_id: str, hit_caption: str, triplet: Triplet | None, protocol: str) -> bool:
-    """Whether a hit answers ``triplet``: its target id, or (Fashion200k/synthetic) its caption."""
+    """Whether a hit answers ``triplet`` under ``protocol``'s hit rule (``evaluation.hits``)."""
     if triplet is None or triplet.target is None:
         return False
-    if hit_id == triplet.target:
-        return True
-    return (
-        protocol in CAPTION_MATCH_PROTOCOLS
-        and bool(triplet.target_caption)
-        and hit_caption == triplet.target_caption
-    )
+    return hit_is_correct(protocol, hit_id, hit_caption, {triplet.target}, triplet.target_caption)
 
 
 def hits_frame(

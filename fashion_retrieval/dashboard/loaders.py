@@ -108,7 +108,9 @@ def load_shopper_reports(files: dict[str, Path]) -> list[ShopperReport]:
 
 
 def load_retrievers(settings: Settings) -> dict[str, Any]:
-    """Retrievers of the chosen checkpoints; a checkpoint that fails is an ``st.error``."""
+    """Retrievers of the chosen checkpoints over the chosen gallery (what every model view
+    needs); a checkpoint that fails is an ``st.error``, and when none is left the page says
+    what to choose."""
     out: dict[str, Any] = {}
     if settings.gallery is None:
         st.info("Choose a gallery (data set and folder) in the sidebar.")
@@ -123,4 +125,6 @@ def load_retrievers(settings: Settings) -> dict[str, Any]:
             out[label] = cached_retriever(str(path), settings.gallery)
         except Exception as exc:  # noqa: BLE001
             st.error(f"Checkpoint {label} ({path}) could not be loaded: {exc}")
+    if not out:
+        st.info("Choose at least one checkpoint that loads in the sidebar.")
     return out

@@ -15,10 +15,9 @@ import numpy as np
 
 @dataclass(frozen=True)
 class GallerySpec:
-    """Which data set split is the gallery: a name from ``DATASETS``, a root and a split.
-
-    For ``published`` the root is a ``publish --out`` folder or a Hub dataset repo id, and an
-    empty split is the data set's own evaluation split."""
+    """Which gallery: a data set name from ``DATASETS``, ``"photos"`` or ``""`` (detected from
+    the folder), a root (a folder, or a Hub dataset repo id for ``published``) and a split
+    (``""``: the data set's evaluation split)."""
 
     dataset: str
     root: str
@@ -26,7 +25,8 @@ class GallerySpec:
 
     def describe(self) -> str:
         """A one-line description for the page."""
-        return f"{self.dataset} at {self.root} ({self.split} split)"
+        split = f" ({self.split} split)" if self.split else ""
+        return f"{self.dataset or 'gallery'} at {self.root}{split}"
 
 
 def load_checkpoint(path: str | Path) -> Any:
@@ -39,37 +39,25 @@ def load_checkpoint(path: str | Path) -> Any:
 
 
 def load_gallery(spec: GallerySpec) -> Any:
-    """The ``RetrievalDataset`` a ``GallerySpec`` names (its items and test queries).
+    """The :class:`~fashion_retrieval.serving.catalogue.Catalogue` a ``GallerySpec`` names, read
+    through the serving layer as the demo reads it (a rendered synthetic catalogue is read
+    back as it is, never rendered again)."""
+    from ..serving.catalogue import open_catalogue
 
-    Read-only: a synthetic catalogue is read as the FashionIQ layout it is written in, never
-    rendered (``load_synthetic`` would re-render, and replace, a catalogue whose parameters
-    differ from its arguments, such as the embedded default's).
-    """
-    import dataclasses
-
-    from ..data import load_retrieval_dataset
-
-    if spec.dataset == "published":  # a `publish --out` folder or a Hub dataset repo id, streamed
-        return load_retrieval_dataset("published", spec.root, spec.split or None)
-    root = Path(spec.root).expanduser()
-    if not root.is_dir():
+    try:
+        return open_catalogue(spec.root, dataset=spec.dataset or None, split=spec.split or None)
+    except FileNotFoundError as err:
         raise FileNotFoundError(
-            f"gallery folder {root} does not exist (build the embedded default with "
-            "`python app.py`, or give a data folder)"
-        )
-    if spec.dataset == "synthetic":
-        ds = load_retrieval_dataset("fashioniq", str(root), spec.split)
-        return dataclasses.replace(ds, name="synthetic", protocol="synthetic")
-    return load_retrieval_dataset(spec.dataset, str(root), spec.split)
+            f"{err} (build the embedded default with `python app.py`, or give a data folder)"
+        ) from None
 
 
-def build_retriever(checkpoint: str | Path, model: Any, items: list[Any]) -> Any:
-    """A ``Retriever`` over ``items``; its index is kept where the demo keeps it (beside a
-    writable checkpoint, else under ``$FASHION_RETRIEVAL_HOME/indexes``), so both reuse it."""
-    from ..demo.loading import index_dir_for
-    from ..retriever import Retriever
+def build_retriever(checkpoint: str | Path, model: Any, catalogue: Any) -> Any:
+    """A ``Retriever`` of ``model`` over ``catalogue``; its index is kept where the demo keeps
+    it (``paths.index_dir_for``), so both reuse it."""
+    from ..serving.models import load_retriever
 
-    return Retriever(model, items, index_dir=index_dir_for(str(checkpoint)))
+    return load_retriever(checkpoint, catalogue, model=model)
 
 
 def gallery_embeddings(retriever: Any, items: list[Any]) -> np.ndarray:
@@ -79,17 +67,17 @@ def gallery_embeddings(retriever: Any, items: list[Any]) -> np.ndarray:
 
 
 def train_gallery(checkpoint: str | Path) -> GallerySpec | None:
-    """The gallery a checkpoint was trained on, from its saved training config, if known."""
-    for name in ("train_config.json", "training_config.json"):
-        path = Path(checkpoint) / name
-        if path.is_file():
-            import json
+    """The gallery a checkpoint was trained on, from the training config saved with it."""
+    import json
 
-            try:
-                cfg = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                return None
-            dataset, root = cfg.get("dataset"), cfg.get("data_root")
-            if isinstance(dataset, str) and isinstance(root, str) and root:
-                return GallerySpec(dataset, root, str(cfg.get("eval_split") or "test"))
+    path = Path(checkpoint) / "train_config.json"
+    if not path.is_file():
+        return None
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    dataset, root = cfg.get("dataset"), cfg.get("data_root")
+    if isinstance(dataset, str) and isinstance(root, str) and root:
+        return GallerySpec(dataset, root, str(cfg.get("eval_split") or ""))
     return None

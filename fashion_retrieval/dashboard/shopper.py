@@ -4,7 +4,7 @@ Two files carry these figures (see :mod:`fashion_retrieval.evaluation.shopper`):
 
 - a **comparison report**, ``python -m fashion_retrieval.training.compare --json FILE``:
   ``{"results": [{"model", "recall", "one_gallery", "control", "phrasing", ...}], "ordering"}``;
-- a **default-quality report**, ``python -m fashion_retrieval.demo.quality --json FILE``:
+- a **default-quality report**, ``python -m fashion_retrieval.serving.quality --json FILE``:
   ``{"spec", "gallery_images", "queries", "models": {name: {"one_gallery", "control",
   "phrasing", "words_to_image"}}}``.
 

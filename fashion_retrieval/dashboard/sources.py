@@ -8,18 +8,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..paths import default_dir
 from .shopper import report_kind
 
-HOME_ENV = "FASHION_RETRIEVAL_HOME"
 RUNS_ENV = "FASHION_RETRIEVAL_RUNS"  # extra result folders, separated by os.pathsep
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 MAX_JSON_BYTES = 5_000_000  # evaluation results are small; data set annotations are not
 SKIP_DIRS = {"images", "__pycache__", "node_modules", "wandb"}
-
-
-def home_dir() -> Path:
-    """``$FASHION_RETRIEVAL_HOME``, default ``~/.cache/fashion_retrieval``."""
-    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "fashion_retrieval")
 
 
 def default_result_dirs() -> list[Path]:
@@ -29,7 +24,7 @@ def default_result_dirs() -> list[Path]:
     extra = os.environ.get(RUNS_ENV, "")
     if extra.strip():
         return [Path(p).expanduser() for p in extra.split(os.pathsep) if p.strip()]
-    return [home_dir() / "default", Path("runs"), Path("results")]
+    return [default_dir(), Path("runs"), Path("results")]
 
 
 def is_checkpoint_dir(path: Path) -> bool:

@@ -113,8 +113,7 @@ def embedding_view(settings: Settings) -> None:
     """Each model's gallery embeddings in 2-D, side by side, coloured by category/attribute."""
     st.header("Embedding map")
     retrievers = load_retrievers(settings)
-    if not retrievers:
-        st.info("Choose at least one checkpoint that loads, and a gallery, in the sidebar.")
+    if not retrievers:  # load_retrievers said what is missing
         return
     items = cached_gallery(settings.gallery).items
     c1, c2, c3 = st.columns(3)
@@ -139,7 +138,7 @@ def embedding_view(settings: Settings) -> None:
 def _query_inputs(dataset: Any) -> tuple[Any, str, Any, str | None]:
     """The query widgets: a test query or a catalogue image plus text."""
     mode = st.radio("Query", ["Test query", "Make one"], horizontal=True, key="query_mode")
-    by_id = dataset.item_by_id()
+    by_id = dataset.by_id
     if mode == "Test query" and dataset.triplets:
         labels = query_options(dataset.triplets)
         pick = st.selectbox(
@@ -176,7 +175,7 @@ def _show_query(dataset: Any, image: Any, text: str, triplet: Any, source: str |
     cols = st.columns([1, 1, 4])
     if image is not None:
         cols[0].image(image, caption=f"query image · {source}", width="stretch")
-    target = dataset.item_by_id().get(triplet.target) if triplet and triplet.target else None
+    target = dataset.by_id.get(triplet.target) if triplet and triplet.target else None
     if target is not None:
         cols[1].image(
             target.path, caption=f"target · {target.caption or target.id}", width="stretch"
@@ -188,8 +187,7 @@ def query_view(settings: Settings) -> None:
     """Pick or make a query; every model's top-K side by side, correct targets marked."""
     st.header("Query browser")
     retrievers = load_retrievers(settings)
-    if not retrievers:
-        st.info("Choose at least one checkpoint that loads, and a gallery, in the sidebar.")
+    if not retrievers:  # load_retrievers said what is missing
         return
     dataset = cached_gallery(settings.gallery)
     image, text, triplet, source = _query_inputs(dataset)

@@ -159,7 +159,7 @@ def read_card(
 
 def published_cache_dir(source: str, revision: str | None = None) -> Path:
     """Where a published set's gallery images are written: one folder per source and revision."""
-    from fashion_retrieval.data.synthetic import default_home
+    from fashion_retrieval.paths import published_dir
 
     if _is_local(source):
         resolved = str(Path(source).expanduser().resolve())
@@ -167,7 +167,7 @@ def published_cache_dir(source: str, revision: str | None = None) -> Path:
         slug = f"local-{Path(resolved).name}-{digest}"
     else:
         slug = "hub-" + source.replace("/", "--") + f"-{revision or 'main'}"
-    return default_home() / "published" / re.sub(r"[^\w.-]+", "_", slug)
+    return published_dir(re.sub(r"[^\w.-]+", "_", slug))
 
 
 def _relative_name(path: str | None, item_id: str) -> PurePosixPath:

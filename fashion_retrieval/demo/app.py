@@ -25,6 +25,8 @@ from fashion_retrieval.demo.handlers import (
     gallery_value,
     summary_markdown,
 )
+from fashion_retrieval.serving.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, batched
+from fashion_retrieval.serving.catalogue import Catalogue
 
 DEFAULT_MODELS = ("tirg", "text_only", "image_only")
 CSS = """
@@ -135,9 +137,9 @@ def _compose_results(
     """Status text, then one gallery value per model, then one column visibility per model."""
     if not selected:
         raise DemoInputError("Choose at least one model.")
-    outcomes = [backend.search(n, image_path, query, k) for n in names if n in selected]
+    outcomes = backend.search_many([n for n in names if n in selected], image_path, query, k)
     by_name = {o.model: gallery_value(o) for o in outcomes}
-    status = summary_markdown(outcomes, backend.validate_k(k))
+    status = summary_markdown(outcomes, outcomes[0].k)
     return [status, *(by_name.get(n, []) for n in names), *(gr.update(visible=n in by_name) for n in names)]
 
 
@@ -169,7 +171,7 @@ def _single_tab(backend: DemoBackend, max_k: int, default_k: int, *, mode: str) 
         if mode == "image" and not q:
             raise DemoInputError("Upload or pick a picture first.")
         outcome = backend.search(name, image_path, text, k_value, allow_text=mode == "text")
-        return summary_markdown([outcome], backend.validate_k(k_value)), gallery_value(outcome)
+        return summary_markdown([outcome], outcome.k), gallery_value(outcome)
 
     triggers = [button.click] + ([query.submit] if mode == "text" else [])
     for i, trigger in enumerate(triggers):
@@ -200,7 +202,7 @@ def _api(backend: DemoBackend) -> None:
 def build_demo(
     models: Mapping[str, Any] | None = None,
     *,
-    dataset: RetrievalDataset | None = None,
+    dataset: Catalogue | RetrievalDataset | None = None,
     home: str | Path | None = None,
     default_spec: Any = None,
     title: str = "Fashion retrieval",
@@ -208,19 +210,30 @@ def build_demo(
     default_k: int = 8,
     concurrency: int = 16,
     queue_size: int = 64,
+    batch_wait_ms: float | None = DEFAULT_MAX_WAIT_MS,
+    max_batch: int = DEFAULT_MAX_BATCH,
 ) -> gr.Blocks:
     """Build the demo page.
 
     ``models`` maps names to Retrievers; None builds (or loads the cached) embedded default
     under ``home`` (default ``$FASHION_RETRIEVAL_HOME``) from ``default_spec`` (a
-    :class:`~fashion_retrieval.demo.default.DefaultSpec`). ``dataset`` gives the catalogue's
-    ground truth for marking correct hits. Serve the result with :func:`launch_demo`.
+    :class:`~fashion_retrieval.serving.default.DefaultSpec`). ``dataset`` is the catalogue (a
+    :class:`~fashion_retrieval.serving.catalogue.Catalogue` or a data set split) whose ground
+    truth marks correct hits. Serve the result with :func:`launch_demo`.
+
+    Searches that arrive together (up to ``concurrency`` queue workers) are answered in one
+    model pass per model: each model sits behind a
+    :class:`~fashion_retrieval.serving.batching.MicroBatcher` that waits at most
+    ``batch_wait_ms`` for company (``max_batch`` searches at most); ``batch_wait_ms=None``
+    serves every search alone.
     """
     if models is None:
-        from fashion_retrieval.demo.default import load_default
+        from fashion_retrieval.serving.service import open_service
 
-        bundle = load_default(home, default_spec)
-        models, dataset = bundle.models, dataset or bundle.dataset
+        service = open_service(home=home, default_spec=default_spec)
+        models, dataset = service.models, dataset or service.catalogue
+    if batch_wait_ms is not None:
+        models = batched(dict(models), max_wait_ms=batch_wait_ms, max_batch=max_batch)
     backend = DemoBackend(models, dataset, max_k=max_k)
     with gr.Blocks(title=title) as demo:
         gr.Markdown(INTRO)

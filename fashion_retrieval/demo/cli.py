@@ -8,8 +8,11 @@ Hugging Face Space (whose settings are environment variables):
   URL" line (for scripts and tests that start several apps);
 - ``--checkpoint`` (repeatable) / ``FASHION_RETRIEVAL_CHECKPOINTS`` (comma-separated):
   local folders or Hub repo ids; none means the embedded default;
-- ``--gallery`` / ``FASHION_RETRIEVAL_GALLERY``: a FashionIQ or Fashion200k root, with
-  ``--dataset`` / ``FASHION_RETRIEVAL_DATASET`` and ``--split`` / ``FASHION_RETRIEVAL_SPLIT``;
+- ``--gallery`` / ``FASHION_RETRIEVAL_GALLERY``: what to search: a FashionIQ, Fashion200k or
+  synthetic root, a published data set (folder or, with ``--dataset published``, a Hub repo
+  id) or any folder of photos; ``--dataset`` / ``FASHION_RETRIEVAL_DATASET`` names the layout
+  (default: detected) and ``--split`` / ``FASHION_RETRIEVAL_SPLIT`` the split (default: the
+  data set's evaluation split); with no checkpoint the embedded default's models search it;
 - ``--home`` / ``FASHION_RETRIEVAL_HOME``: the cache folder;
 - ``--default-spec`` / ``FASHION_RETRIEVAL_DEFAULT_SPEC``: fields of the embedded default to change
   (a JSON object or a file holding one), e.g. a tiny default for tests;
@@ -23,6 +26,9 @@ import argparse
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from fashion_retrieval.data import DATASETS
+from fashion_retrieval.serving.catalogue import PHOTOS
 
 
 def _env_list(env: Mapping[str, str], key: str) -> list[str]:
@@ -41,12 +47,12 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     p.add_argument("--checkpoint", action="append", default=None, metavar="DIR_OR_REPO",
                    help="a checkpoint folder or Hub repo id; repeat for several (default: the embedded default)")
     p.add_argument("--gallery", default=env.get("FASHION_RETRIEVAL_GALLERY") or None,
-                   help="a FashionIQ or Fashion200k root to search, or with --dataset published a "
-                        "`publish --out` folder or Hub dataset repo id (default: the synthetic catalogue)")
-    p.add_argument("--dataset", default=env.get("FASHION_RETRIEVAL_DATASET", "fashioniq"),
-                   choices=["fashioniq", "fashion200k", "synthetic", "published"], help="layout of --gallery")
+                   help="what to search: a data set root, a `publish --out` folder, a Hub dataset repo id "
+                        "(with --dataset published) or any folder of photos (default: the synthetic catalogue)")
+    p.add_argument("--dataset", default=env.get("FASHION_RETRIEVAL_DATASET") or None,
+                   choices=[*DATASETS.names(), PHOTOS], help="layout of --gallery (default: detected)")
     p.add_argument("--split", default=env.get("FASHION_RETRIEVAL_SPLIT") or None,
-                   help="split of --gallery (default: val for FashionIQ, test for Fashion200k)")
+                   help="split of --gallery (default: the data set's evaluation split)")
     p.add_argument("--home", default=None, help="cache folder (default: $FASHION_RETRIEVAL_HOME or ~/.cache/fashion_retrieval)")
     p.add_argument("--default-spec", default=env.get("FASHION_RETRIEVAL_DEFAULT_SPEC") or None,
                    metavar="JSON_OR_FILE",
@@ -63,28 +69,22 @@ def parse_args(argv: Sequence[str] | None = None, env: Mapping[str, str] | None 
     except ValueError as err:
         p.error(f"--device: {err}")
     checkpoints = args.checkpoint or _env_list(env, "FASHION_RETRIEVAL_CHECKPOINTS")
-    # A published data set's card names its evaluation split (None picks it).
-    split = args.split or {"fashion200k": "test", "published": None}.get(args.dataset, "val")
-    return argparse.Namespace(**{**vars(args), "checkpoint": checkpoints, "split": split, "device": device})
+    return argparse.Namespace(**{**vars(args), "checkpoint": checkpoints, "device": device})
 
 
 def build_from_args(args: argparse.Namespace) -> Any:
-    """The demo's gr.Blocks for parsed options: chosen checkpoints, else the embedded default."""
+    """The demo's gr.Blocks for parsed options, through the serving layer: the chosen
+    checkpoints (else the embedded default's models) over the chosen gallery (else the
+    default's catalogue)."""
     from fashion_retrieval.demo.app import build_demo
+    from fashion_retrieval.serving.default import DefaultSpec
+    from fashion_retrieval.serving.service import open_service
 
-    device = getattr(args, "device", None)
-    if not args.checkpoint:
-        from fashion_retrieval.demo.default import DefaultSpec, load_default
-
-        bundle = load_default(args.home, DefaultSpec.from_overrides(args.default_spec), device=device)
-        return build_demo(bundle.models, dataset=bundle.dataset)
-    from fashion_retrieval.demo.loading import load_checkpoints
-
-    bundle = load_checkpoints(
+    service = open_service(
         args.checkpoint, gallery=args.gallery, dataset=args.dataset, split=args.split, home=args.home,
-        device=device,
+        device=getattr(args, "device", None), default_spec=DefaultSpec.from_overrides(args.default_spec),
     )
-    return build_demo(bundle.models, dataset=bundle.dataset)
+    return build_demo(service.models, dataset=service.catalogue)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

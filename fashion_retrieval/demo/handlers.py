@@ -1,48 +1,47 @@
-"""What the demo does, without any UI: validate input, search every model, mark correct hits.
+"""What the demo does, without any UI: prepare a query once, search the chosen models, mark
+correct hits.
 
-The Gradio layer (``app.py``) only turns these results into galleries and messages.
-Everything here raises :class:`DemoInputError` with a sentence a shopper can read when the
-input is bad, so the page shows a message instead of a traceback.
+The Gradio layer (``app.py``) only turns these results into galleries and messages. Bad
+input raises :class:`DemoInputError` (the serving layer's :class:`QueryError`) with a
+sentence a shopper can read, so the page shows a message instead of a traceback.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
-import threading
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fashion_retrieval.data.records import Item, RetrievalDataset, Triplet
+from fashion_retrieval.evaluation.hits import is_correct
+from fashion_retrieval.serving.catalogue import Catalogue
+from fashion_retrieval.serving.query import (
+    DEFAULT_MAX_K,
+    Query,
+    QueryError,
+    QueryPreparer,
+    check_k,
+    clean_text,
+)
 
-MAX_TEXT_CHARS = 500
-DEFAULT_MAX_K = 50
-
-
-class DemoInputError(ValueError):
-    """Bad user input; the message is shown in the page as is."""
+DemoInputError = QueryError  # the name the UI layer catches
 
 
 @dataclass(frozen=True)
 class QueryTruth:
-    """The known answer of a catalogue query: target ids and the target caption.
-
-    A hit counts as correct when its id is a target, or (synthetic and Fashion200k rule)
-    when its caption equals the target caption, so every view of the target product counts.
-    """
+    """The known answer of a catalogue query: target ids and caption, under ``protocol``'s
+    hit rule (``fashion_retrieval.evaluation.hits``)."""
 
     source_id: str
     targets: frozenset[str]
     target_caption: str = ""
+    protocol: str | None = None
 
     def is_hit(self, item_id: str, caption: str) -> bool:
         """Whether a retrieved item answers this query."""
-        if item_id in self.targets:
-            return True
-        return bool(self.target_caption) and caption == self.target_caption
+        return is_correct(self.protocol, item_id, caption, self.targets, self.target_caption)
 
 
 @dataclass
@@ -53,6 +52,7 @@ class SearchOutcome:
     rows: list[dict[str, Any]]
     truth: QueryTruth | None = None
     notes: list[str] = field(default_factory=list)
+    k: int = 0
 
     def first_correct_rank(self) -> int | None:
         """Rank (1-based) of the first correct hit, or None (also when truth is unknown)."""
@@ -60,13 +60,6 @@ class SearchOutcome:
             if row.get("correct"):
                 return int(row["rank"])
         return None
-
-
-def _words(text: str) -> list[str]:
-    """The words a word-level text encoder reads in ``text``."""
-    from fashion_retrieval.models.vocab import tokenize
-
-    return tokenize(text)
 
 
 def normalize_text(text: str) -> str:
@@ -85,44 +78,39 @@ def _round_robin(groups: Mapping[str, list[Any]], n: int) -> list[Any]:
     return out
 
 
-def _file_digest(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class DemoBackend:
     """The demo's models and catalogue, and the one search path every tab and the API use.
 
     ``models`` maps a display name to a :class:`~fashion_retrieval.retriever.Retriever`.
-    ``dataset`` (optional) supplies the catalogue and its ground-truth triplets; without it
-    the catalogue is the first model's gallery and no hits are marked.
+    ``catalogue`` (a :class:`Catalogue`, or a data set split) supplies the pictures and,
+    when it has triplets, the ground truth; without it the catalogue is the first model's
+    gallery and no hits are marked.
     """
 
     def __init__(
         self,
         models: Mapping[str, Any],
-        dataset: RetrievalDataset | None = None,
+        catalogue: Catalogue | RetrievalDataset | None = None,
         *,
         max_k: int = DEFAULT_MAX_K,
     ) -> None:
         if not models:
             raise ValueError("the demo needs at least one model (a dict name -> Retriever)")
         self.models: dict[str, Any] = dict(models)
-        self.dataset = dataset
+        if isinstance(catalogue, RetrievalDataset):
+            catalogue = Catalogue.from_dataset(catalogue)
+        if catalogue is None:
+            first = next(iter(self.models.values()))
+            catalogue = Catalogue(first.items, "gallery", "the first model's gallery")
+        self.catalogue = catalogue
         self.max_k = int(max_k)
-        first = next(iter(self.models.values()))
-        self.items: list[Item] = list(dataset.items if dataset is not None else first.items)
-        self.by_id: dict[str, Item] = {it.id: it for it in self.items}
+        self.items: list[Item] = list(catalogue.items)
+        self.by_id: dict[str, Item] = catalogue.by_id
+        self.preparer = QueryPreparer(catalogue, max_k=self.max_k)
         self._truth: dict[tuple[str, str], list[Triplet]] = defaultdict(list)
-        for t in dataset.triplets if dataset is not None else []:
+        for t in catalogue.dataset.triplets if catalogue.dataset is not None else []:
             if t.target is not None and t.source in self.by_id:
                 self._truth[(t.source, normalize_text(t.text))].append(t)
-        self._size_index: dict[int, list[str]] | None = None
-        self._digests: dict[str, str] = {}
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ catalogue
     @property
@@ -132,10 +120,7 @@ class DemoBackend:
 
     def catalogue_dirs(self) -> list[str]:
         """Folders holding the catalogue images (Gradio must be allowed to serve them)."""
-        dirs = {os.path.dirname(os.path.abspath(it.path)) for it in self.items}
-        # Keep the command short: collapse to common roots where possible.
-        common = os.path.commonpath(sorted(dirs)) if dirs else None
-        return [common] if common and common != os.sep else sorted(dirs)
+        return self.catalogue.folders()
 
     def example_triplets(self, n: int = 8) -> list[Triplet]:
         """Up to ``n`` ground-truth triplets for clickable examples, spread over categories."""
@@ -156,32 +141,8 @@ class DemoBackend:
         return sources + _round_robin(by_cat, n - len(sources))
 
     def identify(self, path: str | None) -> str | None:
-        """The catalogue id of an image file with the same bytes, or None.
-
-        Gradio copies files it serves, so ids are found by content: file size first (a stat
-        per catalogue item, once), then a SHA-256 of the few items with that size.
-        """
-        if not path or not os.path.isfile(path):
-            return None
-        with self._lock:
-            if self._size_index is None:
-                index: dict[int, list[str]] = defaultdict(list)
-                for it in self.items:
-                    try:
-                        index[os.path.getsize(it.path)].append(it.id)
-                    except OSError:
-                        continue
-                self._size_index = index
-            candidates = self._size_index.get(os.path.getsize(path), [])
-        if not candidates:
-            return None
-        digest = _file_digest(path)
-        for item_id in candidates:
-            if item_id not in self._digests:
-                self._digests[item_id] = _file_digest(self.by_id[item_id].path)
-            if self._digests[item_id] == digest:
-                return item_id
-        return None
+        """The catalogue id of an image file with the same bytes, or None."""
+        return self.preparer.identify(path)
 
     def truth_for(self, source_id: str | None, text: str) -> QueryTruth | None:
         """The known targets of (catalogue image, change text), or None when unknown."""
@@ -191,18 +152,12 @@ class DemoBackend:
         if not triplets:
             return None
         targets = frozenset(t.target for t in triplets if t.target)
-        return QueryTruth(source_id, targets, triplets[0].target_caption)
+        return QueryTruth(source_id, targets, triplets[0].target_caption, self.catalogue.protocol)
 
     # ------------------------------------------------------------------ validation
     def validate_k(self, k: Any) -> int:
         """``k`` as an int in 1..max_k, or a DemoInputError saying what is allowed."""
-        try:
-            value = float(k)
-        except (TypeError, ValueError):
-            raise DemoInputError(f"K must be a whole number from 1 to {self.max_k}, not {k!r}.") from None
-        if value != value or value != int(value) or not 1 <= value <= self.max_k:
-            raise DemoInputError(f"K must be a whole number from 1 to {self.max_k}, not {k!r}.")
-        return int(value)
+        return check_k(k, self.max_k)
 
     def validate_model(self, name: Any) -> Any:
         """The Retriever called ``name``, or a DemoInputError listing the loaded ones."""
@@ -212,33 +167,8 @@ class DemoBackend:
 
     @staticmethod
     def clean_text(text: Any) -> str:
-        """The query text, stripped; too long or non-string text is a DemoInputError."""
-        if text is None:
-            return ""
-        if not isinstance(text, str):
-            raise DemoInputError("The text must be a string.")
-        text = " ".join(text.split())
-        if len(text) > MAX_TEXT_CHARS:
-            raise DemoInputError(f"The text is {len(text)} characters long; keep it under {MAX_TEXT_CHARS}.")
-        return text
-
-    @staticmethod
-    def read_image(path: Any) -> Any:
-        """Decode a query image file to RGB PIL (any mode, EXIF, size checks), or None.
-
-        Every decoding problem (not an image, truncated, too many pixels) becomes a
-        DemoInputError naming the file by its base name (server paths are not shown).
-        """
-        if path is None or path == "":
-            return None
-        from fashion_retrieval.data.images import load_image
-
-        try:
-            return load_image(path)
-        except (ValueError, OSError) as err:
-            name = os.path.basename(str(path))
-            reason = str(err).replace(str(path), name).removeprefix(f"{name}: ")
-            raise DemoInputError(f"Could not use the uploaded image {name!r}: {reason}") from None
+        """The query text, white space collapsed; too long or non-string text is a DemoInputError."""
+        return clean_text(text)
 
     @staticmethod
     def unknown_words(retriever: Any, text: str) -> list[str] | None:
@@ -256,48 +186,56 @@ class DemoBackend:
         return [w for w in tokenize(text) if w not in known]
 
     # ------------------------------------------------------------------ search
-    def search(
-        self, model_name: str, image_path: str | None, text: Any, k: Any, *, allow_text: bool = True
-    ) -> SearchOutcome:
-        """Search one model; the query's own catalogue image is left out of its results."""
+    def prepare(self, image_path: Any, text: Any, k: Any, *, allow_text: bool = True) -> Query:
+        """The query, prepared once for every model (see ``serving.query``)."""
+        return self.preparer.prepare(image_path, text, k, allow_text=allow_text)
+
+    def answer(self, model_name: str, query: Query) -> SearchOutcome:
+        """One model's answer to a prepared query; the query's own picture is left out."""
         retriever = self.validate_model(model_name)
-        k = self.validate_k(k)
-        text = self.clean_text(text) if allow_text else ""
-        image = self.read_image(image_path)
-        if image is None and not text:
-            raise DemoInputError("Give a picture, a description, or both.")
         notes: list[str] = []
+        text = query.text or ""
         unknown = self.unknown_words(retriever, text)
-        # Emoji or symbols only tokenise to no word at all: nothing the model can read either.
-        if unknown is not None and text and len(unknown) == len(_words(text)):
-            if image is None:
-                raise DemoInputError(
-                    f"Model {model_name!r} knows none of the words in {text!r}; "
-                    "try words from the catalogue (colours, patterns, garment types)."
-                )
-            notes.append("none of the words are known to this model; it relies on the picture.")
-        elif unknown:
-            notes.append(f"unknown words ignored: {', '.join(sorted(set(unknown)))}.")
-        source_id = self.identify(image_path) if image is not None else None
-        truth = self.truth_for(source_id, text) if text else None
-        exclude = [source_id] if source_id else []  # the query image itself is no answer
+        if unknown is not None and text:
+            from fashion_retrieval.models.vocab import tokenize
+
+            # Emoji or symbols only tokenise to no word at all: nothing the model can read.
+            if len(unknown) == len(tokenize(text)):
+                if query.image is None:
+                    raise DemoInputError(
+                        f"Model {model_name!r} knows none of the words in {text!r}; "
+                        "try words from the catalogue (colours, patterns, garment types)."
+                    )
+                notes.append("none of the words are known to this model; it relies on the picture.")
+            elif unknown:
+                notes.append(f"unknown words ignored: {', '.join(sorted(set(unknown)))}.")
+        truth = self.truth_for(query.source_id, text) if text else None
         try:
-            hits = retriever.search(image=image, text=text or None, k=k, exclude_ids=exclude)
+            hits = retriever.search_queries([query])[0]
         except ValueError as err:  # the Retriever's own input checks
             raise DemoInputError(f"{model_name}: {err}") from None
-        rows = [
-            {
-                "id": hit.id,
-                "score": round(float(hit.score), 4),
-                "caption": hit.caption,
-                "category": hit.category,
-                "rank": hit.rank,
-                "path": hit.path,
-                "correct": truth.is_hit(hit.id, hit.caption) if truth else None,
-            }
-            for hit in hits
-        ]
-        return SearchOutcome(model_name, rows, truth, notes)
+        rows = []
+        for hit in hits:
+            row = hit.to_dict()
+            row["score"] = round(float(hit.score), 4)
+            row["correct"] = truth.is_hit(hit.id, hit.caption) if truth else None
+            rows.append(row)
+        return SearchOutcome(model_name, rows, truth, notes, query.k)
+
+    def search_many(
+        self, model_names: Sequence[str], image_path: Any, text: Any, k: Any, *, allow_text: bool = True
+    ) -> list[SearchOutcome]:
+        """The chosen models' answers to one query, prepared once."""
+        for name in model_names:
+            self.validate_model(name)
+        query = self.prepare(image_path, text, k, allow_text=allow_text)
+        return [self.answer(name, query) for name in model_names]
+
+    def search(
+        self, model_name: str, image_path: Any, text: Any, k: Any, *, allow_text: bool = True
+    ) -> SearchOutcome:
+        """Search one model; the query's own catalogue image is left out of its results."""
+        return self.search_many([model_name], image_path, text, k, allow_text=allow_text)[0]
 
 
 def api_rows(outcome: SearchOutcome) -> list[dict[str, Any]]:

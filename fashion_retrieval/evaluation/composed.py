@@ -31,6 +31,7 @@ from fashion_retrieval.evaluation.base import (
     protocol_result,
 )
 from fashion_retrieval.evaluation.embeddings import EmbeddingSource
+from fashion_retrieval.evaluation.hits import hit_rule
 from fashion_retrieval.evaluation.ranking import (
     encode_labels,
     hit_matrix_by_id,
@@ -104,17 +105,19 @@ def _hits(
 
 
 def _whole_gallery(
-    source: EmbeddingSource, dataset: RetrievalDataset, ks: Sequence[int], chunk: int
+    source: EmbeddingSource, dataset: RetrievalDataset, ks: Sequence[int], chunk: int, protocol: str
 ) -> dict[str, Any]:
-    """Every query against the whole split: caption-equality hits, source excluded, recall
-    at ``ks`` overall and per category (the same ranking, split by the query's category)."""
-    triplets, target_captions, skipped = usable_triplets(dataset, need_caption=True)
+    """Every query against the whole split under ``protocol``'s hit rule (caption equality,
+    source excluded, for the protocols that use it), recall at ``ks`` overall and per
+    category (the same ranking, split by the query's category)."""
+    rule = hit_rule(protocol)
+    triplets, labels, skipped = usable_triplets(dataset, need_caption=rule.by_caption)
     gallery = source.item_embeddings()  # (N, D)
     queries = source.query_embeddings(triplets)  # (Q, D)
     rows = index_rows([it.id for it in dataset.items])
-    exclude = as_long([rows[t.source] for t in triplets])
-    hits = _hits(queries, gallery, [it.caption for it in dataset.items], target_captions,
-                 exclude, max(ks), True, chunk)
+    exclude = as_long([rows[t.source] for t in triplets]) if rule.exclude_source else None
+    keys = [it.caption for it in dataset.items] if rule.by_caption else [it.id for it in dataset.items]
+    hits = _hits(queries, gallery, keys, labels, exclude, max(ks), rule.by_caption, chunk)
     by_cat: dict[str, list[int]] = defaultdict(list)
     for j, t in enumerate(triplets):
         by_cat[t.category].append(j)
@@ -129,7 +132,7 @@ def fashion200k_protocol(
     """Fashion200k: whole-split gallery, caption-equality hits, source excluded; the loader's
     ``caption_cleanup``, ``query_lines`` and ``queries_without_word_difference`` are reported
     beside ``queries`` (how many were ranked)."""
-    result = _whole_gallery(source, dataset, FASHION200K_KS, chunk)
+    result = _whole_gallery(source, dataset, FASHION200K_KS, chunk, "fashion200k")
     keys = ("caption_cleanup", "query_lines", "queries_without_word_difference")
     result.update({k: dataset.meta[k] for k in keys if k in dataset.meta})
     return result
@@ -187,8 +190,10 @@ def fashioniq_protocol(
     source: EmbeddingSource, dataset: RetrievalDataset, *, chunk: int = 1024
 ) -> dict[str, Any]:
     """FashionIQ: per-category galleries, target-id hits; R@10, R@50 and their average."""
+    rule = hit_rule("fashioniq")
     per_cat, ranked, skipped = _per_category(
-        source, dataset, ks=FASHIONIQ_KS, by_caption=False, exclude_source=False, chunk=chunk
+        source, dataset, ks=FASHIONIQ_KS, by_caption=rule.by_caption,
+        exclude_source=rule.exclude_source, chunk=chunk,
     )
     recall = mean_over(per_cat, ["R@10", "R@50"])
     recall["avg"] = (recall["R@10"] + recall["R@50"]) / 2
@@ -200,8 +205,10 @@ def synthetic_protocol(
     source: EmbeddingSource, dataset: RetrievalDataset, *, chunk: int = 1024
 ) -> dict[str, Any]:
     """Synthetic: per-category galleries, caption-equality hits, source excluded."""
+    rule = hit_rule("synthetic")
     per_cat, ranked, skipped = _per_category(
-        source, dataset, ks=SYNTHETIC_KS, by_caption=True, exclude_source=True, chunk=chunk
+        source, dataset, ks=SYNTHETIC_KS, by_caption=rule.by_caption,
+        exclude_source=rule.exclude_source, chunk=chunk,
     )
     recall = mean_over(per_cat, [f"R@{k}" for k in SYNTHETIC_KS])
     return protocol_result(recall, per_cat, ranked, skipped)
@@ -213,4 +220,4 @@ def one_gallery_protocol(
 ) -> dict[str, Any]:
     """A shop's search box: one gallery across all garment types, caption-equality hits,
     source excluded; R@1, R@10, R@50."""
-    return _whole_gallery(source, dataset, SYNTHETIC_KS, chunk)
+    return _whole_gallery(source, dataset, SYNTHETIC_KS, chunk, "one_gallery")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fashion_retrieval.data.records import RetrievalDataset
+from fashion_retrieval.paths import synthetic_dir
 
 from .attributes import CATEGORIES, COLORS, PATTERNS, Product, caption_of, parse_caption
 from .catalog import PRESETS, Catalog, build_catalog
@@ -24,15 +25,28 @@ from .writers import WRITERS, write_catalog
 DEFAULT_PRODUCTS = 600
 
 
-def default_home() -> Path:
-    """``$FASHION_RETRIEVAL_HOME``, or ``~/.cache/fashion_retrieval``."""
-    return Path(os.environ.get("FASHION_RETRIEVAL_HOME", Path.home() / ".cache" / "fashion_retrieval"))
-
-
 def default_root(preset: str, products: int, seed: int, image_size: int = 128) -> Path:
     """Where ``load_synthetic`` keeps a catalogue: <home>/synthetic/<preset>-<products>-<seed>."""
     name = f"{preset}-{products}-{seed}" + ("" if image_size == 128 else f"-{image_size}px")
-    return default_home() / "synthetic" / name
+    return synthetic_dir(name)
+
+
+def rendered_params(root: str | os.PathLike) -> dict[str, Any] | None:
+    """The ``load_synthetic`` keyword arguments a complete FashionIQ-layout catalogue under
+    ``root`` was rendered with (so reading it back renders nothing), or None when ``root``
+    holds no such catalogue."""
+    import json
+
+    from .writers import MARKER
+
+    try:
+        stored = json.loads((Path(root) / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    params = stored.get("params") if isinstance(stored, dict) else None
+    if not stored.get("complete") or not isinstance(params, dict) or params.get("format") != "fashioniq":
+        return None
+    return {k: params[k] for k in ("preset", "products", "seed", "image_size", "views") if k in params}
 
 
 def load_synthetic(
@@ -86,5 +100,6 @@ __all__ = [
     "parse_caption",
     "relative_captions",
     "render_image",
+    "rendered_params",
     "write_catalog",
 ]

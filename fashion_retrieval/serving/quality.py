@@ -1,6 +1,6 @@
 """How well the embedded default answers a shopper, model by model.
 
-``python -m fashion_retrieval.demo.quality --json results/default_quality.json [--readme README.md]``
+``python -m fashion_retrieval.serving.quality --json results/default_quality.json [--readme README.md]``
 
 Builds (or loads) the embedded default, then measures each of its models on the demo's
 own gallery (the val and test splits, never trained on) with
@@ -23,10 +23,10 @@ START, END = "<!-- default-quality:start -->", "<!-- default-quality:end -->"
 
 def measure_default(home: str | Path | None = None, spec: Any = None, *, n: int = 400, seed: int = 0) -> dict[str, Any]:
     """Shopper metrics of every model of the default (built first if needed)."""
-    from fashion_retrieval.demo.default import DefaultSpec, load_default
     from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
     from fashion_retrieval.evaluation.shopper import shopper_metrics
     from fashion_retrieval.models.feature_cache import cached_image_features
+    from fashion_retrieval.serving.default import DefaultSpec, load_default
 
     spec = spec or DefaultSpec()
     bundle = load_default(home, spec)
@@ -68,10 +68,10 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
-    from fashion_retrieval.demo.default import DefaultSpec
     from fashion_retrieval.io_utils import atomic_write_json, replace_marked_block
+    from fashion_retrieval.serving.default import DefaultSpec
 
-    p = argparse.ArgumentParser(prog="python -m fashion_retrieval.demo.quality", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m fashion_retrieval.serving.quality", description=__doc__.splitlines()[0])
     p.add_argument("--json", required=True)
     p.add_argument("--readme", default=None)
     p.add_argument("--home", default=None)
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(report)
     print(table)
     if args.readme:
-        command = f"python -m fashion_retrieval.demo.quality --json {args.json} --readme {args.readme}"
+        command = f"python -m fashion_retrieval.serving.quality --json {args.json} --readme {args.readme}"
         replace_marked_block(Path(args.readme), f"{table}\nReproduce: `{command}`", START, END)
     return 0
 

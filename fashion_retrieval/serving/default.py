@@ -24,11 +24,14 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from fashion_retrieval.data.records import RetrievalDataset
+from fashion_retrieval.paths import default_dir, index_dir_for
+from fashion_retrieval.serving.catalogue import Catalogue
+from fashion_retrieval.serving.models import Service, load_retriever
 
 MARKER = "COMPLETE.json"
 Log = Callable[[str], None]
@@ -100,29 +103,6 @@ class DefaultSpec:
         if "compositors" in fields:
             fields["compositors"] = tuple(fields["compositors"])
         return cls(**fields)
-
-
-@dataclass
-class DemoBundle:
-    """What the demo needs: Retrievers by name, the catalogue with its ground truth, the folder."""
-
-    models: dict[str, Any]
-    dataset: RetrievalDataset
-    root: Path
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-def fashion_home(home: str | Path | None = None) -> Path:
-    """``home``, else ``$FASHION_RETRIEVAL_HOME``, else ``~/.cache/fashion_retrieval``."""
-    if home is not None:
-        return Path(home).expanduser()
-    env = os.environ.get("FASHION_RETRIEVAL_HOME")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "fashion_retrieval"
-
-
-def default_dir(home: str | Path | None = None) -> Path:
-    """The embedded default's folder: ``<home>/default``."""
-    return fashion_home(home) / "default"
 
 
 def _read_marker(root: Path) -> dict[str, Any] | None:
@@ -219,7 +199,7 @@ def _train_one(root: Path, spec: DefaultSpec, model: tuple[str, str, str], log: 
     return final
 
 
-def _index_from_features(checkpoint: Path, root: Path, spec: DefaultSpec, dataset: RetrievalDataset) -> None:
+def _index_from_features(checkpoint: Path, root: Path, spec: DefaultSpec, catalogue: Catalogue) -> None:
     """Build and save a checkpoint's gallery index from the shared backbone feature cache.
 
     The features of the gallery were cached while training (the eval split), so indexing
@@ -235,6 +215,7 @@ def _index_from_features(checkpoint: Path, root: Path, spec: DefaultSpec, datase
     from fashion_retrieval.retriever import Retriever
 
     model = load_model(str(checkpoint)).eval()
+    dataset = catalogue.dataset
     parts = [synthetic_catalogue(root, spec, name) for name in spec.gallery_split.split("+")]
     feats = torch.cat([  # per split, so the cache that training wrote for its eval split is reused
         cached_image_features(model, part.items, str(root / "features")) for part in parts
@@ -242,17 +223,24 @@ def _index_from_features(checkpoint: Path, root: Path, spec: DefaultSpec, datase
     emb = ModelEmbeddings(model, dataset.items, features=feats).item_embeddings()  # (N, D)
     index = GalleryIndex.build(emb.numpy(), [it.id for it in dataset.items], "auto")
     index.fingerprint = Retriever(model, dataset.items, index=index).fingerprint()
-    index.save(checkpoint / "index")
+    index.save(index_dir_for(checkpoint, catalogue.key))
 
 
-def _retriever(checkpoint: Path, dataset: RetrievalDataset, device: Any = None) -> Any:
-    """A Retriever over ``dataset``'s gallery, its model on ``device``; its index is loaded
-    from beside the checkpoint."""
-    from fashion_retrieval.hub import load_model
-    from fashion_retrieval.retriever import Retriever
+def default_catalogue(home: str | Path | None = None, spec: DefaultSpec | None = None) -> Catalogue:
+    """The embedded default's gallery (``spec.gallery_split`` of its catalogue, rendered if
+    absent) with its ground-truth queries."""
+    spec = spec or DefaultSpec()
+    root = default_dir(home)
+    return Catalogue.from_dataset(synthetic_catalogue(root, spec, spec.gallery_split), str(root / "data"))
 
-    model = load_model(str(checkpoint)).eval()
-    return Retriever(model, dataset.items, index_dir=checkpoint / "index", device=device)
+
+def default_checkpoints(
+    home: str | Path | None = None, spec: DefaultSpec | None = None, *, log: Log = print
+) -> dict[str, Path]:
+    """The default's checkpoint folders by model name, building them first if needed."""
+    spec = spec or DefaultSpec()
+    root = build_default(home, spec, log=log)
+    return {name: root / "models" / name / "final" for name, _, _ in spec.models()}
 
 
 def build_default(
@@ -283,14 +271,15 @@ def build_default(
     for split in ("train", spec.gallery_split):
         dataset = synthetic_catalogue(root, spec, split)
         log(f"[default] catalogue {split}: {len(dataset.items)} images, {len(dataset.triplets)} queries")
+    catalogue = default_catalogue(home, spec)
     timings["catalogue_s"] = time.perf_counter() - t0
     for stage, model in enumerate(spec.models(), start=2):
         name, t = model[0], time.perf_counter()
         log(f"[default] stage {stage}/{len(spec.models()) + 1}: model {name} "
             f"({time.perf_counter() - t0:.0f} s so far)")
         checkpoint = _train_one(root, spec, model, log)
-        log(f"[default] {name}: indexing {len(dataset.items)} gallery images")
-        _index_from_features(checkpoint, root, spec, dataset)
+        log(f"[default] {name}: indexing {len(catalogue.items)} gallery images")
+        _index_from_features(checkpoint, root, spec, catalogue)
         timings[f"{name}_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     _write_marker(root, {"spec": spec.to_dict(), "timings": timings, "built_at": time.time()})
@@ -301,21 +290,18 @@ def build_default(
 def load_default(
     home: str | Path | None = None, spec: DefaultSpec | None = None, *, log: Log = print,
     device: str | None = None,
-) -> DemoBundle:
-    """The embedded default's Retrievers and catalogue, building them first if needed; the
-    models run on ``device`` (default: ``cuda`` when available, else ``cpu``)."""
+) -> Service:
+    """The embedded default's Retrievers over its own catalogue, building them first if
+    needed; the models run on ``device`` (default: ``cuda`` when available, else ``cpu``)."""
     from fashion_retrieval.devices import resolve_device
 
     spec = spec or DefaultSpec()
     dev = resolve_device(device)  # an unavailable device fails before the build
-    root = build_default(home, spec, log=log)
+    checkpoints = default_checkpoints(home, spec, log=log)
     t0 = time.perf_counter()
-    dataset = synthetic_catalogue(root, spec, spec.gallery_split)
-    models = {
-        name: _retriever(root / "models" / name / "final", dataset, dev)
-        for name, _, _ in spec.models()
-    }
-    marker = _read_marker(root) or {}
+    catalogue = default_catalogue(home, spec)
+    models = {name: load_retriever(path, catalogue, home=home, device=dev) for name, path in checkpoints.items()}
+    marker = _read_marker(default_dir(home)) or {}
     timings = dict(marker.get("timings", {}), load_s=time.perf_counter() - t0)
     log(f"[default] loaded {len(models)} models in {timings['load_s']:.1f} s")
-    return DemoBundle(models, dataset, root, timings)
+    return Service(models, catalogue, default_dir(home), timings)
