@@ -1,19 +1,47 @@
-"""Retrieval losses: plain functions of embeddings, plus a ``LOSSES`` registry.
+"""Retrieval losses: plain functions of embeddings, plus ``LOSSES``, the training losses by name.
 
 Every loss takes a batch of paired embeddings, row ``i`` of one side matching row ``i`` of
-the other, and treats the other rows of the batch as negatives.
+the other, and treats the other rows of the batch as negatives. ``LOSSES`` is the one
+registry of the names a ``TrainConfig.loss`` may take.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from fashion_retrieval.registry import Registry
 
-LOSSES: Registry[Callable[..., torch.Tensor]] = Registry("loss")
+# (query (B, D), target (B, D), labels (B,), scale ()) -> loss. ``scale`` is the model's
+# learnable similarity scale (1 / temperature); ``labels`` are identity labels.
+PairLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A training loss under the name configs use.
+
+    ``pair`` scores a batch of (query, target) embedding pairs. None marks the correlational
+    network (Chandar et al. 2016): decoders rebuild each view's input from either code,
+    trained with ``correlational_objective``, which the task's objective computes itself.
+    ``tasks`` are the tasks it applies to (None: every task).
+    """
+
+    name: str
+    pair: PairLoss | None
+    tasks: tuple[str, ...] | None = None
+    description: str = ""
+
+    def check_task(self, task: str) -> None:
+        """ValueError when this loss does not apply to ``task``."""
+        if self.tasks is not None and task not in self.tasks:
+            raise ValueError(f"loss {self.name!r} is for task {' or '.join(map(repr, self.tasks))}, not {task!r}")
+
+
+LOSSES: Registry[Loss] = Registry("loss")
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> None:
@@ -26,7 +54,6 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str]) -> Non
         raise ValueError("in-batch losses need a batch of at least 2 pairs (the others are the negatives)")
 
 
-@LOSSES.register("batch_classification")
 def batch_classification_loss(
     query: torch.Tensor, target: torch.Tensor, scale: float | torch.Tensor = 10.0
 ) -> torch.Tensor:
@@ -42,7 +69,6 @@ def batch_classification_loss(
     return F.cross_entropy(logits.float(), labels)
 
 
-@LOSSES.register("soft_triplet")
 def soft_triplet_loss(query: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Soft triplet loss over in-batch negatives: mean of ``log(1 + exp(d_pos - d_neg))``.
 
@@ -57,7 +83,6 @@ def soft_triplet_loss(query: torch.Tensor, target: torch.Tensor) -> torch.Tensor
     return F.softplus(margins).mean()
 
 
-@LOSSES.register("symmetric_infonce")
 def symmetric_infonce(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
     """CLIP's symmetric contrastive loss: the mean of the a->b and b->a InfoNCE losses.
 
@@ -79,7 +104,6 @@ def _projection_matching(x: torch.Tensor, z: torch.Tensor, q: torch.Tensor, eps:
     return (p * (log_p - torch.log(q + eps))).sum(dim=1).mean()
 
 
-@LOSSES.register("cmpm")
 def cmpm_loss(
     image: torch.Tensor, text: torch.Tensor, labels: torch.Tensor | None = None, eps: float = 1e-8
 ) -> torch.Tensor:
@@ -112,7 +136,6 @@ def correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Te
     return (cov / norm).mean()
 
 
-@LOSSES.register("correlation")
 def correlation_loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Negative mean per-dimension correlation of two views' codes (minimise to correlate)."""
     return -correlation(a, b)
@@ -145,3 +168,25 @@ def correlational_objective(
     decoders' outputs (each view from each code) and ``targets`` what they should equal.
     """
     return reconstruction_loss(reconstructions, targets) + corr_weight * correlation_loss(code_a, code_b)
+
+
+LOSSES.add("batch_classification", Loss(
+    "batch_classification", lambda q, t, y, s: batch_classification_loss(q, t, s),
+    description="TIRG's in-batch classification of each query's target",
+))
+LOSSES.add("soft_triplet", Loss(
+    "soft_triplet", lambda q, t, y, s: soft_triplet_loss(q, t),
+    description="soft triplet loss over in-batch negatives",
+))
+LOSSES.add("symmetric_infonce", Loss(
+    "symmetric_infonce", lambda q, t, y, s: symmetric_infonce(q, t, 1.0 / s),
+    description="CLIP's symmetric contrastive loss at temperature 1 / scale",
+))
+LOSSES.add("cmpm", Loss(
+    "cmpm", lambda q, t, y, s: cmpm_loss(s * t, s * q, y),
+    description="cross-modal projection matching with identity labels",
+))
+LOSSES.add("correlational", Loss(
+    "correlational", None, tasks=("crossmodal",),
+    description="correlational network: reconstruct both views from either code, and correlate the codes",
+))

@@ -18,8 +18,8 @@ from torch import nn
 
 from fashion_retrieval.data.transforms import ImageTransform, TargetPad
 from fashion_retrieval.training.config import TrainConfig
-from fashion_retrieval.training.objectives import TrainingModule
 from fashion_retrieval.training.optim import build_optimizer
+from fashion_retrieval.training.tasks import TrainingModule
 from fashion_retrieval.training.trainer import build_model
 
 CONFIGS = Path(__file__).resolve().parent.parent / "training" / "configs"
@@ -245,7 +245,7 @@ def test_stage2_run_reads_both_sides_from_caches(tiny_clip: str, tmp_path: Path)
     from fashion_retrieval.data.fashioniq import load_fashioniq
     from fashion_retrieval.hub import load_model, save_checkpoint
     from fashion_retrieval.training import train
-    from fashion_retrieval.training.data import build_examples
+    from fashion_retrieval.training.tasks import build_examples
     from fashion_retrieval.training.trainer import frozen_text_inputs
 
     root = make_tiny_fashioniq(tmp_path / "fiq")

@@ -115,7 +115,11 @@ def test_correlation_and_reconstruction() -> None:
 
 
 def test_registry_and_bad_shapes() -> None:
-    assert LOSSES.get("soft_triplet") is soft_triplet_loss
+    q, t = _pair()
+    labels, scale = torch.arange(len(q)), torch.tensor(2.0)
+    assert torch.equal(LOSSES.get("soft_triplet").pair(q, t, labels, scale), soft_triplet_loss(q, t))
+    assert torch.equal(LOSSES.get("symmetric_infonce").pair(q, t, labels, scale), symmetric_infonce(q, t, 0.5))
+    assert LOSSES.get("correlational").pair is None  # computed by the crossmodal objective, with decoders
     with pytest.raises(ValueError, match="batch_classification"):
         LOSSES.get("nope")
     q, t = _pair()

@@ -39,11 +39,11 @@ from fashion_retrieval.training.data import (
     FeatureBatches,
     ImageBatches,
     StepBatchSampler,
-    build_examples,
     build_sample_draw,
     random_caption,
     random_caption_forms,
 )
+from fashion_retrieval.training.tasks import build_examples
 
 REPO = Path(__file__).resolve().parents[1]
 PATH = "women/dresses/x/{0}/{0}_0.jpeg"

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fashion_retrieval.training.config import TrainConfig
+from fashion_retrieval.data import DATASETS, default_split
+from fashion_retrieval.training.config import CHOICES, TrainConfig, dataset_loader_options
 
 TRAIN_USAGE = (
     "accelerate launch training/train.py --config training/configs/NAME.yaml [--key value ...]\n"
@@ -25,7 +26,10 @@ def config_from_argv(argv: list[str]) -> TrainConfig:
     parser.add_argument("-h", "--help", action="store_true")
     known, rest = parser.parse_known_args(argv)
     if known.help:
-        keys = "\n".join(f"  --{f.name.replace('_', '-')}" for f in dataclasses.fields(TrainConfig))
+        keys = "\n".join(
+            f"  --{f.name.replace('_', '-')}" + (f" {{{','.join(CHOICES[f.name])}}}" if f.name in CHOICES else "")
+            for f in dataclasses.fields(TrainConfig)
+        )
         print(f"usage: {TRAIN_USAGE}\n\nkeys:\n{keys}")
         raise SystemExit(0)
     base = TrainConfig.load(known.config) if known.config else TrainConfig()
@@ -58,10 +62,13 @@ def _eval_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint folder or Hugging Face Hub repo id")
     p.add_argument("--json", required=True, help="where to write the results JSON")
-    p.add_argument("--dataset", default=None, help="default: the dataset of the checkpoint's training config")
+    p.add_argument("--dataset", default=None, choices=DATASETS.names(),
+                   help="default: the dataset of the checkpoint's training config")
     p.add_argument("--data-root", default=None,
                    help="the data set's folder; for --dataset published a `publish --out` folder or Hub dataset repo id")
-    p.add_argument("--split", default=None, help="default: the training config's eval_split")
+    p.add_argument("--split", default=None,
+                   help="default: the training config's eval_split on its own data set, else the data set's "
+                        "evaluation split (test for Fashion200k, val for FashionIQ and synthetic, the card's for published)")
     p.add_argument("--protocol", default=None, help="default: the data set's own protocol")
     p.add_argument("--categories", default=None, help="comma-separated, e.g. dress,shirt,toptee")
     p.add_argument("--batch-size", type=int, default=64)
@@ -69,7 +76,7 @@ def _eval_parser() -> argparse.ArgumentParser:
                    help="where to run: cpu, cuda, cuda:1, ... (default: cuda when available, else cpu)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="DataLoader workers decoding the gallery (default: the training config's num_workers)")
-    p.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"],
+    p.add_argument("--mixed-precision", default="no", choices=CHOICES["mixed_precision"],
                    help="autocast precision of the forward passes (default: no, float32)")
     return p
 
@@ -97,7 +104,10 @@ def _check_writable(path: Path) -> None:
 
 
 def evaluate_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``training/evaluate.py``: writes the DESIGN.md evaluation JSON atomically."""
+    """Entry point of ``training/evaluate.py``: writes the evaluation JSON atomically.
+
+    The JSON is :func:`fashion_retrieval.evaluation.base.evaluate_embeddings`'s object.
+    """
     args = _eval_parser().parse_args(argv)
     try:
         _check_writable(Path(args.json))  # before the model and data are loaded
@@ -105,15 +115,15 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         dataset = args.dataset or saved.get("dataset")
         if dataset is None:
             raise ValueError(f"{args.checkpoint} has no saved training config: pass --dataset")
-        split = args.split or saved.get("eval_split") or "val"
+        own = dataset == saved.get("dataset")  # evaluated on the data set it was trained on
+        split = args.split or (saved.get("eval_split") if own else None) or default_split(dataset)
         root = args.data_root if args.data_root is not None else saved.get("data_root")
-        # The loader settings the model was trained with (e.g. Fashion200k's caption clean-up)
-        options: dict[str, Any] = dict(saved.get("dataset_options") or {}) if dataset == saved.get("dataset") else {}
+        # The loader settings the model was trained with (e.g. Fashion200k's caption clean-up,
+        # the synthetic catalogue's preset, size and seed)
+        options: dict[str, Any] = dataset_loader_options(saved) if own else {}
         categories = args.categories.split(",") if args.categories else saved.get("categories")
         if categories:
             options["categories"] = categories
-        if dataset == "synthetic" and dataset == saved.get("dataset"):
-            options.update({k: saved[k] for k in ("preset", "products") if saved.get(k) is not None})
         from fashion_retrieval.data import load_retrieval_dataset
         from fashion_retrieval.devices import resolve_device
         from fashion_retrieval.evaluation import evaluate

@@ -4,25 +4,76 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import json
 import types
 import typing
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CHOICES: dict[str, tuple[str, ...]] = {
-    "dataset": ("synthetic", "fashioniq", "fashion200k", "published"),  # published: data_root is a folder or Hub repo id
-    "task": ("composed", "crossmodal", "image_to_image"),
-    "loss": ("batch_classification", "soft_triplet", "symmetric_infonce", "cmpm", "correlational"),
-    "optimizer": ("sgd", "adam", "adamw"),
-    "projection": ("linear", "none"),
-    "preprocess": ("resize_crop", "targetpad"),
-    "lr_schedule": ("step", "cosine", "constant"),
-    "mixed_precision": ("no", "fp16", "bf16"),
-    "preset": ("easy", "hard"),
-    "train_caption_mode": ("join", "random"),
-}
+from fashion_retrieval.data import DATASETS
+from fashion_retrieval.registry import Registry
+
+
+class Choices(Mapping[str, tuple[str, ...]]):
+    """The valid names of each choice key, read from where those names are defined.
+
+    ``sources`` maps a config key to ``(module, attribute)``: a ``Registry`` (its names) or a
+    collection of names. The module is imported on first use, so importing this module
+    stays cheap (the loss and task registries import torch) and a name registered at run
+    time is a valid choice at once.
+    """
+
+    def __init__(self, sources: Mapping[str, tuple[str, str]]) -> None:
+        self.sources = dict(sources)
+
+    def __getitem__(self, key: str) -> tuple[str, ...]:
+        module, attr = self.sources[key]
+        names = getattr(importlib.import_module(module), attr)
+        return tuple(names.names() if isinstance(names, Registry) else names)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+CHOICES = Choices({
+    "dataset": ("fashion_retrieval.data", "DATASETS"),  # published: data_root is a folder or Hub repo id
+    "task": ("fashion_retrieval.training.tasks", "TASKS"),
+    "loss": ("fashion_retrieval.losses", "LOSSES"),
+    "optimizer": ("fashion_retrieval.training.optim", "OPTIMIZERS"),
+    "projection": ("fashion_retrieval.models.config", "PROJECTIONS"),
+    "preprocess": ("fashion_retrieval.data.transforms", "PREPROCESS_MODES"),
+    "lr_schedule": ("fashion_retrieval.training.optim", "SCHEDULES"),
+    "mixed_precision": ("fashion_retrieval.devices", "PRECISIONS"),
+    "preset": ("fashion_retrieval.data.synthetic.catalog", "PRESETS"),
+    "train_caption_mode": ("fashion_retrieval.training.data", "TRAIN_CAPTION_MODES"),
+})
+
+
+def loader_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings a training config offers every data set loader, by loader option name:
+    ``preset``, ``products`` and ``seed`` (``data_seed``, else ``seed``). Each data set takes
+    those its entry lists in ``settings`` (the synthetic catalogue: all three)."""
+    seed = config.get("data_seed")
+    return {"preset": config.get("preset"), "products": config.get("products"),
+            "seed": config.get("seed") if seed is None else seed}
+
+
+def dataset_loader_options(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The options a training config (``TrainConfig.to_dict()`` or a saved ``train_config.json``)
+    passes its data set's loader: ``dataset_options``, ``categories`` and the ``loader_settings``
+    the data set takes."""
+    entry = DATASETS.get(config.get("dataset") or "synthetic")
+    options: dict[str, Any] = dict(config.get("dataset_options") or {})
+    if config.get("categories"):
+        options["categories"] = list(config["categories"])
+    options.update(entry.pick_settings(loader_settings(config)))
+    return options
 
 
 @dataclass
@@ -124,8 +175,16 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name], from_cli=False))
         for key, valid in CHOICES.items():
-            if getattr(self, key) not in valid:
-                raise ValueError(f"{key}={getattr(self, key)!r} is not valid; choose one of {', '.join(valid)}")
+            value = getattr(self, key)
+            if value not in valid:
+                close = difflib.get_close_matches(value, valid, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{key}={value!r} is not valid{hint}; choose one of {', '.join(valid)}")
+        from fashion_retrieval.losses import LOSSES
+
+        LOSSES.get(self.loss).check_task(self.task)
+        entry = DATASETS.get(self.dataset)
+        entry.check_options(self.dataset_options)
         positive = ("batch_size", "max_steps", "grad_accum_steps", "save_every", "eval_every",
                     "log_every", "eval_batch_size", "embed_dim", "lr_decay_steps")
         for key in positive:
@@ -144,8 +203,9 @@ class TrainConfig:
             raise ValueError("num_workers and warmup_steps must be >= 0")
         if self.generated_pairs < 0 or self.generated_descriptions < 0:
             raise ValueError("generated_pairs and generated_descriptions must be >= 0")
-        if self.train_caption_mode != "join" and self.dataset == "fashion200k":
-            raise ValueError("train_caption_mode 'random' is for FashionIQ's two captions; Fashion200k texts are 'replace X with Y'")
+        if self.train_caption_mode != "join" and entry.sample_draw == "siblings":
+            raise ValueError(f"train_caption_mode 'random' is for FashionIQ's two captions; {self.dataset} "
+                             "texts are 'replace X with Y'")
 
     # ----------------------------------------------------------------- round trip
     def to_dict(self) -> dict[str, Any]:

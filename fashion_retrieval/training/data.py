@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
+from fashion_retrieval.data import DATASETS
 from fashion_retrieval.data.records import RetrievalDataset
-from fashion_retrieval.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,6 @@ class Example:
     captions: tuple[str, ...] = ()  # the annotation's own captions (FashionIQ), for per-sample texts
 
 
-EXAMPLE_BUILDERS: Registry[Callable[[RetrievalDataset], list[Example]]] = Registry("task")
-
-
-@EXAMPLE_BUILDERS.register("composed")
 def composed_examples(dataset: RetrievalDataset) -> list[Example]:
     """(source, text, target) triplets with a known target; label = the target's row."""
     rows = {it.id: i for i, it in enumerate(dataset.items)}
@@ -55,7 +51,6 @@ def composed_examples(dataset: RetrievalDataset) -> list[Example]:
     ]
 
 
-@EXAMPLE_BUILDERS.register("crossmodal")
 def crossmodal_examples(dataset: RetrievalDataset) -> list[Example]:
     """(caption, image) pairs of captioned items; items with equal captions share a label."""
     labels: dict[str, int] = {}
@@ -73,7 +68,6 @@ def product_key(item: Any) -> str:
     return product_label(item)
 
 
-@EXAMPLE_BUILDERS.register("image_to_image")
 def image_to_image_examples(dataset: RetrievalDataset) -> list[Example]:
     """(view, other view) pairs of one product; a product with one image pairs with itself."""
     groups: dict[str, list[str]] = {}
@@ -86,35 +80,30 @@ def image_to_image_examples(dataset: RetrievalDataset) -> list[Example]:
     return out
 
 
-def generated_examples(dataset: RetrievalDataset, config: Any) -> list[Example]:
-    """Examples made from the items' attributes (``generated_pairs`` / ``generated_descriptions``).
-
-    Composed: pairs of products that differ in one or two attributes, with a training-
-    phrasing text. Crossmodal: partial descriptions of each item. Items without
-    attributes (real FashionIQ, Fashion200k) give none.
-    """
-    from fashion_retrieval.data.synthetic.pairs import attribute_change_pairs, partial_descriptions
+# Examples made from the items' attributes; items without attributes (real FashionIQ,
+# Fashion200k) give none.
+def attribute_pair_examples(dataset: RetrievalDataset, config: Any) -> list[Example]:
+    """``generated_pairs`` composed pairs of products that differ in one or two attributes,
+    with a training-phrasing text; label = the target's row."""
+    if not config.generated_pairs:
+        return []
+    from fashion_retrieval.data.synthetic.pairs import attribute_change_pairs
 
     rows = {it.id: i for i, it in enumerate(dataset.items)}
-    if config.task == "composed" and config.generated_pairs:
-        pairs = attribute_change_pairs(dataset.items, config.generated_pairs, seed=config.seed)
-        return [Example(s, text, t, rows[t]) for s, t, text in pairs]
-    if config.task == "crossmodal" and config.generated_descriptions:
-        described = partial_descriptions(dataset.items, config.generated_descriptions, seed=config.seed)
-        labels: dict[str, int] = {}
-        return [Example(None, text, i, labels.setdefault(text, len(labels))) for i, text in described]
-    return []
+    pairs = attribute_change_pairs(dataset.items, config.generated_pairs, seed=config.seed)
+    return [Example(s, text, t, rows[t]) for s, t, text in pairs]
 
 
-def build_examples(dataset: RetrievalDataset, task: str) -> list[Example]:
-    """The training examples of ``dataset`` for ``task``; an error if there are none."""
-    examples = EXAMPLE_BUILDERS.get(task)(dataset)
-    if not examples:
-        raise ValueError(
-            f"{dataset.name} split {dataset.split!r} (root {dataset.root}) has no training examples "
-            f"for task {task!r}: {len(dataset.items)} items, {len(dataset.triplets)} triplets"
-        )
-    return examples
+def description_examples(dataset: RetrievalDataset, config: Any) -> list[Example]:
+    """``generated_descriptions`` partial descriptions of each item ("red dress") paired
+    with its image; equal descriptions share a label."""
+    if not config.generated_descriptions:
+        return []
+    from fashion_retrieval.data.synthetic.pairs import partial_descriptions
+
+    described = partial_descriptions(dataset.items, config.generated_descriptions, seed=config.seed)
+    labels: dict[str, int] = {}
+    return [Example(None, text, i, labels.setdefault(text, len(labels))) for i, text in described]
 
 
 # ----------------------------------------------------------------- per-sample draws
@@ -202,18 +191,21 @@ class SampleDraw:
 def build_sample_draw(dataset: RetrievalDataset, config: Any) -> SampleDraw | None:
     """The per-sample draw the config asks for on ``dataset`` (None: examples stay fixed).
 
-    Fashion200k, task ``composed``, ``resample_pairs``: a fresh sibling per sample.
-    ``train_caption_mode: random`` (FashionIQ layout, task ``composed``): CLIP4Cir's
-    randomised captions. The streaming path keeps the fixed triplets (logged).
+    A data set whose entry draws ``"siblings"`` (Fashion200k), task ``composed``,
+    ``resample_pairs``: a fresh sibling per sample. ``train_caption_mode: random``
+    (annotator captions: FashionIQ layout, task ``composed``): CLIP4Cir's randomised
+    captions. The streaming path keeps the fixed triplets (logged).
     """
     mode = getattr(config, "train_caption_mode", "join")
     if mode not in TRAIN_CAPTION_MODES:
         raise ValueError(f"train_caption_mode={mode!r} is not valid; choose one of {', '.join(TRAIN_CAPTION_MODES)}")
     rule: Callable[[Example, random.Random], Example] | None = None
-    if config.task == "composed" and dataset.name == "fashion200k":
+    # A published copy carries the original data set's name, hence its entry's draw.
+    entry = DATASETS.get(dataset.name) if dataset.name in DATASETS else None
+    if config.task == "composed" and entry is not None and entry.sample_draw == "siblings":
         if mode != "join":
             raise ValueError("train_caption_mode 'random' needs two captions per triplet (FashionIQ or synthetic), "
-                             "not Fashion200k's 'replace X with Y'")
+                             f"not {dataset.name}'s generated 'replace X with Y' texts")
         if getattr(config, "resample_pairs", True):
             rule = Fashion200kSiblings(dataset)
     elif mode == "random":
@@ -247,10 +239,6 @@ class StepBatchSampler:
             )
         self._perm_epoch = -1
         self._perm = torch.empty(0, dtype=torch.long)
-
-    def epoch_of(self, step: int) -> int:
-        """The epoch that micro-step ``step`` falls in."""
-        return step // self.batches_per_epoch
 
     def indices(self, step: int) -> list[int]:
         """The example indices of this rank's micro-batch number ``step``."""

@@ -1,38 +1,20 @@
-"""What one training step optimises, per task: a module that maps a dict batch to a loss.
+"""What one training step optimises, per task: functions of a ``TrainingModule`` and a dict batch.
 
-The whole forward pass (embeddings and loss) runs inside :class:`TrainingModule.forward`,
-so that Accelerate's DDP wrapper sees every parameter that takes part and all-reduces
-its gradients.
+The whole forward pass (embeddings and loss) runs inside ``TrainingModule.forward``
+(``training/tasks.py``), so that Accelerate's DDP wrapper sees every parameter that takes
+part and all-reduces its gradients. Each task's objective is named by its ``Task`` entry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
-from fashion_retrieval.losses import (
-    batch_classification_loss,
-    cmpm_loss,
-    correlational_objective,
-    soft_triplet_loss,
-    symmetric_infonce,
-)
-from fashion_retrieval.registry import Registry
+from fashion_retrieval.losses import correlational_objective
 
-PairLoss = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-# (query (B, D), target (B, D), labels (B,), scale ()) -> loss. ``scale`` is the model's
-# learnable similarity scale (1 / temperature).
-PAIR_LOSSES: Registry[PairLoss] = Registry("loss")
-PAIR_LOSSES.register("batch_classification")(lambda q, t, y, s: batch_classification_loss(q, t, s))
-PAIR_LOSSES.register("soft_triplet")(lambda q, t, y, s: soft_triplet_loss(q, t))
-PAIR_LOSSES.register("symmetric_infonce")(lambda q, t, y, s: symmetric_infonce(q, t, 1.0 / s))
-PAIR_LOSSES.register("cmpm")(lambda q, t, y, s: cmpm_loss(s * t, s * q, y))
-
-OBJECTIVES: Registry[Callable[..., torch.Tensor]] = Registry("task")
+if TYPE_CHECKING:
+    from fashion_retrieval.training.tasks import TrainingModule
 
 
 def _query(model: Any, batch: dict[str, Any], use_text: bool) -> torch.Tensor:
@@ -51,29 +33,28 @@ def _target(model: Any, batch: dict[str, Any]) -> torch.Tensor:
 
 def _pair_loss(module: TrainingModule, q: torch.Tensor, t: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
     """The configured in-batch loss of (query, target) pairs."""
+    if module.loss.pair is None:
+        raise ValueError(f"loss {module.loss.name!r} is not a pair loss; task {module.task.name!r} needs one")
     labels = batch["label"].to(q.device)
-    return PAIR_LOSSES.get(module.loss_name)(q, t, labels, module.model.scale)
+    return module.loss.pair(q, t, labels, module.model.scale)
 
 
-@OBJECTIVES.register("composed")
 def composed_objective(module: TrainingModule, batch: dict[str, Any]) -> torch.Tensor:
     """(source image + text) -> target image."""
     return _pair_loss(module, _query(module.model, batch, True), _target(module.model, batch), batch)
 
 
-@OBJECTIVES.register("image_to_image")
 def image_to_image_objective(module: TrainingModule, batch: dict[str, Any]) -> torch.Tensor:
     """One view of a product (image-only query) -> another view of it."""
     return _pair_loss(module, _query(module.model, batch, False), _target(module.model, batch), batch)
 
 
-@OBJECTIVES.register("crossmodal")
 def crossmodal_objective(module: TrainingModule, batch: dict[str, Any]) -> torch.Tensor:
     """Caption (text-only query) <-> image: a dual encoder, or a correlational network."""
     model = module.model
     txt = model.encode_query(texts=batch["text"])  # (B, D)
     img = _target(model, batch)  # (B, D)
-    if module.loss_name != "correlational":
+    if module.loss.pair is not None:
         return _pair_loss(module, txt, img, batch)
     feats = batch.get("target_features")
     if feats is None:
@@ -85,28 +66,3 @@ def crossmodal_objective(module: TrainingModule, batch: dict[str, Any]) -> torch
     recons = [dec_img(img), dec_img(txt), dec_txt(txt), dec_txt(img)]
     targets = [img_in, img_in, txt_in, txt_in]
     return correlational_objective(img, txt, recons, targets)
-
-
-class TrainingModule(nn.Module):
-    """The model plus training-only heads; ``forward(batch) -> loss`` for the configured task."""
-
-    def __init__(self, model: nn.Module, task: str, loss: str) -> None:
-        super().__init__()
-        self.model = model
-        self.task, self.loss_name = task, loss
-        self._objective = OBJECTIVES.get(task)
-        if loss == "correlational":
-            if task != "crossmodal":
-                raise ValueError(f"loss 'correlational' is for task 'crossmodal', not {task!r}")
-            dim = model.config.embed_dim
-            # Correlational-network decoders: rebuild each view's input from either code.
-            self.decoders = nn.ModuleDict({
-                "image": nn.Linear(dim, model.feature_dim),
-                "text": nn.Linear(dim, model.text_encoder.output_dim),
-            })
-        else:
-            PAIR_LOSSES.get(loss)  # unknown names fail here, before training starts
-
-    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
-        """The scalar loss of one batch."""
-        return self._objective(self, batch)

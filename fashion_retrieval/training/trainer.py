@@ -16,19 +16,17 @@ from typing import Any
 
 import torch
 
+from fashion_retrieval.data import dataset_entry
 from fashion_retrieval.data.records import RetrievalDataset
 from fashion_retrieval.devices import loader_options, to_device
-from fashion_retrieval.training.config import TrainConfig
+from fashion_retrieval.training.config import TrainConfig, dataset_loader_options
 from fashion_retrieval.training.data import (
     Example,
     FeatureBatches,
     ImageBatches,
     StepBatchSampler,
-    build_examples,
     build_sample_draw,
-    generated_examples,
 )
-from fashion_retrieval.training.objectives import TrainingModule
 from fashion_retrieval.training.optim import build_optimizer
 from fashion_retrieval.training.state import (
     MetricsLog,
@@ -37,11 +35,14 @@ from fashion_retrieval.training.state import (
     resolve_resume,
     save_state,
 )
+from fashion_retrieval.training.tasks import (
+    TASKS,
+    TrainingModule,
+    build_examples,
+    generated_examples,
+)
 
 logger = logging.getLogger(__name__)
-
-# The evaluation protocol of each task; "composed" uses the data set's own protocol.
-TASK_PROTOCOLS: dict[str, str | None] = {"composed": None, "crossmodal": "crossmodal", "image_to_image": "image_to_image"}
 
 
 @dataclass
@@ -90,15 +91,8 @@ def load_split(config: TrainConfig, split: str) -> RetrievalDataset:
     """Split ``split`` of the configured data set."""
     from fashion_retrieval.data import load_retrieval_dataset
 
-    options: dict[str, Any] = dict(config.dataset_options)
-    if config.categories:
-        options["categories"] = config.categories
-    if config.dataset == "synthetic":
-        options["preset"] = config.preset
-        options["seed"] = config.seed if config.data_seed is None else config.data_seed
-        if config.products is not None:
-            options["products"] = config.products
-    if config.dataset == "published" and config.streaming and split == config.train_split:
+    options = dataset_loader_options(config.to_dict())
+    if config.streaming and split == config.train_split and "images" in dataset_entry(config.dataset).options:
         options.setdefault("images", False)  # training streams the images from the parquet shards
     return load_retrieval_dataset(config.dataset, config.data_root, split, **options)
 
@@ -254,7 +248,7 @@ def run_eval(run: Run, step: int) -> dict[str, Any]:
         from fashion_retrieval.io_utils import atomic_write_json
 
         result = evaluate(
-            run.model, run.eval_set, protocol=TASK_PROTOCOLS[cfg.task],
+            run.model, run.eval_set, protocol=TASKS.get(cfg.task).protocol,
             batch_size=cfg.eval_batch_size, features=run.eval_features, num_workers=cfg.num_workers,
             device=acc.device, mixed_precision=cfg.mixed_precision,
         )
