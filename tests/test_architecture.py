@@ -247,7 +247,19 @@ def _strongly_connected(nodes: Iterable[str], adj: dict[str, set[str]]) -> list[
     return out
 
 
-def find_cycles(graph: ImportGraph) -> list[list[Edge]]:
+@dataclass(frozen=True)
+class Cycle:
+    """A shortest import cycle, and every module of the tangle it belongs to."""
+
+    edges: list[Edge]
+    group: list[str]  # the strongly connected component: breaking ``edges`` may leave others
+
+    @property
+    def modules(self) -> list[str]:
+        return [e.source for e in self.edges]
+
+
+def find_cycles(graph: ImportGraph) -> list[Cycle]:
     """One shortest cycle per strongly connected component (self-imports included)."""
     adj: dict[str, set[str]] = {}
     first_edge: dict[tuple[str, str], Edge] = {}
@@ -279,7 +291,7 @@ def find_cycles(graph: ImportGraph) -> list[list[Edge]]:
             path.append(came_from[path[-1]])
         path.reverse()  # start ... end, and end -> start closes it
         hops = list(zip(path, [*path[1:], start], strict=True))
-        cycles.append([first_edge[hop] for hop in hops])
+        cycles.append(Cycle([first_edge[hop] for hop in hops], component))
     return cycles
 
 
@@ -306,9 +318,12 @@ def _fail(title: str, lines: Iterable[str]) -> None:
     pytest.fail(f"{title}\n{body}", pytrace=False)
 
 
-def _format_cycle(cycle: list[Edge]) -> str:
-    names = " -> ".join([e.source for e in cycle] + [cycle[0].source])
-    return names + "\n" + "\n".join(f"      {e}" for e in cycle)
+def _format_cycle(cycle: Cycle) -> str:
+    lines = [" -> ".join([*cycle.modules, cycle.modules[0]])]
+    lines += [f"      {e}" for e in cycle.edges]
+    if len(cycle.group) > len(cycle.edges):
+        lines.append(f"      (the same tangle also holds: {', '.join(sorted(set(cycle.group) - set(cycle.modules)))})")
+    return "\n".join(lines)
 
 
 # ---- the checker itself, on small made-up trees -------------------------------------------
@@ -341,7 +356,7 @@ def test_the_checker_resolves_imports_and_finds_a_cycle_hidden_in_a_function(tmp
     assert graph.targets("app.py") == {"pkg.sub.c"}
     inside = [e for e in graph.edges if e.source == "pkg.b"]
     assert [(e.target, e.function, e.line) for e in inside] == [("pkg.a", "g", 2)]
-    cycles = sorted(([e.source for e in c] for c in find_cycles(graph)), key=len)
+    cycles = sorted((c.modules for c in find_cycles(graph)), key=len)
     # a <-> b (through b's function-level import), and c importing itself.
     assert cycles == [["pkg.sub.c"], ["pkg.a", "pkg.b"]]
 
@@ -355,8 +370,20 @@ def test_a_package_importing_its_children_is_no_cycle_but_reading_the_parent_is(
     assert find_cycles(_toy_graph(tmp_path / "fine", files)) == []
     files["pkg/b.py"] = "from pkg import f\n\ndef g():\n    return f()\n"  # reads pkg's namespace
     cycles = find_cycles(_toy_graph(tmp_path / "circle", files))
-    assert [[e.source for e in c] for c in cycles] == [["pkg", "pkg.b"]]
+    assert [c.modules for c in cycles] == [["pkg", "pkg.b"]]
     assert "pkg.b -> pkg   [pkg/b.py:1]" in _format_cycle(cycles[0])
+
+
+def test_a_tangle_of_several_cycles_names_every_module_in_it(tmp_path):
+    graph = _toy_graph(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "from pkg import b\n",
+        "pkg/b.py": "from pkg import a, c\n",
+        "pkg/c.py": "def f():\n    import pkg.b\n",
+    })
+    (cycle,) = find_cycles(graph)
+    assert cycle.modules == ["pkg.a", "pkg.b"] and cycle.group == ["pkg.a", "pkg.b", "pkg.c"]
+    assert "also holds: pkg.c" in _format_cycle(cycle)
 
 
 def test_the_layer_rule_flags_ui_to_ui_and_ui_to_training(tmp_path):
