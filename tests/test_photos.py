@@ -234,3 +234,24 @@ def test_scan_cache_records_readable_photos(tmp_path, monkeypatch) -> None:
     assert [p for p, _ in third.unreadable] == ["bad.jpg", files[1].relative_to(root).as_posix()]
     cache.write_text("{not json")  # a damaged cache only costs the decode checks
     assert scan_photo_folder(root, cache=cache).items == third.items
+
+
+def test_an_index_saved_without_a_store_is_reused(tmp_path, monkeypatch) -> None:
+    root, index_dir = tmp_path / "shop", tmp_path / "idx"
+    write_folder(root, 6)
+    items = scan_photo_folder(root).items
+    model = tiny_model("image_only")
+    full = Retriever(model, items, index_dir=index_dir)
+    feats = full.stored_features([it.id for it in items])
+    for name in (STORE_ARRAYS, STORE_META):  # as an older version (or a caller) saved it
+        (index_dir / name).unlink()
+    calls = _counting_backbone(model, monkeypatch)
+    legacy = Retriever(model, items, index_dir=index_dir)
+    assert sum(calls) == 0 and legacy.index.ids == full.index.ids
+    with pytest.raises(KeyError, match="ready index without features"):
+        legacy.stored_features([items[0].id])
+    given = Retriever(model, items, index_dir=index_dir, features=feats)  # rows written now
+    assert sum(calls) == 0 and (index_dir / STORE_META).is_file()
+    assert torch.equal(Retriever(model, items, index_dir=index_dir).stored_features([items[2].id]),
+                       given.stored_features([items[2].id]))
+    assert sum(calls) == 0
