@@ -8,8 +8,10 @@ and ``training/*.py`` as leaves: their imports are read, nothing imports them. `
 not part of the graph (tests may import anything).
 
 Edges are every ``import``/``from ... import`` statement, at module level *and* inside
-functions (an import hidden in a function is still a dependency, and still a circle when
-the other side imports back; moving an import into a function does not break a circle):
+functions or under ``if TYPE_CHECKING:`` (an import hidden there is still a dependency, and
+still a circle when the other side imports back: moving an import into a function, or
+behind ``TYPE_CHECKING`` for an annotation, does not break a circle; the report marks such
+edges):
 
 - ``import a.b.c``                    -> ``a.b.c``
 - ``from a.b import c``               -> ``a.b.c`` when that is a module, else ``a.b``
@@ -76,9 +78,11 @@ class Edge:
     file: str  # relative to the root it was read from
     line: int
     function: str | None  # the enclosing function, None at module level
+    type_checking: bool = False  # under ``if TYPE_CHECKING:``: for annotations only
 
     def __str__(self) -> str:
         where = f" (inside {self.function})" if self.function else ""
+        where += " (under TYPE_CHECKING)" if self.type_checking else ""
         return f"{self.source} -> {self.target}   [{self.file}:{self.line}{where}]"
 
 
@@ -141,11 +145,24 @@ def _package_of(module: str, path: Path) -> str:
 
 
 class _ImportVisitor(ast.NodeVisitor):
-    """Every import statement with its line and enclosing function."""
+    """Every import statement with its line, enclosing function and ``TYPE_CHECKING`` guard."""
 
     def __init__(self) -> None:
-        self.found: list[tuple[ast.Import | ast.ImportFrom, str | None]] = []
+        self.found: list[tuple[ast.Import | ast.ImportFrom, str | None, bool]] = []
         self._functions: list[str] = []
+        self._type_checking = 0
+
+    def visit_If(self, node: ast.If) -> None:
+        test = node.test
+        guarded = (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+            isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+        )
+        self._type_checking += guarded
+        for child in node.body:
+            self.visit(child)
+        self._type_checking -= guarded
+        for child in node.orelse:
+            self.visit(child)
 
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         self._functions.append(node.name)
@@ -156,7 +173,7 @@ class _ImportVisitor(ast.NodeVisitor):
     visit_AsyncFunctionDef = _function
 
     def _import(self, node: ast.Import | ast.ImportFrom) -> None:
-        self.found.append((node, ".".join(self._functions) or None))
+        self.found.append((node, ".".join(self._functions) or None, self._type_checking > 0))
 
     visit_Import = _import
     visit_ImportFrom = _import
@@ -193,10 +210,10 @@ def build_graph(root: Path = ROOT, **where: Iterable[str]) -> ImportGraph:
         visitor = _ImportVisitor()
         visitor.visit(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
         rel = path.relative_to(root).as_posix()
-        for node, function in visitor.found:
+        for node, function, type_only in visitor.found:
             for target in dict.fromkeys(_resolve(node, module, path, importable)):
                 if target != module or node.level == 0:  # `from . import x` in a/__init__ is a->a.x
-                    edges.append(Edge(module, target, rel, node.lineno, function))
+                    edges.append(Edge(module, target, rel, node.lineno, function, type_only))
     return ImportGraph(root, modules, leaves, edges)
 
 
@@ -372,6 +389,17 @@ def test_a_package_importing_its_children_is_no_cycle_but_reading_the_parent_is(
     cycles = find_cycles(_toy_graph(tmp_path / "circle", files))
     assert [c.modules for c in cycles] == [["pkg", "pkg.b"]]
     assert "pkg.b -> pkg   [pkg/b.py:1]" in _format_cycle(cycles[0])
+
+
+def test_an_import_for_annotations_only_still_closes_a_cycle(tmp_path):
+    graph = _toy_graph(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.b import B\nelse:\n    import os\n",
+        "pkg/b.py": "from pkg.a import f\n",
+    })
+    (cycle,) = find_cycles(graph)
+    assert "pkg.a -> pkg.b   [pkg/a.py:3 (under TYPE_CHECKING)]" in _format_cycle(cycle)
+    assert [e.type_checking for e in graph.edges] == [True, False]
 
 
 def test_a_tangle_of_several_cycles_names_every_module_in_it(tmp_path):
