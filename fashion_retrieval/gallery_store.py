@@ -188,12 +188,12 @@ def embed_rows(
 
     Items with a row in ``given`` (backbone features by id) skip the backbone; the others
     are decoded and go through ``model.image_features`` once. ``options`` go to
-    :class:`~fashion_retrieval.evaluation.embeddings.ModelEmbeddings` (batch_size,
+    :class:`~fashion_retrieval.models.embedding.ModelEmbeddings` (batch_size,
     num_workers, device, mixed_precision).
     """
     import torch
 
-    from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
+    from fashion_retrieval.models.embedding import ModelEmbeddings
 
     given = given or {}
     todo = [it for it in items if it.id not in given]

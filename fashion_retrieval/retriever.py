@@ -269,7 +269,7 @@ class Retriever:
 
     def embed_items(self, items: Sequence[Item]) -> torch.Tensor:
         """``(N, D)`` target embeddings of ``items`` (backbone once, heads in batches)."""
-        from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
+        from fashion_retrieval.models.embedding import ModelEmbeddings
 
         source = ModelEmbeddings(
             self.model, items, batch_size=self.batch_size, num_workers=self.num_workers,
