@@ -68,7 +68,7 @@ def dataset_loader_options(config: Mapping[str, Any]) -> dict[str, Any]:
     """The options a training config (``TrainConfig.to_dict()`` or a saved ``train_config.json``)
     passes its data set's loader: ``dataset_options``, ``categories`` and the ``loader_settings``
     the data set takes."""
-    entry = DATASETS.get(config.get("dataset") or "synthetic")
+    entry = DATASETS.get(config.get("dataset") or TrainConfig.dataset)
     options: dict[str, Any] = dict(config.get("dataset_options") or {})
     if config.get("categories"):
         options["categories"] = list(config["categories"])

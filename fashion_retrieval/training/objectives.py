@@ -7,14 +7,21 @@ part and all-reduces its gradients. Each task's objective is named by its ``Task
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
-from fashion_retrieval.losses import correlational_objective
+from fashion_retrieval.losses import Loss, correlational_objective
 
-if TYPE_CHECKING:
-    from fashion_retrieval.training.tasks import TrainingModule
+
+class TrainingModule(Protocol):
+    """What an objective reads of ``tasks.TrainingModule``: the model, the task and the loss
+    entries, and the correlational decoders when the loss has them."""
+
+    model: Any
+    task: Any  # tasks.Task
+    loss: Loss
+    decoders: Any  # nn.ModuleDict {"image", "text"}
 
 
 def _query(model: Any, batch: dict[str, Any], use_text: bool) -> torch.Tensor:
