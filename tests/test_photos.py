@@ -255,3 +255,29 @@ def test_an_index_saved_without_a_store_is_reused(tmp_path, monkeypatch) -> None
     assert torch.equal(Retriever(model, items, index_dir=index_dir).stored_features([items[2].id]),
                        given.stored_features([items[2].id]))
     assert sum(calls) == 0
+
+
+def test_scan_cache_path_lives_under_the_home(tmp_path) -> None:
+    from fashion_retrieval.serving.photos import scan_cache_path
+
+    a = scan_cache_path(tmp_path / "shop", home=tmp_path / "home")
+    assert a.parent == tmp_path / "home" / "photo_scans" and a.suffix == ".json"
+    assert a == scan_cache_path(str(tmp_path / "shop") + "/", home=tmp_path / "home")
+    assert a != scan_cache_path(tmp_path / "other", home=tmp_path / "home")
+
+
+def test_open_catalogue_reads_a_photo_folder_and_decodes_it_once(tmp_path, monkeypatch) -> None:
+    from fashion_retrieval.serving.catalogue import PHOTOS, open_catalogue
+
+    root = tmp_path / "shop"
+    write_folder(root, 6)
+    (root / "bad.webp").write_bytes(b"RIFF....WEBP")
+    lines: list[str] = []
+    first = open_catalogue(root, log=lines.append)  # the layout is detected: a photo folder
+    assert first.name == PHOTOS and first.items == scan_photo_folder(root).items
+    assert [p for p, _ in first.unreadable] == ["bad.webp"] and len(lines) == 1
+    checked: list[str] = []
+    real = photos.check_photo
+    monkeypatch.setattr(photos, "check_photo", lambda p: checked.append(Path(p).name) or real(p))
+    again = open_catalogue(root, log=lines.append)
+    assert again.items == first.items and checked == ["bad.webp"]

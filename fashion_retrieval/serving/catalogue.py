@@ -126,9 +126,9 @@ def open_catalogue(
         raise FileNotFoundError(f"gallery folder {folder} does not exist or is not a folder")
     name = dataset or detect_layout(folder)
     if name == PHOTOS:
-        from fashion_retrieval.serving.photos import scan_photo_folder
+        from fashion_retrieval.serving.photos import scan_cache_path, scan_photo_folder
 
-        scan = scan_photo_folder(folder)
+        scan = scan_photo_folder(folder, cache=scan_cache_path(folder))  # unchanged: not decoded
         if scan.unreadable:
             log(f"[catalogue] skipped {len(scan.unreadable)} unreadable file(s) in {folder}: "
                 + "; ".join(f"{p} ({why})" for p, why in scan.unreadable[:10])

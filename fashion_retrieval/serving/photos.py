@@ -87,6 +87,15 @@ def check_photo(path: str | os.PathLike) -> str | None:
     return None
 
 
+def scan_cache_path(root: str | os.PathLike, home: str | os.PathLike | None = None) -> Path:
+    """Where the scan of a photo folder records the photos that decoded:
+    ``<home>/photo_scans/<gallery key of the folder>.json``."""
+    from fashion_retrieval.paths import fashion_home, gallery_key
+
+    folder = Path(root).expanduser().resolve()
+    return fashion_home(home) / "photo_scans" / f"{gallery_key(str(folder))}.json"
+
+
 def _read_cache(cache: str | os.PathLike | None, folder: Path) -> dict[str, tuple[int, int]]:
     """Stamps of photos that decoded in an earlier scan of ``folder`` ({} when none or damaged)."""
     if cache is None:
