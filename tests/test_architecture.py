@@ -35,12 +35,15 @@ read from its parent (``from a import name`` where ``name`` is defined in ``a/__
 
 The rules
 ---------
-1. No cycle between modules (each is printed with the file and line of every edge).
+1. No cycle between modules (each is printed with the file and line of every edge, one
+   shortest cycle per tangle, with the tangle's other modules; a module importing itself
+   is a cycle of one).
 2. A UI package (``fashion_retrieval.demo``, ``fashion_retrieval.dashboard``) imports
    neither the other UI package nor ``fashion_retrieval.training``: both UIs sit on the
    library and its serving layer, and training is a separate program.
 3. Every backticked repository path in ``docs/ARCHITECTURE.md`` exists, and the page names
-   no path outside the repository (``../...``, absolute paths). A backticked token is a
+   no path outside the repository (``../...``, absolute paths of two or more parts: a lone
+   ``/name`` reads as a URL route). A backticked token is a
    repository path when it has no spaces, placeholders or variables, contains a ``/``, and
    ends in ``/`` or a file suffix (``.py``, ``.md``...): ``fashion_retrieval/hub.py``,
    ``synthetic/``. A path relative to a package (``synthetic/pairs.py``) exists when some
