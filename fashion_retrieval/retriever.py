@@ -418,9 +418,14 @@ class Retriever:
     # ------------------------------------------------------------------ queries
 
     def _pixels(self, image: Any) -> torch.Tensor:
-        """Decode one image (path, bytes, PIL, numpy, file) into ``(3, S, S)``."""
+        """Decode one image (path, bytes, PIL, numpy, file) into ``(3, S, S)``; an RGB PIL
+        image (a query decoded once by the serving layer) is only transformed."""
+        from PIL import Image
+
         from fashion_retrieval.data.images import load_image
 
+        if isinstance(image, Image.Image) and image.mode == "RGB":
+            return self._transform(image)
         return self._transform(load_image(image))
 
     def _image_features(self, images: Sequence[Any]) -> torch.Tensor:
