@@ -1,8 +1,10 @@
 """The Streamlit comparison dashboard's logic: results, shopper reports, curves, embedding maps,
 query browser.
 
-Nothing here imports Streamlit except :mod:`fashion_retrieval.dashboard.ui`, which
-``streamlit_app/app.py`` calls.
+Only the page modules import Streamlit: :mod:`~fashion_retrieval.dashboard.ui` (the sidebar
+and ``main``, which ``streamlit_app/app.py`` calls), :mod:`~fashion_retrieval.dashboard.views`
+and :mod:`~fashion_retrieval.dashboard.loaders` (the cached loaders both use). Galleries and
+models come through the serving layer (``fashion_retrieval.serving``), as in the demo.
 """
 
 from .browse import compare_models, hits_frame, is_correct

@@ -143,11 +143,13 @@ def _per_category(
     dataset: RetrievalDataset,
     *,
     ks: Sequence[int],
-    by_caption: bool,
-    exclude_source: bool,
+    protocol: str,
     chunk: int,
-) -> tuple[dict[str, dict[str, float]], int, Counter]:
-    """Rank each category's queries against that category's gallery; recall per category."""
+) -> tuple[dict[str, float], dict[str, dict[str, float]], int, Counter]:
+    """Rank each category's queries against that category's gallery under ``protocol``'s hit
+    rule; the mean over categories of recall at ``ks``, and recall per category."""
+    rule = hit_rule(protocol)
+    by_caption, exclude_source = rule.by_caption, rule.exclude_source
     triplets, labels, skipped = usable_triplets(dataset, need_caption=by_caption)
     gallery = source.item_embeddings()  # (N, D)
     queries = source.query_embeddings(triplets)  # (Q, D)
@@ -182,7 +184,7 @@ def _per_category(
         )
         per_cat[cat] = recall_from_hits(hits, ks)
         ranked += len(qrows)
-    return per_cat, ranked, skipped
+    return mean_over(per_cat, [f"R@{k}" for k in ks]), per_cat, ranked, skipped
 
 
 @EVAL_PROTOCOLS.register("fashioniq")
@@ -190,12 +192,7 @@ def fashioniq_protocol(
     source: EmbeddingSource, dataset: RetrievalDataset, *, chunk: int = 1024
 ) -> dict[str, Any]:
     """FashionIQ: per-category galleries, target-id hits; R@10, R@50 and their average."""
-    rule = hit_rule("fashioniq")
-    per_cat, ranked, skipped = _per_category(
-        source, dataset, ks=FASHIONIQ_KS, by_caption=rule.by_caption,
-        exclude_source=rule.exclude_source, chunk=chunk,
-    )
-    recall = mean_over(per_cat, ["R@10", "R@50"])
+    recall, per_cat, ranked, skipped = _per_category(source, dataset, ks=FASHIONIQ_KS, protocol="fashioniq", chunk=chunk)
     recall["avg"] = (recall["R@10"] + recall["R@50"]) / 2
     return protocol_result(recall, per_cat, ranked, skipped)
 
@@ -205,12 +202,7 @@ def synthetic_protocol(
     source: EmbeddingSource, dataset: RetrievalDataset, *, chunk: int = 1024
 ) -> dict[str, Any]:
     """Synthetic: per-category galleries, caption-equality hits, source excluded."""
-    rule = hit_rule("synthetic")
-    per_cat, ranked, skipped = _per_category(
-        source, dataset, ks=SYNTHETIC_KS, by_caption=rule.by_caption,
-        exclude_source=rule.exclude_source, chunk=chunk,
-    )
-    recall = mean_over(per_cat, [f"R@{k}" for k in SYNTHETIC_KS])
+    recall, per_cat, ranked, skipped = _per_category(source, dataset, ks=SYNTHETIC_KS, protocol="synthetic", chunk=chunk)
     return protocol_result(recall, per_cat, ranked, skipped)
 
 
