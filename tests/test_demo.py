@@ -223,6 +223,8 @@ def test_embedded_default_builds_caches_and_resumes(tmp_path):
     for name, retriever in bundle.models.items():
         assert (root / "models" / name / "final" / "index").is_dir()
         assert len(retriever) == len(bundle.dataset.items)
+        # indexed from the training feature cache, with the store: catalogue picks need no backbone
+        assert retriever.stored_features([bundle.dataset.items[0].id]).shape == (1, retriever.model.feature_dim)
     t = bundle.dataset.triplets[0]
     backend = DemoBackend(bundle.models, bundle.dataset)
     outcome = backend.search("tirg", bundle.dataset.item_by_id()[t.source].path, t.text, 5)

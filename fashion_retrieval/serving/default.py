@@ -199,31 +199,32 @@ def _train_one(root: Path, spec: DefaultSpec, model: tuple[str, str, str], log: 
     return final
 
 
-def _index_from_features(checkpoint: Path, root: Path, spec: DefaultSpec, catalogue: Catalogue) -> None:
-    """Build and save a checkpoint's gallery index from the shared backbone feature cache.
+def _retriever(
+    checkpoint: Path, root: Path, spec: DefaultSpec, catalogue: Catalogue,
+    home: str | Path | None = None, device: Any = None,
+) -> Any:
+    """A default model's Retriever over its catalogue.
 
-    The features of the gallery were cached while training (the eval split), so indexing
-    costs only the heads, not one backbone pass per model. The index is saved with the
-    Retriever's own fingerprint, so :func:`_retriever` later loads it as is.
+    A missing index (first start, or a cache from a version that stored no features) is
+    built from the backbone feature cache that training wrote for the gallery splits: heads
+    only, no backbone pass per model. The index is saved with the per-item store (stamps,
+    backbone features, embeddings), so catalogue picks use stored features and later starts
+    only load it.
     """
     import torch
 
-    from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
+    from fashion_retrieval.gallery_store import STORE_META
     from fashion_retrieval.hub import load_model
-    from fashion_retrieval.index import GalleryIndex
     from fashion_retrieval.models.feature_cache import cached_image_features
-    from fashion_retrieval.retriever import Retriever
 
     model = load_model(str(checkpoint)).eval()
-    dataset = catalogue.dataset
-    parts = [synthetic_catalogue(root, spec, name) for name in spec.gallery_split.split("+")]
-    feats = torch.cat([  # per split, so the cache that training wrote for its eval split is reused
-        cached_image_features(model, part.items, str(root / "features")) for part in parts
-    ])  # (N, Dimg)
-    emb = ModelEmbeddings(model, dataset.items, features=feats).item_embeddings()  # (N, D)
-    index = GalleryIndex.build(emb.numpy(), [it.id for it in dataset.items], "auto")
-    index.fingerprint = Retriever(model, dataset.items, index=index).fingerprint()
-    index.save(index_dir_for(checkpoint, catalogue.key))
+    features = None
+    if not (index_dir_for(checkpoint, catalogue.key, home) / STORE_META).is_file():
+        parts = [synthetic_catalogue(root, spec, name) for name in spec.gallery_split.split("+")]
+        features = torch.cat([  # per split, so the cache training wrote for its eval split is reused
+            cached_image_features(model, part.items, str(root / "features")) for part in parts
+        ])  # (N, Dimg), aligned with the catalogue (its splits joined in order)
+    return load_retriever(checkpoint, catalogue, home=home, device=device, model=model, features=features)
 
 
 def default_catalogue(home: str | Path | None = None, spec: DefaultSpec | None = None) -> Catalogue:
@@ -279,7 +280,7 @@ def build_default(
             f"({time.perf_counter() - t0:.0f} s so far)")
         checkpoint = _train_one(root, spec, model, log)
         log(f"[default] {name}: indexing {len(catalogue.items)} gallery images")
-        _index_from_features(checkpoint, root, spec, catalogue)
+        _retriever(checkpoint, root, spec, catalogue, home)
         timings[f"{name}_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     _write_marker(root, {"spec": spec.to_dict(), "timings": timings, "built_at": time.time()})
@@ -300,7 +301,8 @@ def load_default(
     checkpoints = default_checkpoints(home, spec, log=log)
     t0 = time.perf_counter()
     catalogue = default_catalogue(home, spec)
-    models = {name: load_retriever(path, catalogue, home=home, device=dev) for name, path in checkpoints.items()}
+    root = default_dir(home)
+    models = {name: _retriever(path, root, spec, catalogue, home, dev) for name, path in checkpoints.items()}
     marker = _read_marker(default_dir(home)) or {}
     timings = dict(marker.get("timings", {}), load_s=time.perf_counter() - t0)
     log(f"[default] loaded {len(models)} models in {timings['load_s']:.1f} s")

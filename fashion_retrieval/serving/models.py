@@ -60,10 +60,12 @@ def load_retriever(
     home: str | os.PathLike | None = None,
     device: Any = None,
     model: Any = None,
+    features: Any = None,
 ) -> Any:
     """A Retriever of ``checkpoint`` (or the already loaded ``model``) over ``catalogue``;
     its index is kept in :func:`index_dir_for` (checkpoint, catalogue) and reused while
-    model and gallery are unchanged."""
+    model and gallery are unchanged. ``features`` (backbone features aligned with the
+    items) spare the backbone pass when the index has to be built."""
     from fashion_retrieval.hub import load_model
     from fashion_retrieval.retriever import Retriever
 
@@ -71,7 +73,7 @@ def load_retriever(
         model = load_model(str(checkpoint))
     return Retriever(
         model.eval(), catalogue.items, index_dir=index_dir_for(checkpoint, catalogue.key, home),
-        device=device,
+        device=device, features=features,
     )
 
 
