@@ -226,3 +226,26 @@ def test_prepared_queries_are_batched_too_with_errors_isolated():
     assert fake.calls[0] == 12 and sum(fake.calls[1:]) == 12  # one batch, then each alone
     for q, answer in zip(queries, got, strict=True):
         assert answer == ("k must be at least 1" if q.k < 1 else [f"{q.text}#{r}" for r in range(q.k)])
+
+
+def test_threads_sets_torch_threads_for_the_model_calls_only_in_its_thread(tiny):
+    import torch
+
+    retriever, _, _ = tiny
+    seen = []
+
+    class Counting(Spy):
+        def search_batch(self, images, texts, k, *, exclude_ids=None):
+            seen.append(torch.get_num_threads())
+            return super().search_batch(images, texts, k, exclude_ids=exclude_ids)
+
+    before = torch.get_num_threads()
+    try:
+        with MicroBatcher(Counting(retriever), max_wait_ms=1, threads=1) as batcher:
+            hits = batcher.search(text="red solid dress", k=2)
+        assert seen == [1] and _same(hits, retriever.search(text="red solid dress", k=2))
+        assert torch.get_num_threads() == before  # this thread keeps its own number
+    finally:
+        torch.set_num_threads(before)  # threads started later inherit the batcher's: put it back
+    with pytest.raises(ValueError, match="threads"):
+        MicroBatcher(retriever, threads=0)

@@ -1,11 +1,19 @@
-"""The Gradio demo under concurrent users: 16 gradio_client clients on loopback.
+"""The Gradio demo under concurrent users: 16 gradio_client clients on loopback, twice.
 
 Real tiny models (tiny_cnn + LSTM) over a 12-image drawn catalogue, the app's own queue
-(16 workers). Every client mixes text, image and composed searches with bad inputs; every
-good answer is compared with ``Retriever.search`` called directly. Per-client searches:
-``FASHION_RETRIEVAL_LOAD_SEARCHES`` (default 10 on a 2-core CI box; the issue's full size
-is 50: ``python -m fashion_retrieval.reliability --full``). Latency and memory growth are
-recorded for the reliability report, not asserted: they depend on the machine.
+(16 workers). The same load runs against the demo serving every search alone
+(``batch_wait_ms=None``), then against the demo as shipped, whose models sit behind
+:class:`~fashion_retrieval.serving.batching.MicroBatcher` (concurrent searches share one
+model pass). Every client mixes text, image and composed searches with bad inputs; every
+good answer is compared with ``Retriever.search`` called directly.
+
+The clients run in a process of their own, as users' browsers would: inside the server's
+process their HTTP work would take the server's interpreter lock and be measured as the
+server's latency. Per-client searches: ``FASHION_RETRIEVAL_LOAD_SEARCHES`` (default 10 on a
+2-core CI box; the issue's full size is 50: ``python -m fashion_retrieval.reliability
+--full``). Latency, throughput and memory growth are recorded for the reliability report,
+which says whether the target (p50 under 300 ms, nothing failed) was met; they are not
+asserted: they depend on the machine.
 """
 
 from __future__ import annotations
@@ -14,8 +22,10 @@ import gc
 import os
 import random
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import gradio_client
@@ -25,6 +35,7 @@ import pytest
 from _demo_data import tiny_model, write_tiny_fashioniq
 
 from fashion_retrieval.reliability import expect, record
+from fashion_retrieval.serving.batching import DEFAULT_MAX_WAIT_MS, BatchStats
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -33,6 +44,7 @@ CLIENTS = 16
 SEARCHES = int(os.environ.get("FASHION_RETRIEVAL_LOAD_SEARCHES", "10"))
 WARMUP = max(5, SEARCHES // 4)  # lets worker threads, allocator arenas and caches reach steady state
 TIMEOUT_S = 60.0  # per request
+TARGET_P50_MS = 300.0  # the issue's target at 16 clients x 50 searches on 2 cores
 TEXTS = ("red solid dress", "blue striped dress", "is green", "is black instead of red", "yellow dress")
 
 
@@ -49,8 +61,8 @@ class Query:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
+    """Catalogue, Retrievers and the folder holding the odd upload files."""
     from fashion_retrieval.data.fashioniq import load_fashioniq
-    from fashion_retrieval.demo.app import build_demo, launch_demo
     from fashion_retrieval.retriever import Retriever
 
     root = tmp_path_factory.mktemp("load")
@@ -62,12 +74,31 @@ def setup(tmp_path_factory):
     from PIL import Image
 
     Image.new("RGB", (48, 40), (30, 60, 200)).save(outside)  # not in the catalogue
-    demo = build_demo(models, dataset=catalogue, max_k=10, concurrency=CLIENTS, queue_size=4 * CLIENTS)
+    return models, catalogue, root
+
+
+@contextmanager
+def _serving(models, catalogue, batch_wait_ms: float | None):
+    """The demo on loopback, batched or not; closed (batchers too) on leaving.
+
+    One demo at a time: an idle Gradio queue still polls every millisecond, which would
+    take CPU from the one being measured.
+    """
+    import torch
+
+    from fashion_retrieval.demo.app import build_demo, launch_demo
+
+    threads = torch.get_num_threads()  # the batchers set theirs; later threads would inherit it
+    demo = build_demo(models, dataset=catalogue, max_k=10, concurrency=CLIENTS, queue_size=4 * CLIENTS,
+                      batch_wait_ms=batch_wait_ms)
     launch_demo(demo, server_name="127.0.0.1", server_port=0, prevent_thread_lock=True, quiet=True)
     try:
-        yield demo, models, catalogue, root
+        yield demo
     finally:
         demo.close()
+        for model in demo.fashion_retrieval_backend.models.values():
+            getattr(model, "close", lambda: None)()  # a MicroBatcher's thread
+        torch.set_num_threads(threads)
 
 
 def _plan(client_no: int, n: int, catalogue, root: Path) -> list[Query]:
@@ -133,6 +164,23 @@ def _round(clients, plans, expected) -> list[dict]:
         return [r for j in jobs for r in j.result(timeout=TIMEOUT_S * (len(plans[0]) + 1))]
 
 
+_CLIENTS: dict[str, list] = {}  # in the clients' process: url -> its gradio_client.Clients
+
+
+def _client_round(url: str, plans: list[list[Query]], expected: dict) -> dict:
+    """In the clients' own process: one round of the plans; outcomes, wall time, CPU time.
+
+    The clients are made on the first round against ``url`` and kept for the next.
+    Loopback HTTP has no TLS: ``ssl_verify=False`` spares each request loading the system
+    certificate store (gradio_client opens a new HTTP client per request).
+    """
+    if url not in _CLIENTS:
+        _CLIENTS[url] = [gradio_client.Client(url, verbose=False, ssl_verify=False) for _ in plans]
+    start, cpu = time.perf_counter(), time.process_time()
+    results = _round(_CLIENTS[url], plans, expected)
+    return {"results": results, "wall": time.perf_counter() - start, "cpu": time.process_time() - cpu}
+
+
 def _rss() -> int:
     """Resident memory after a full collection, with free C heap handed back to the OS.
 
@@ -149,35 +197,116 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+@dataclass
+class LoadRun:
+    """One mode's measured round, as the clients saw it and as the server spent it."""
+
+    results: list[dict]
+    wall: float
+    server_cpu: float  # seconds of the server's process
+    client_cpu: float  # seconds of the clients' process
+    rss_warm: int  # server memory after the warm-up round
+    rss_end: int  # and after the measured round
+
+    @property
+    def good(self) -> list[dict]:
+        return [r for r in self.results if r["good"]]
+
+    @property
+    def bad(self) -> list[dict]:
+        return [r for r in self.results if not r["good"]]
+
+    @property
+    def failed(self) -> list[dict]:
+        return [r for r in self.good if not r["ok"]]
+
+    def latency(self, q: float) -> float:
+        """The ``q``-th percentile (ms) of the good requests' latency."""
+        return float(np.percentile([r["seconds"] * 1000 for r in self.good], q))
+
+    @property
+    def throughput(self) -> float:
+        """Requests (good and bad) answered per second."""
+        return len(self.results) / self.wall
+
+
+def _load(demo, plans: list[list[Query]], expected: dict, clients: ProcessPoolExecutor) -> LoadRun:
+    """A warm-up round, then the measured round, of ``plans`` against ``demo``."""
+    limit = TIMEOUT_S * (max(len(p) for p in plans) + 1)
+    clients.submit(_client_round, demo.local_url, [p[:WARMUP] for p in plans], expected).result(timeout=limit)
+    rss_warm, cpu = _rss(), time.process_time()
+    out = clients.submit(_client_round, demo.local_url, [p[WARMUP:] for p in plans], expected).result(timeout=limit)
+    server_cpu = time.process_time() - cpu
+    return LoadRun(out["results"], out["wall"], server_cpu, out["cpu"], rss_warm, _rss())
+
+
+def _record(mode: str, run: LoadRun, stats: list[BatchStats]) -> None:
+    """The report's rows for one mode (correctness asserted, figures recorded)."""
+    size = f"{CLIENTS} clients x {SEARCHES} searches, {mode}"
+    via = "demo /search (gradio_client)"
+    n = len(run.results)
+    expect("load", f"{size}: {len(run.good)} good requests (text, image, composed)", via,
+           f"{len(run.failed)} failed or wrong vs Retriever.search; {run.throughput:.1f} req/s"
+           + (f"; first failure: {run.failed[0]['message']}" if run.failed else ""), not run.failed)
+    wrong_bad = [r for r in run.bad if not r["ok"]]
+    expect("load", f"{size}: {len(run.bad)} bad requests among them", via,
+           f"{len(run.bad) - len(wrong_bad)} answered with a readable message, server kept serving"
+           + (f"; first wrong: {wrong_bad[0]['message']}" if wrong_bad else ""), not wrong_bad)
+    batching = ""
+    if stats:
+        searches, batches = sum(s.searches for s in stats), sum(s.batches for s in stats)
+        batching = f"; {searches / max(batches, 1):.1f} searches per model call, largest {max(s.largest for s in stats)}"
+    p50, p99 = run.latency(50), run.latency(99)
+    record("load", f"{size}: latency of good requests", via,
+           f"p50 {p50:.0f} ms, p99 {p99:.0f} ms; CPU per request: server {run.server_cpu / n * 1000:.0f} ms, "
+           f"clients {run.client_cpu / n * 1000:.0f} ms (queue: {CLIENTS} workers, {os.cpu_count()} CPU cores{batching})",
+           p50_ms=round(p50, 1), p99_ms=round(p99, 1), throughput=round(run.throughput, 2), failed=len(run.failed),
+           server_cpu_ms=round(run.server_cpu / n * 1000, 1), client_cpu_ms=round(run.client_cpu / n * 1000, 1))
+    growth = (run.rss_end - run.rss_warm) / run.rss_warm
+    record("load", f"{size}: server memory after the run", "server process RSS",
+           f"{run.rss_warm / 2**20:.0f} MiB after {WARMUP} warm-up searches per client -> "
+           f"{run.rss_end / 2**20:.0f} MiB after the run ({growth:+.1%})", rss_growth=round(growth, 4))
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_sixteen_concurrent_clients(setup):
-    demo, models, catalogue, root = setup
+@pytest.mark.timeout(1800)
+def test_sixteen_concurrent_clients_alone_then_batched(setup):
+    models, catalogue, root = setup
     plans = [_plan(c, WARMUP + SEARCHES, catalogue, root) for c in range(CLIENTS)]
     expected = {q: _expected(models, catalogue, q) for p in plans for q in p if q.error is None}
-    clients = [gradio_client.Client(demo.local_url, verbose=False) for _ in range(CLIENTS)]
-    _round(clients, [p[:WARMUP] for p in plans], expected)
-    rss_warm = _rss()
-    start = time.perf_counter()
-    results = _round(clients, [p[WARMUP:] for p in plans], expected)
-    wall = time.perf_counter() - start
-    rss_end = _rss()
-    good = [r for r in results if r["good"]]
-    bad = [r for r in results if not r["good"]]
-    failed = [r for r in good if not r["ok"]]
-    lat = np.array([r["seconds"] for r in good]) * 1000
-    p50, p99 = np.percentile(lat, 50), np.percentile(lat, 99)
-    size = f"{CLIENTS} clients x {SEARCHES} searches"
-    expect("load", f"{size}: {len(good)} good requests (text, image, composed)", "demo /search (gradio_client)",
-           f"{len(failed)} failed or wrong vs Retriever.search; {len(results) / wall:.1f} req/s"
-           + (f"; first failure: {failed[0]['message']}" if failed else ""), not failed)
-    wrong_bad = [r for r in bad if not r["ok"]]
-    expect("load", f"{size}: {len(bad)} bad requests among them", "demo /search (gradio_client)",
-           f"{len(bad) - len(wrong_bad)} answered with a readable message, server kept serving", not wrong_bad)
-    record("load", f"{size}: latency of good requests", "demo /search (gradio_client)",
-           f"p50 {p50:.0f} ms, p99 {p99:.0f} ms (queue: 16 workers, {os.cpu_count()} CPU cores)",
-           p50_ms=round(p50, 1), p99_ms=round(p99, 1))
-    growth = (rss_end - rss_warm) / rss_warm
-    record("load", f"{size}: memory after the run", "server + clients process RSS",
-           f"{rss_warm / 2**20:.0f} MiB after {WARMUP} warm-up searches per client -> {rss_end / 2**20:.0f} MiB "
-           f"after the run ({growth:+.1%})", rss_growth=round(growth, 4))
+    runs, stats = {}, {}
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as clients:
+        for mode, wait in (("alone", None), ("batched", DEFAULT_MAX_WAIT_MS)):  # the same requests to each
+            with _serving(models, catalogue, wait) as demo:
+                runs[mode] = _load(demo, plans, expected, clients)
+                stats[mode] = [m.stats() for m in demo.fashion_retrieval_backend.models.values() if hasattr(m, "stats")]
+    for mode, run in runs.items():
+        _record(mode, run, stats[mode])
+    alone, batched = runs["alone"], runs["batched"]
+    p50 = batched.latency(50)
+    met = p50 < TARGET_P50_MS and not batched.failed
+    record("load", f"{CLIENTS} clients x {SEARCHES} searches: target p50 < {TARGET_P50_MS:.0f} ms, 0 failed "
+           "(batched)", "demo /search (gradio_client)",
+           f"{'met' if met else 'missed'}: p50 {p50:.0f} ms (alone {alone.latency(50):.0f} ms), "
+           f"{batched.throughput:.1f} req/s batched vs {alone.throughput:.1f} req/s alone "
+           f"(x{batched.throughput / alone.throughput:.2f}), {len(batched.failed)} failed",
+           target_met=met, p50_ms=round(p50, 1), throughput=round(batched.throughput, 2),
+           throughput_alone=round(alone.throughput, 2))
+
+
+def test_a_target_row_reads_met_or_missed_and_counts_apart():
+    from fashion_retrieval.reliability.report import build_rows, render_table
+
+    test = "tests/test_load.py::t"
+    cases = [
+        {"test": test, "area": "load", "case": "p50 < 300 ms", "via": "demo", "observed": "met: 250 ms",
+         "ok": True, "target_met": True},
+        {"test": test, "area": "load", "case": "p99 < 1 s", "via": "demo", "observed": "missed: 2 s",
+         "ok": True, "target_met": False},
+        {"test": test, "area": "load", "case": "0 failed", "via": "demo", "observed": "0", "ok": True},
+    ]
+    rows = build_rows(cases, {test: "passed"})
+    assert [r.verdict for r in rows] == ["target met", "target missed", "pass"]
+    table = render_table(rows, command="cmd")
+    assert "3 cases, 2 pass, 0 fail, 1 target missed." in table and "| load | 3 | 2 | 0 |" in table
+    assert [r.verdict for r in build_rows(cases, {test: "failed"})] == ["FAIL (test failed)"] * 3

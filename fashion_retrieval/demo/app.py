@@ -212,6 +212,7 @@ def build_demo(
     queue_size: int = 64,
     batch_wait_ms: float | None = DEFAULT_MAX_WAIT_MS,
     max_batch: int = DEFAULT_MAX_BATCH,
+    model_threads: int | None = 1,
 ) -> gr.Blocks:
     """Build the demo page.
 
@@ -225,7 +226,8 @@ def build_demo(
     model pass per model: each model sits behind a
     :class:`~fashion_retrieval.serving.batching.MicroBatcher` that waits at most
     ``batch_wait_ms`` for company (``max_batch`` searches at most); ``batch_wait_ms=None``
-    serves every search alone.
+    serves every search alone. The batched model calls use ``model_threads`` torch threads
+    (None: torch's setting): one leaves the other cores to the web server.
     """
     if models is None:
         from fashion_retrieval.serving.service import open_service
@@ -233,7 +235,7 @@ def build_demo(
         service = open_service(home=home, default_spec=default_spec)
         models, dataset = service.models, dataset or service.catalogue
     if batch_wait_ms is not None:
-        models = batched(dict(models), max_wait_ms=batch_wait_ms, max_batch=max_batch)
+        models = batched(dict(models), max_wait_ms=batch_wait_ms, max_batch=max_batch, threads=model_threads)
     backend = DemoBackend(models, dataset, max_k=max_k)
     with gr.Blocks(title=title) as demo:
         gr.Markdown(INTRO)

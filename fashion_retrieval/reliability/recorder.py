@@ -31,7 +31,9 @@ def record(area: str, case: str, via: str, observed: Any, ok: bool = True, **ext
 
     ``area`` groups rows (images, texts, data sets, checkpoints, faults, load), ``case`` is
     what was tried, ``via`` the code path it went through, ``observed`` what happened (an
-    error message, a count, a figure). ``extra`` keeps machine-readable numbers.
+    error message, a count, a figure). ``extra`` keeps machine-readable numbers;
+    ``target_met=True/False`` marks a figure judged against a target that no test asserts
+    (the report says "target met" or "target missed").
     """
     path = os.environ.get(RESULTS_ENV)
     if not path:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 START, END = "<!-- reliability:start -->", "<!-- reliability:end -->"
 HEADING = "## Reliability"
+TARGET_MET, TARGET_MISSED = "target met", "target missed"
 
 
 @dataclass
@@ -41,12 +42,18 @@ def load_results(path: str | Path) -> tuple[list[dict], dict[str, str]]:
 
 
 def build_rows(cases: list[dict], outcomes: dict[str, str]) -> list[Row]:
-    """One row per recorded case; the verdict joins the case's own check and its test's outcome."""
+    """One row per recorded case; the verdict joins the case's own check and its test's outcome.
+
+    A case recorded with ``target_met`` (a figure against a target, e.g. a latency, that no
+    test asserts) reads "target met" or "target missed" when its test passed.
+    """
     rows = []
     for c in cases:
         outcome = outcomes.get(c.get("test", ""), "not run")
         if not c.get("ok", True):
             verdict = "FAIL"
+        elif outcome == "passed" and "target_met" in c:
+            verdict = TARGET_MET if c["target_met"] else TARGET_MISSED
         elif outcome == "passed":
             verdict = "pass"
         else:
@@ -60,13 +67,18 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _passed(row: Row) -> bool:
+    return row.verdict in ("pass", TARGET_MET)
+
+
 def summary_rows(rows: list[Row]) -> list[tuple[str, int, int, int]]:
-    """``(area, cases, passed, failed)`` per area, in first-seen order."""
+    """``(area, cases, passed, failed)`` per area, in first-seen order (a met target passes;
+    a missed one is neither)."""
     areas: dict[str, list[Row]] = {}
     for r in rows:
         areas.setdefault(r.area, []).append(r)
     return [
-        (area, len(rs), sum(r.verdict == "pass" for r in rs), sum(r.verdict.startswith("FAIL") for r in rs))
+        (area, len(rs), sum(_passed(r) for r in rs), sum(r.verdict.startswith("FAIL") for r in rs))
         for area, rs in areas.items()
     ]
 
@@ -74,10 +86,11 @@ def summary_rows(rows: list[Row]) -> list[tuple[str, int, int, int]]:
 def render_table(rows: list[Row], *, command: str, note: str = "") -> str:
     """The Markdown block (summary per area, then every case) that goes between the README markers."""
     failed = sum(r.verdict.startswith("FAIL") for r in rows)
-    passed = sum(r.verdict == "pass" for r in rows)
+    passed = sum(_passed(r) for r in rows)
+    missed = sum(r.verdict == TARGET_MISSED for r in rows)
     lines = [
         f"Produced by `{command}` (do not edit by hand): {len(rows)} cases, "
-        f"{passed} pass, {failed} fail.",
+        f"{passed} pass, {failed} fail" + (f", {missed} target{'s' * (missed > 1)} missed." if missed else "."),
     ]
     if note:
         lines += ["", note]

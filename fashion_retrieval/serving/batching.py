@@ -13,6 +13,10 @@ ids; an error in one query fails that query only (its batch-mates are answered o
 exactly as ``Retriever.search`` would). :meth:`MicroBatcher.close` answers what was
 already submitted and stops the thread.
 
+``threads`` sets torch's intra-op threads for the batcher's model calls. On a small CPU
+server 1 is right: the web server's own threads need the other cores, and torch's idle
+OpenMP workers spin-wait on them (measured on 2 cores: half the server's CPU per search).
+
 With an exact (flat) index the answers equal ``Retriever.search``'s. With an approximate
 one (HNSW) the batch asks the index for the batch's largest ``k``, which may find a few
 more true neighbours than a call with a smaller ``k`` alone.
@@ -90,8 +94,10 @@ class MicroBatcher:
 
     ``max_wait_ms``: how long the first search of a batch waits for company (a few
     milliseconds; searches that queued while the previous batch ran go at once).
-    ``max_batch``: the most searches in one model call. Thread-safe; use as a context
-    manager or call :meth:`close` to stop the background thread.
+    ``max_batch``: the most searches in one model call. ``threads``: torch intra-op threads
+    for the model calls (None: torch's setting). torch keeps the number per thread, but
+    threads that first use torch after this one started inherit it too. Thread-safe; use as a
+    context manager or call :meth:`close` to stop the background thread.
     """
 
     def __init__(
@@ -100,12 +106,16 @@ class MicroBatcher:
         *,
         max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
         max_batch: int = DEFAULT_MAX_BATCH,
+        threads: int | None = None,
         name: str | None = None,
     ) -> None:
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        if threads is not None and threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {threads}")
+        self.threads = threads
         self.retriever = retriever
         self.max_wait = max_wait_ms / 1000.0
         self.max_batch = int(max_batch)
@@ -186,6 +196,10 @@ class MicroBatcher:
 
     def _run(self) -> None:
         """Collect a batch (up to max_batch, until the first one's deadline), answer it, repeat."""
+        if self.threads is not None:
+            import torch
+
+            torch.set_num_threads(self.threads)
         stop = False
         while not stop:
             first = self._queue.get()
@@ -252,11 +266,12 @@ def batched(
     *,
     max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
     max_batch: int = DEFAULT_MAX_BATCH,
+    threads: int | None = None,
 ) -> dict[str, MicroBatcher]:
     """``{name: MicroBatcher(retriever)}`` for a dict of Retrievers (batchers kept as they are)."""
     pairs = models.items() if isinstance(models, dict) else models
     return {
         name: r if isinstance(r, MicroBatcher)
-        else MicroBatcher(r, max_wait_ms=max_wait_ms, max_batch=max_batch, name=f"batcher-{name}")
+        else MicroBatcher(r, max_wait_ms=max_wait_ms, max_batch=max_batch, threads=threads, name=f"batcher-{name}")
         for name, r in pairs
     }
