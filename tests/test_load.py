@@ -32,6 +32,7 @@ import gradio_client
 import numpy as np
 import psutil
 import pytest
+import torch
 from _demo_data import tiny_model, write_tiny_fashioniq
 
 from fashion_retrieval.reliability import expect, record
@@ -84,8 +85,6 @@ def _serving(models, catalogue, batch_wait_ms: float | None):
     One demo at a time: an idle Gradio queue still polls every millisecond, which would
     take CPU from the one being measured.
     """
-    import torch
-
     from fashion_retrieval.demo.app import build_demo, launch_demo
 
     threads = torch.get_num_threads()  # the batchers set theirs; later threads would inherit it
@@ -240,7 +239,7 @@ def _load(demo, plans: list[list[Query]], expected: dict, clients: ProcessPoolEx
     return LoadRun(out["results"], out["wall"], server_cpu, out["cpu"], rss_warm, _rss())
 
 
-def _record(mode: str, run: LoadRun, stats: list[BatchStats]) -> None:
+def _record(mode: str, run: LoadRun, stats: list[BatchStats], threads: int | None) -> None:
     """The report's rows for one mode (correctness asserted, figures recorded)."""
     size = f"{CLIENTS} clients x {SEARCHES} searches, {mode}"
     via = "demo /search (gradio_client)"
@@ -252,14 +251,15 @@ def _record(mode: str, run: LoadRun, stats: list[BatchStats]) -> None:
     expect("load", f"{size}: {len(run.bad)} bad requests among them", via,
            f"{len(run.bad) - len(wrong_bad)} answered with a readable message, server kept serving"
            + (f"; first wrong: {wrong_bad[0]['message']}" if wrong_bad else ""), not wrong_bad)
-    batching = ""
+    model = f"1 search/model call, {torch.get_num_threads()} torch threads"
     if stats:
         searches, batches = sum(s.searches for s in stats), sum(s.batches for s in stats)
-        batching = f"; {searches / max(batches, 1):.1f} searches per model call, largest {max(s.largest for s in stats)}"
+        model = (f"{searches / max(batches, 1):.1f} searches/model call (max {max(s.largest for s in stats)}), "
+                 f"{threads} torch thread{'s' * (threads != 1)}")
     p50, p99 = run.latency(50), run.latency(99)
     record("load", f"{size}: latency of good requests", via,
-           f"p50 {p50:.0f} ms, p99 {p99:.0f} ms; CPU per request: server {run.server_cpu / n * 1000:.0f} ms, "
-           f"clients {run.client_cpu / n * 1000:.0f} ms (queue: {CLIENTS} workers, {os.cpu_count()} CPU cores{batching})",
+           f"p50 {p50:.0f} ms, p99 {p99:.0f} ms; CPU/request: server {run.server_cpu / n * 1000:.0f} ms, "
+           f"clients {run.client_cpu / n * 1000:.0f} ms; {CLIENTS} workers, {os.cpu_count()} cores; {model}",
            p50_ms=round(p50, 1), p99_ms=round(p99, 1), throughput=round(run.throughput, 2), failed=len(run.failed),
            server_cpu_ms=round(run.server_cpu / n * 1000, 1), client_cpu_ms=round(run.client_cpu / n * 1000, 1))
     growth = (run.rss_end - run.rss_warm) / run.rss_warm
@@ -274,14 +274,16 @@ def test_sixteen_concurrent_clients_alone_then_batched(setup):
     models, catalogue, root = setup
     plans = [_plan(c, WARMUP + SEARCHES, catalogue, root) for c in range(CLIENTS)]
     expected = {q: _expected(models, catalogue, q) for p in plans for q in p if q.error is None}
-    runs, stats = {}, {}
+    runs, stats, threads = {}, {}, {}
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as clients:
         for mode, wait in (("alone", None), ("batched", DEFAULT_MAX_WAIT_MS)):  # the same requests to each
             with _serving(models, catalogue, wait) as demo:
                 runs[mode] = _load(demo, plans, expected, clients)
-                stats[mode] = [m.stats() for m in demo.fashion_retrieval_backend.models.values() if hasattr(m, "stats")]
+                batchers = [m for m in demo.fashion_retrieval_backend.models.values() if hasattr(m, "stats")]
+                stats[mode] = [m.stats() for m in batchers]
+                threads[mode] = batchers[0].threads if batchers else None
     for mode, run in runs.items():
-        _record(mode, run, stats[mode])
+        _record(mode, run, stats[mode], threads[mode])
     alone, batched = runs["alone"], runs["batched"]
     p50 = batched.latency(50)
     met = p50 < TARGET_P50_MS and not batched.failed
