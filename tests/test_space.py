@@ -146,10 +146,13 @@ def test_cli_options_fall_back_to_space_variables():
     env = {"FASHION_RETRIEVAL_CHECKPOINTS": " me/tirg, me/concat ,", "FASHION_RETRIEVAL_GALLERY": "/data/fiq"}
     args = parse_args([], env=env)
     assert args.checkpoint == ["me/tirg", "me/concat"]
-    assert args.gallery == "/data/fiq" and args.dataset == "fashioniq" and args.split == "val"
+    # layout and split unset: the serving layer detects the layout and takes its evaluation split
+    assert args.gallery == "/data/fiq" and args.dataset is None and args.split is None
     assert args.host is None and args.port is None  # Gradio reads GRADIO_SERVER_NAME/PORT itself
-    args = parse_args(["--checkpoint", "a", "--checkpoint", "b", "--dataset", "fashion200k", "--port", "9000"], env=env)
-    assert args.checkpoint == ["a", "b"] and args.split == "test" and args.port == 9000
+    env["FASHION_RETRIEVAL_DATASET"], env["FASHION_RETRIEVAL_SPLIT"] = "fashioniq", "train"
+    assert (parse_args([], env=env).dataset, parse_args([], env=env).split) == ("fashioniq", "train")
+    args = parse_args(["--checkpoint", "a", "--checkpoint", "b", "--dataset", "photos", "--port", "9000"], env=env)
+    assert args.checkpoint == ["a", "b"] and args.dataset == "photos" and args.port == 9000
     assert parse_args([], env={}).checkpoint == []
     with pytest.raises(SystemExit):
         parse_args(["--dataset", "nope"], env={})
