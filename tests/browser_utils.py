@@ -34,6 +34,15 @@ def chromium_missing_reason() -> str | None:
     return None
 
 
+def browser_marks() -> list:
+    """A browser test module's ``pytestmark``: marked ``browser``, skipped where Chromium is
+    missing (under ``REQUIRE_ALL=1``, as in CI, that skip is a failure)."""
+    import pytest
+
+    reason = chromium_missing_reason()
+    return [pytest.mark.browser, pytest.mark.skipif(reason is not None, reason=reason or "")]
+
+
 def listening_port(proc: subprocess.Popen, timeout: float = 90.0) -> int:
     """The TCP port the server process ``proc`` (bound to port 0) listens on, once it does.
 

@@ -13,7 +13,7 @@ import pytest
 from _shopper_reports import comparison_report, write_json
 from browser_utils import (
     artifacts_dir,
-    chromium_missing_reason,
+    browser_marks,
     chromium_page,
     gradio_server,
     make_tiny_results,
@@ -23,8 +23,7 @@ from browser_utils import (
 )
 from playwright.sync_api import expect
 
-REASON = chromium_missing_reason()  # a skip locally; under REQUIRE_ALL=1 (CI) a failure
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+pytestmark = browser_marks()
 
 
 @pytest.fixture(scope="module")

@@ -24,15 +24,14 @@ from _photo_data import write_folder
 from browser_utils import (
     REPO,
     artifacts_dir,
-    chromium_missing_reason,
+    browser_marks,
     chromium_page,
     listening_port,
     wait_http,
 )
 from playwright.sync_api import expect
 
-REASON = chromium_missing_reason()  # a skip locally; under REQUIRE_ALL=1 (CI) a failure
-pytestmark = [pytest.mark.browser, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
+pytestmark = browser_marks()
 
 PHOTOS = 200
 K = 8  # the demo's default number of results per model
