@@ -48,6 +48,34 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
     return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=1)
 
 
+L_LEVELS = (15.0, 35.0, 55.0, 75.0, 92.0)  # the lattice of Lab centres the histograms vote on
+AB_LEVELS = (-60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 60.0, 80.0)
+LAB_BINS = len(L_LEVELS) * len(AB_LEVELS) ** 2
+
+
+def axis_votes(lab: torch.Tensor, l_levels: torch.Tensor, ab_levels: torch.Tensor,
+               sigma: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Soft votes of Lab points ``(..., 3)`` on each axis of the lattice: ``(..., nL)``, ``(..., nAB)`` x2.
+
+    A point's vote over the lattice is a softmax of ``-|x - c|^2 / 2 sigma^2``; on a Cartesian
+    lattice that factorises into one softmax per axis (no point-to-centre distance table).
+    """
+    def axis(values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(-((values[..., None] - levels) ** 2) / (2 * sigma**2), dim=-1)
+
+    return axis(lab[..., 0], l_levels), axis(lab[..., 1], ab_levels), axis(lab[..., 2], ab_levels)
+
+
+def lab_votes(lab: torch.Tensor, sigma: float = 11.0) -> torch.Tensor:
+    """Each Lab point's soft vote over the whole lattice: ``(N, 3) -> (N, LAB_BINS)``, rows sum to 1.
+
+    The bins are ordered as :class:`LabForegroundHistogram`'s, so a colour named in words
+    and a colour seen in pixels land in the same bins.
+    """
+    vl, va, vb = axis_votes(lab.float(), torch.tensor(L_LEVELS), torch.tensor(AB_LEVELS), sigma)
+    return (vl[:, :, None, None] * va[:, None, :, None] * vb[:, None, None, :]).flatten(1)
+
+
 class NoColour(nn.Module):
     """No colour descriptor: a ``(B, 0)`` tensor."""
 
@@ -76,17 +104,14 @@ class LabForegroundHistogram(nn.Module):
     map (backdrop distance, no prior), pooled to ``silhouette`` x ``silhouette``, follows.
     """
 
-    L_LEVELS = (15.0, 35.0, 55.0, 75.0, 92.0)
-    AB_LEVELS = (-60.0, -40.0, -20.0, 0.0, 20.0, 40.0, 60.0, 80.0)
-
     def __init__(self, mean: Sequence[float], std: Sequence[float], grid: int = 48,
                  sigma: float = 11.0, centre_sigma: float = 0.45, backdrop_scale: float = 12.0,
                  silhouette: int = 16, hist_scale: float = 16.0) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("l_levels", torch.tensor(self.L_LEVELS), persistent=False)
-        self.register_buffer("ab_levels", torch.tensor(self.AB_LEVELS), persistent=False)
+        self.register_buffer("l_levels", torch.tensor(L_LEVELS), persistent=False)
+        self.register_buffer("ab_levels", torch.tensor(AB_LEVELS), persistent=False)
         ys = torch.linspace(-1, 1, grid)
         yy, xx = torch.meshgrid(ys, ys, indexing="ij")
         prior = torch.exp(-(xx**2 + yy**2) / (2 * centre_sigma**2))  # (G, G)
@@ -98,7 +123,7 @@ class LabForegroundHistogram(nn.Module):
         self.silhouette, self.hist_scale = silhouette, hist_scale
         self.settings = {"grid": grid, "sigma": sigma, "centre_sigma": centre_sigma,
                          "backdrop_scale": backdrop_scale, "silhouette": silhouette, "hist_scale": hist_scale}
-        self.bins = len(self.L_LEVELS) * len(self.AB_LEVELS) ** 2
+        self.bins = LAB_BINS
         self.output_dim = self.bins + silhouette * silhouette
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -110,13 +135,8 @@ class LabForegroundHistogram(nn.Module):
         dist = (lab - backdrop[:, None]).norm(dim=-1)  # (B, G*G)
         foreground = 1 - torch.exp(-((dist / self.backdrop_scale) ** 2))  # (B, G*G) in [0, 1)
         weight = self.prior * foreground
-        # A pixel's soft vote over the lattice of Lab centres is a softmax of -|x - c|^2 / 2s^2;
-        # on a Cartesian lattice that factorises into one softmax per axis (no (P, K) distances).
-        def axis(values: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
-            return torch.softmax(-((values[..., None] - levels) ** 2) / (2 * self.sigma**2), dim=-1)
-
-        vl = axis(lab[..., 0], self.l_levels) * weight[..., None]  # (B, P, nL)
-        va, vb = axis(lab[..., 1], self.ab_levels), axis(lab[..., 2], self.ab_levels)  # (B, P, nAB)
+        vl, va, vb = axis_votes(lab, self.l_levels, self.ab_levels, self.sigma)  # (B, P, nL), (B, P, nAB) x2
+        vl = vl * weight[..., None]
         la = (vl[..., :, None] * va[..., None, :]).flatten(2)  # (B, P, nL*nAB)
         hist = torch.bmm(la.transpose(1, 2), vb).flatten(1)  # (B, nL*nAB*nAB)
         hist = hist / hist.sum(dim=1, keepdim=True).clamp_min(1e-8)

@@ -131,7 +131,8 @@ def cached_text_features(
     from ..devices import autocast, module_device
 
     texts = list(texts)
-    payload = {"encoder": model.config.text_encoder, "weights": weights_fingerprint(model.text_encoder),
+    payload = {"encoder": model.config.text_encoder, "options": model.config.text_kwargs,
+               "weights": weights_fingerprint(model.text_encoder),
                "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(), "n": len(texts)}
     if mixed_precision != "no":
         payload["mixed_precision"] = mixed_precision

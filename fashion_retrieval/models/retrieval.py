@@ -57,6 +57,8 @@ class RetrievalModel(
         )
         if hasattr(self.text_encoder, "vocab"):
             config.vocab = list(self.text_encoder.vocab.words)
+        if getattr(self.text_encoder, "known_words", None) is not None:  # the speller's training words
+            config.text_kwargs = {**config.text_kwargs, "known_words": list(self.text_encoder.known_words)}
         if config.projection == "none":
             dim = config.embed_dim = self._shared_width(config)
             self.image_proj, self.text_proj = nn.Identity(), nn.Identity()

@@ -40,6 +40,15 @@ def build_text_encoder(name: str, texts: list[str] | None = None, **kwargs) -> T
     return TEXT_ENCODERS.get(name)(name, texts=texts, **kwargs)
 
 
+# The weight-free word knowledge (see .words) the project's frozen-MiniLM models use.
+WORD_KNOWLEDGE: dict[str, bool] = {"colour_words": True, "spelling": True}
+
+
+def word_knowledge_options(name: str, on: bool = True) -> dict[str, bool]:
+    """``WORD_KNOWLEDGE`` for a text encoder that takes it (``minilm``, ``hf:``), else ``{}``."""
+    return dict(WORD_KNOWLEDGE) if on and (name == "minilm" or name.startswith("hf:")) else {}
+
+
 def _check_texts(texts: list[str]) -> None:
     """Raise a clear error unless ``texts`` is a non-empty list of strings."""
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
@@ -90,13 +99,25 @@ def _lstm(name: str, texts: list[str] | None = None, vocab: list[str] | None = N
     else:
         raise ValueError("the 'lstm' text encoder needs texts= (to build a vocabulary) or vocab=")
     kw.pop("pretrained", None)
+    unsupported = sorted(set(kw) & {"colour_words", "spelling", "known_words"})
+    if unsupported:
+        raise ValueError(f"the 'lstm' text encoder has no option {', '.join(unsupported)} "
+                         "(word knowledge is an option of transformers encoders: minilm, hf:)")
     return LSTMTextEncoder(voc, **kw)
 
 
 class HFTextEncoder(TextEncoder):
-    """A ``transformers`` encoder with attention-masked mean pooling over the last hidden states."""
+    """A ``transformers`` encoder with attention-masked mean pooling over the last hidden states.
 
-    def __init__(self, path: str, pretrained: bool = True, max_length: int = 64, name: str | None = None) -> None:
+    Options (weight-free, see :mod:`.words`): ``spelling`` corrects unknown, fragmented
+    words before tokenising (toward the tokenizer's words, the colour names and
+    ``known_words``: the training texts' words, saved in the checkpoint's config);
+    ``colour_words`` appends the soft Lab histogram of the colours the text names
+    (``LAB_BINS + 1`` columns).
+    """
+
+    def __init__(self, path: str, pretrained: bool = True, max_length: int = 64, name: str | None = None,
+                 colour_words: bool = False, spelling: bool = False, known_words: list[str] | None = None) -> None:
         super().__init__()
         try:
             from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -117,10 +138,30 @@ class HFTextEncoder(TextEncoder):
         self.name = name or f"hf:{path}"
         self.max_length = max_length
         self.output_dim = int(self.model.config.hidden_size)
+        self.colour_words = self.speller = self.known_words = None
+        if colour_words:
+            from .words import ColourWords
+
+            self.colour_words = ColourWords()
+            self.output_dim += ColourWords.output_dim
+        if spelling:
+            from .words import SpellingCorrector, colour_lexicon
+
+            self.known_words = sorted(set(known_words or ()))
+            extra = {w for name in colour_lexicon() for w in name.split()} | set(self.known_words)
+            self.speller = SpellingCorrector.for_tokenizer(self.tokenizer, extra)
 
     def forward(self, texts: list[str]) -> torch.Tensor:
-        """Mean-pooled token states -> (B, hidden_size)."""
+        """Mean-pooled token states (then the named colours' histogram) -> (B, output_dim)."""
         _check_texts(texts)
+        if self.speller is not None:
+            texts = [self.speller(t) for t in texts]
+        pooled = self._pooled(texts)
+        if self.colour_words is None:
+            return pooled
+        return torch.cat([pooled, self.colour_words(texts).to(pooled.device, pooled.dtype)], dim=1)
+
+    def _pooled(self, texts: list[str]) -> torch.Tensor:
         batch = self.tokenizer(
             list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(self.device)
@@ -129,10 +170,19 @@ class HFTextEncoder(TextEncoder):
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
+def _known_words(texts: list[str] | None, kw: dict) -> dict:
+    """``kw`` with ``known_words`` taken from ``texts`` when spelling is on and none are given."""
+    if kw.get("spelling") and kw.get("known_words") is None and texts:
+        from .vocab import tokenize
+
+        kw = {**kw, "known_words": sorted({w for t in texts for w in tokenize(t) if w.isalpha()})}
+    return kw
+
+
 @TEXT_ENCODERS.register("hf:")
 def _hf(name: str, texts: list[str] | None = None, pretrained: bool = True, **kw) -> TextEncoder:
     """``hf:<local folder or Hub repo id>``."""
-    return HFTextEncoder(name.split(":", 1)[1], pretrained=pretrained, name=name, **kw)
+    return HFTextEncoder(name.split(":", 1)[1], pretrained=pretrained, name=name, **_known_words(texts, kw))
 
 
 def minilm_path() -> Path:
@@ -147,7 +197,7 @@ def minilm_path() -> Path:
 @TEXT_ENCODERS.register("minilm")
 def _minilm(name: str, texts: list[str] | None = None, pretrained: bool = True, **kw) -> TextEncoder:
     """The packaged sentence-transformers all-MiniLM-L6-v2 (384-d), offline."""
-    return HFTextEncoder(str(minilm_path()), pretrained=pretrained, name="minilm", **kw)
+    return HFTextEncoder(str(minilm_path()), pretrained=pretrained, name="minilm", **_known_words(texts, kw))
 
 
 class OpenCLIPTextEncoder(TextEncoder):

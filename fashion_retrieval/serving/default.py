@@ -58,6 +58,9 @@ class DefaultSpec:
     # an LSTM trained here sees only <unk>. README "Words never seen in training" measures both.
     text_encoder: str = "minilm"
     freeze_text_encoder: bool = True
+    # Colour names placed in Lab beside the sentence embedding, and spelling correction
+    # (models/words.py): what MiniLM alone does not know ("crimson", "burgnudy").
+    word_knowledge: bool = True
     pretrained: bool = True
     embed_dim: int = 256
     compositors: tuple[str, ...] = ("tirg", "concat", "text_only", "image_only")
@@ -144,6 +147,7 @@ def synthetic_catalogue(root: Path, spec: DefaultSpec, split: str) -> RetrievalD
 
 
 def _train_config(root: Path, spec: DefaultSpec, name: str, compositor: str, task: str) -> Any:
+    from fashion_retrieval.models.text_encoders import word_knowledge_options
     from fashion_retrieval.training import TrainConfig
 
     return TrainConfig(
@@ -158,6 +162,7 @@ def _train_config(root: Path, spec: DefaultSpec, name: str, compositor: str, tas
         image_size=spec.image_size,
         colour_features=spec.colour_features,
         text_encoder=spec.text_encoder,
+        text_encoder_options=word_knowledge_options(spec.text_encoder, spec.word_knowledge),
         freeze_text_encoder=spec.freeze_text_encoder,
         compositor=compositor,
         task=task,

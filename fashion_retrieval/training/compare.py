@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fashion_retrieval.models.text_encoders import word_knowledge_options
 from fashion_retrieval.training.config import TrainConfig
 
 DEFAULT_MODELS = ("image_only", "text_only", "concat", "tirg", "combiner", "complex_rotation")
@@ -34,7 +35,7 @@ FEATURES = {"image_size": 128, "colour_features": "lab_fg"}
 
 def comparison_config(name: str, work_dir: Path, preset: str, steps: int, products: int | None, seed: int,
                       generated_pairs: int = 20000, image_encoder: str = "efficientnet_lite0",
-                      text_encoder: str = "minilm") -> TrainConfig:
+                      text_encoder: str = "minilm", word_knowledge: bool = True) -> TrainConfig:
     """The training config of one compared model (same data, backbone and budget for all)."""
     return TrainConfig(
         dataset="synthetic", data_root=str(work_dir / "data"), preset=preset, products=products,
@@ -42,8 +43,10 @@ def comparison_config(name: str, work_dir: Path, preset: str, steps: int, produc
         image_encoder=image_encoder, pretrained=image_encoder == "efficientnet_lite0", **FEATURES,
         text_encoder=text_encoder, compositor=name, embed_dim=256,
         # A trained LSTM (smaller than TIRG's 512: CPU budget), or a frozen pretrained encoder
-        # whose features of every training text are cached once for all runs.
-        text_encoder_options={"word_dim": 128, "hidden": 256} if text_encoder == "lstm" else {},
+        # (with the colour names and spelling of models/words.py) whose features of every
+        # training text are cached once for all runs.
+        text_encoder_options=({"word_dim": 128, "hidden": 256} if text_encoder == "lstm"
+                              else word_knowledge_options(text_encoder, word_knowledge)),
         freeze_text_encoder=text_encoder != "lstm",
         freeze_image_encoder=True, cache_features=True,
         feature_cache_dir=str(work_dir / "features"),
@@ -57,17 +60,26 @@ def comparison_config(name: str, work_dir: Path, preset: str, steps: int, produc
     )
 
 
+def text_label(text_encoder: str, word_knowledge: bool) -> str:
+    """How the report names the text side: the encoder, frozen or not, and its word knowledge."""
+    if text_encoder == "lstm":
+        return text_encoder
+    extra = " + colour words + spelling" if word_knowledge_options(text_encoder, word_knowledge) else ""
+    return f"{text_encoder} (frozen){extra}"
+
+
 def run_comparison(
     models: tuple[str, ...], work_dir: Path, preset: str = "hard", steps: int = 1600,
     products: int | None = 2400, seed: int = 0, generated_pairs: int = 20000,
     image_encoder: str = "efficientnet_lite0", control_queries: int = 400, text_encoder: str = "minilm",
+    word_knowledge: bool = True,
 ) -> dict[str, Any]:
     """Train and evaluate each model in turn; returns the comparison JSON."""
     from fashion_retrieval.training.trainer import train
 
     def config(name: str) -> TrainConfig:
         return comparison_config(name, work_dir, preset, steps, products, seed, generated_pairs, image_encoder,
-                                 text_encoder)
+                                 text_encoder, word_knowledge)
 
     start = time.perf_counter()
     counts = prepare_shared(config(models[0]))
@@ -91,7 +103,7 @@ def run_comparison(
     return {
         "dataset": "synthetic", "preset": preset, "split": "val", "protocol": "synthetic",
         "image_encoder": f"{image_encoder} (frozen) at {FEATURES['image_size']} px + {FEATURES['colour_features']}",
-        "text_encoder": text_encoder if text_encoder == "lstm" else f"{text_encoder} (frozen)", "steps": steps, "batch_size": 64, "seed": seed, "products": products,
+        "text_encoder": text_label(text_encoder, word_knowledge), "steps": steps, "batch_size": 64, "seed": seed, "products": products,
         "generated_pairs": generated_pairs, "prepare_seconds": round(prepare_seconds, 1), **counts,
         "results": rows, "ordering": ordering_check(rows),
     }
@@ -205,12 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-encoder", default="efficientnet_lite0", help="tiny_cnn for quick checks (random weights)")
     p.add_argument("--control-queries", type=int, default=400)
     p.add_argument("--text-encoder", default="minilm", help="minilm (frozen, offline) or lstm (trained, as published)")
+    p.add_argument("--no-word-knowledge", action="store_true",
+                   help="the frozen encoder alone: no colour names, no spelling correction (models/words.py)")
     args = p.parse_args(argv)
     from fashion_retrieval.io_utils import atomic_write_json
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     report = run_comparison(models, Path(args.work_dir), args.preset, args.steps, args.products, args.seed,
-                            args.generated_pairs, args.image_encoder, args.control_queries, args.text_encoder)
+                            args.generated_pairs, args.image_encoder, args.control_queries, args.text_encoder,
+                            not args.no_word_knowledge)
     atomic_write_json(args.json, report)
     table = markdown_table(report)
     print(table)
