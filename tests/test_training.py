@@ -249,3 +249,68 @@ def test_comparison_table_and_readme_markers(tmp_path: Path) -> None:
     text = readme.read_text()
     assert text.startswith("# Title\n\nintro\n") and text.count(START) == 1 and text.count(END) == 1
     assert "concat2" in text and "| concat |" not in text
+
+
+def _shared_values(n: int = 48) -> list[list[tuple[str, str]]]:
+    colours, types = ("red", "green", "blue", "black"), ("dress", "shirt")
+    return [[("type", types[i % 2]), ("color", colours[(i // 2) % 4])] for i in range(n)]
+
+
+def test_shared_value_batches_group_targets_by_one_value() -> None:
+    from fashion_retrieval.training.data import SharedValueBatches, StepBatchSampler
+
+    values = _shared_values()
+    always = SharedValueBatches(values, 6, seed=3, share=1.0)
+    for step in range(50):
+        batch = always.indices(step)
+        assert len(batch) == len(set(batch)) == 6
+        common = set(values[batch[0]]).intersection(*(set(values[i]) for i in batch[1:]))
+        assert common, f"step {step}: {batch} share no value"
+    # share 0: exactly the shuffled order.
+    never, plain = SharedValueBatches(values, 6, seed=3, share=0.0), StepBatchSampler(len(values), 6, seed=3)
+    assert [never.indices(s) for s in range(20)] == [plain.indices(s) for s in range(20)]
+    # About the asked share of batches is grouped, decided by (seed, step) alone.
+    half = SharedValueBatches(values, 6, seed=3, share=0.5)
+    grouped = 0
+    for step in range(400):
+        batch = half.indices(step)
+        grouped += bool(set(values[batch[0]]).intersection(*(set(values[i]) for i in batch[1:])))
+    assert 150 < grouped < 280  # shuffled batches of 6 rarely share a value by chance
+    again = SharedValueBatches(values, 6, seed=3, share=0.5, start_step=7)
+    assert [again.indices(s) for s in range(7, 30)] == [half.indices(s) for s in range(7, 30)]
+
+
+def test_shared_value_batches_split_one_global_batch_across_ranks() -> None:
+    from fashion_retrieval.training.data import SharedValueBatches
+
+    values = _shared_values()
+    ranks = [SharedValueBatches(values, 3, seed=1, share=1.0, rank=r, world_size=2) for r in range(2)]
+    for step in range(30):
+        a, b = (s.indices(step) for s in ranks)
+        assert not set(a) & set(b)
+        both = a + b
+        assert set(values[both[0]]).intersection(*(set(values[i]) for i in both[1:]))
+
+
+def test_shared_value_batches_need_a_shared_value() -> None:
+    from fashion_retrieval.training.data import SharedValueBatches
+
+    values = [[("color", f"c{i}")] for i in range(20)]
+    with pytest.raises(ValueError, match="no target value is shared by a global batch of 4"):
+        SharedValueBatches(values, 4, seed=0, share=0.5)
+    with pytest.raises(ValueError, match="shared_value_batches needs the in-memory input path"):
+        TrainConfig(shared_value_batches=0.5, streaming=True).validate()
+    with pytest.raises(ValueError, match="shared_value_batches must be in"):
+        TrainConfig(shared_value_batches=1.5).validate()
+
+
+def test_training_with_shared_value_batches_resumes_exactly(data_root: Path, tmp_path: Path) -> None:
+    from fashion_retrieval.training import train
+
+    kw = dict(max_steps=8, save_every=4, shared_value_batches=0.5)
+    full = train(tiny_config(data_root, tmp_path / "full", **kw))
+    train(tiny_config(data_root, tmp_path / "cut", **{**kw, "max_steps": 4}))
+    resumed = train(tiny_config(data_root, tmp_path / "cut", resume="latest", **kw))
+    a, b = _weights(full), _weights(resumed)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)

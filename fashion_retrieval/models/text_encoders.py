@@ -79,6 +79,9 @@ class LSTMTextEncoder(TextEncoder):
         lengths = torch.tensor([len(x) for x in ids])
         padded = nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=self.vocab.pad_id)
         emb = self.embedding(padded.to(self.device))  # (B, T, E)
+        if bool((lengths == lengths[0]).all()):  # no padding (one text, say): no packing needed
+            out, (h_n, _) = self.lstm(emb)
+            return self.fc(h_n[-1] if self.pooling == "last" else out.max(dim=1).values)
         packed = nn.utils.rnn.pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
         out, (h_n, _) = self.lstm(packed)
         if self.pooling == "last":

@@ -31,6 +31,8 @@ ORDERING_FAILED = 3  # the exit status when the published ordering does not hold
 # What every compared run shares beyond the catalogue: the backbone's input size, the
 # colour descriptor beside it, and the attribute-change pairs added to the triplets.
 FEATURES = {"image_size": 128, "colour_features": "lab_fg"}
+# The share of hard-negative batches whose targets share one value (training/data.py).
+SHARED_VALUE_BATCHES = 0.5
 
 
 def comparison_config(name: str, work_dir: Path, preset: str, steps: int, products: int | None, seed: int,
@@ -51,7 +53,7 @@ def comparison_config(name: str, work_dir: Path, preset: str, steps: int, produc
         freeze_image_encoder=True, cache_features=True,
         feature_cache_dir=str(work_dir / "features"),
         task="composed", loss="soft_triplet" if name in SOFT_TRIPLET else "batch_classification",
-        temperature=0.07, modality_dropout=0.0,
+        temperature=0.07, modality_dropout=0.0, shared_value_batches=SHARED_VALUE_BATCHES,
         optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-6,
         lr_schedule="step", lr_decay_steps=max(1, steps * 3 // 4), lr_decay_gamma=0.1,
         batch_size=64, max_steps=steps, seed=seed,

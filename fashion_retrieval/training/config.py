@@ -138,6 +138,11 @@ class TrainConfig:
     loss: str = "batch_classification"
     temperature: float = 0.07
     modality_dropout: float = 0.0
+    # Hard negatives (training/data.py SharedValueBatches): this fraction of the batches is
+    # drawn from examples whose targets share one value (all red, all striped, all
+    # dresses), so a model cannot tell the target apart by that value alone. Needs
+    # targets that carry attributes or a category; 0: plain shuffled batches.
+    shared_value_batches: float = 0.0
     # Optimisation
     optimizer: str = "sgd"
     lr: float = 0.01
@@ -192,6 +197,11 @@ class TrainConfig:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.batch_size < 2:
             raise ValueError("batch_size must be >= 2: in-batch losses need negatives")
+        if not 0.0 <= self.shared_value_batches <= 1.0:
+            raise ValueError(f"shared_value_batches must be in [0, 1], got {self.shared_value_batches}")
+        if self.shared_value_batches > 0 and self.streaming:
+            raise ValueError("shared_value_batches needs the in-memory input path (streaming: false): "
+                             "a stream is read in order and cannot be grouped by value")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         for key in ("lr", "temperature", "lr_decay_gamma"):

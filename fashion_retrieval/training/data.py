@@ -256,6 +256,56 @@ class StepBatchSampler:
             step += 1
 
 
+def target_values(examples: list[Example], items: dict[str, Any]) -> list[list[tuple[str, str]]]:
+    """Each example's target's (attribute, value) pairs, its category as ("type", category) first."""
+    out = []
+    for e in examples:
+        item = items.get(e.target)
+        keys = [("type", item.category)] if item is not None and item.category else []
+        keys += sorted((item.attributes or {}).items()) if item is not None else []
+        out.append(keys)
+    return out
+
+
+class SharedValueBatches(StepBatchSampler):
+    """Shuffled batches, except a fraction ``share`` whose targets all share one value.
+
+    In a shuffled batch the target nearly always differs from the other targets in colour
+    or garment type, so a model can rank it first from one attribute and neglect the rest
+    (it then returns a red shirt for "this t-shirt in red"). A shared-value batch takes
+    every example from one (attribute, value) group: all targets red, or all striped, or
+    all dresses; the picked group is weighted by its size. The draw is a function of
+    (seed, global micro-step) alone, so a resumed or multi-process run sees exactly the
+    same batches; each rank takes its slice of the global batch.
+    """
+
+    def __init__(self, values: list[list[tuple[str, str]]], batch_size: int, seed: int, share: float,
+                 rank: int = 0, world_size: int = 1, start_step: int = 0) -> None:
+        super().__init__(len(values), batch_size, seed, rank, world_size, start_step)
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i, keys in enumerate(values):
+            for key in keys:
+                groups.setdefault(key, []).append(i)
+        need = batch_size * world_size
+        self.groups = [torch.tensor(v) for _, v in sorted(groups.items()) if len(v) >= need]
+        if share > 0 and not self.groups:
+            raise ValueError(f"shared_value_batches: no target value is shared by a global batch of "
+                             f"{need} examples (targets need attributes or a category)")
+        sizes = torch.tensor([float(len(g)) for g in self.groups])
+        self.weights = sizes / sizes.sum() if self.groups else sizes
+        self.share = share
+
+    def indices(self, step: int) -> list[int]:
+        """A shared-value batch with probability ``share`` (decided by (seed, step)), else a shuffled one."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + 7 * step + 1)
+        if not self.groups or torch.rand(1, generator=g).item() >= self.share:
+            return super().indices(step)
+        group = self.groups[int(torch.multinomial(self.weights, 1, generator=g))]
+        pick = group[torch.randperm(len(group), generator=g)[: self.batch_size * self.world_size]]
+        start = self.rank * self.batch_size
+        return pick[start : start + self.batch_size].tolist()
+
+
 def draw_examples(
     examples: list[Example], draw: SampleDraw | None, step: int, indices: list[int]
 ) -> list[Example]:

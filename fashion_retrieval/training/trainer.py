@@ -24,8 +24,10 @@ from fashion_retrieval.training.data import (
     Example,
     FeatureBatches,
     ImageBatches,
+    SharedValueBatches,
     StepBatchSampler,
     build_sample_draw,
+    target_values,
 )
 from fashion_retrieval.training.optim import build_optimizer
 from fashion_retrieval.training.state import (
@@ -209,9 +211,14 @@ def setup_run(config: TrainConfig, accelerator: Any) -> Run:
 def batches(run: Run, start_micro_step: int) -> Iterator[dict[str, Any]]:
     """This process's batches from ``start_micro_step`` on (disjoint across processes)."""
     acc, cfg = run.accelerator, run.config
-    sampler = StepBatchSampler(
-        len(run.examples), cfg.batch_size, cfg.seed, acc.process_index, acc.num_processes, start_micro_step
-    )
+    if cfg.shared_value_batches > 0:
+        values = target_values(run.examples, {it.id: it for it in run.train_set.items})
+        sampler = SharedValueBatches(values, cfg.batch_size, cfg.seed, cfg.shared_value_batches,
+                                     acc.process_index, acc.num_processes, start_micro_step)
+    else:
+        sampler = StepBatchSampler(
+            len(run.examples), cfg.batch_size, cfg.seed, acc.process_index, acc.num_processes, start_micro_step
+        )
     if cfg.streaming:
         from fashion_retrieval.training.stream import stream_batches
 
