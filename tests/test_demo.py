@@ -270,3 +270,19 @@ def test_build_demo_without_models_uses_the_embedded_default(tmp_path):
     assert backend.model_names == ["text_only", "text_to_image"]
     assert len(backend.search("text_to_image", None, "red dress", 3).rows) == 3
     assert backend.example_triplets(2)  # ground truth from the synthetic catalogue
+
+
+def test_queue_monitoring_summary_is_not_rebuilt_after_every_event(models, catalogue, monkeypatch):
+    """Gradio rebuilds a pandas summary of up to 10,000 past events after each one unless
+    told otherwise; the demo tells it (the load test's server CPU halved). A user's own
+    setting wins. If Gradio renames the knob, this fails and says so."""
+    from fashion_retrieval.demo.app import QUEUE_ANALYTICS, build_demo
+
+    for key in QUEUE_ANALYTICS:
+        monkeypatch.delenv(key, raising=False)
+    demo = build_demo(models, dataset=catalogue, max_k=10, batch_wait_ms=None)
+    queue = demo._queue
+    assert getattr(queue, "ANAYLTICS_CACHE_FREQUENCY", None) == 1000, "gradio's analytics knob changed"
+    assert queue.ANALYTICS_MAX_EVENTS == 1000
+    monkeypatch.setenv("GRADIO_ANALYTICS_CACHE_FREQUENCY", "7")
+    assert build_demo(models, dataset=catalogue, max_k=10, batch_wait_ms=None)._queue.ANAYLTICS_CACHE_FREQUENCY == 7

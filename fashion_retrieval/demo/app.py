@@ -199,6 +199,14 @@ def _api(backend: DemoBackend) -> None:
     button.click(search, inputs=[image, text, model, k], outputs=out, api_name="search")
 
 
+# Gradio's queue summarises the finished events for its monitoring page after every event:
+# a pandas frame of up to 10,000 past events, built in the server process under the GIL
+# (py-spy under the 16-client load test: about a seventh of the server's samples, growing
+# with the number of events served). The demo shows no monitoring page, so the summary is
+# refreshed every 1,000 events over the last 1,000. Either variable set by the user wins.
+QUEUE_ANALYTICS = {"GRADIO_ANALYTICS_CACHE_FREQUENCY": "1000", "GRADIO_ANALYTICS_MAX_EVENTS": "1000"}
+
+
 def build_demo(
     models: Mapping[str, Any] | None = None,
     *,
@@ -247,6 +255,8 @@ def build_demo(
             with gr.Tab("Image to image"):
                 _single_tab(backend, max_k, default_k, mode="image")
         _api(backend)
+    for key, value in QUEUE_ANALYTICS.items():  # read by the Queue that demo.queue() creates
+        os.environ.setdefault(key, value)
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     demo.fashion_retrieval_paths = backend.catalogue_dirs()  # type: ignore[attr-defined]
     demo.fashion_retrieval_backend = backend  # type: ignore[attr-defined]
