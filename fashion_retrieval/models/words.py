@@ -3,7 +3,9 @@
 Measured on the held-out phrasing (``fashion_retrieval/data/synthetic/phrasing.py``): the
 offline all-MiniLM-L6-v2 places "crimson" nearest "purple" and "emerald" nearest
 "orange"; a linear probe trained on its sentence embeddings of the training colour words
-names the colour of only 34% of held-out colour synonyms. And a typo such as "crimosn"
+named the colour of only about a third of the held-out colour synonyms (a one-off check
+while choosing; ``python -m fashion_retrieval.training.compare --no-word-knowledge``
+measures what the additions below bring). And a typo such as "crimosn"
 falls apart into word pieces ("cr", "##imo", "##s", "##n") that mean nothing.
 
 Two weight-free additions, both options of a ``transformers`` text encoder
