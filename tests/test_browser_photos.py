@@ -79,7 +79,7 @@ def test_app_searches_a_photo_folder_from_a_catalogue_pick(tmp_path):
         page.goto(url)
         # The Compose tab's catalogue: click a photo to make it the picture; no words, so
         # each chosen model runs an image to image search.
-        picker = page.locator(".block", has_text="Catalogue: click an image")
+        picker = page.locator(".block:visible", has_text="Catalogue: click an image")
         thumbs = picker.locator("button.thumbnail-item")
         expect(thumbs.first).to_be_visible()
         picked_id = thumbs.nth(3).locator(".caption-label").inner_text()
@@ -98,6 +98,20 @@ def test_app_searches_a_photo_folder_from_a_catalogue_pick(tmp_path):
         page.wait_for_timeout(800)  # the galleries fade in
         shown = {name: labels.all_inner_texts() for name, labels in shown.items()}
         page.screenshot(path=artifacts / "demo_photos_image_to_image.png", full_page=True)
+        # The Image to image tab has its own catalogue picker: pick another photo there.
+        page.get_by_role("tab", name="Image to image").click()
+        tab_picker = page.locator(".block:visible", has_text="Catalogue: click an image")
+        tab_thumbs = tab_picker.locator("button.thumbnail-item")
+        expect(tab_thumbs.first).to_be_visible()
+        tab_picked_id = tab_thumbs.nth(5).locator(".caption-label").inner_text()
+        tab_thumbs.nth(5).click()
+        page.wait_for_timeout(300)
+        page.locator("button:visible", has_text=re.compile(r"^\s*Search\s*$")).click()
+        tab_labels = page.locator('.block:visible:has(label:text-is("Results")) button.thumbnail-item .caption-label')
+        expect(tab_labels).to_have_count(K)
+        page.wait_for_timeout(500)
+        tab_shown = tab_labels.all_inner_texts()
+        page.screenshot(path=artifacts / "demo_photos_image_tab.png", full_page=True)
     scan = scan_photo_folder(shop)
     assert len(scan.items) == PHOTOS and [p for p, _ in scan.unreadable] == ["tops/broken.jpg"]
     assert picked_id in {it.id for it in scan.items}
@@ -110,6 +124,10 @@ def test_app_searches_a_photo_folder_from_a_catalogue_pick(tmp_path):
         assert [s.split(" · ")[-1] for s in got] == [h.id for h in want]
         scores = [float(s.split(" · ")[1]) for s in got]
         assert scores == pytest.approx([h.score for h in want], abs=2e-3)
+    tab_picked = next(it for it in scan.items if it.id == tab_picked_id)  # the tab's model: image_only
+    want = Retriever(load_model(str(ckpts[0])), scan.items).search(image=tab_picked.path, k=K,
+                                                                    exclude_ids=[tab_picked_id])
+    assert [s.split(" · ")[-1] for s in tab_shown] == [h.id for h in want]
     # The unreadable file was named once; each model's index of the folder persists, whole.
     text = log.read_text()
     assert text.count("broken.jpg") == 1, text

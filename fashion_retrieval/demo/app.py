@@ -94,11 +94,7 @@ def _compose_tab(backend: DemoBackend, max_k: int, default_k: int) -> None:
             k = gr.Slider(1, max_k, value=default_k, step=1, label="K (results per model)")
             button = gr.Button("Search", variant="primary")
         with gr.Column(scale=3):
-            catalogue = gr.Gallery(
-                [(it.path, it.caption or it.id) for it in showcase],
-                label="Catalogue: click an image to use it as the picture",
-                columns=6, height=330, allow_preview=False, object_fit="contain",
-            )
+            _catalogue_picker(showcase, image, api_name="ui_pick", columns=6, height=330)
             examples = backend.example_triplets(8)
             if examples:
                 gr.Examples(
@@ -114,21 +110,32 @@ def _compose_tab(backend: DemoBackend, max_k: int, default_k: int) -> None:
                 galleries.append(gr.Gallery(label=name, columns=2, height=560, object_fit="contain"))
             columns.append(col)
 
-    def pick(evt: gr.SelectData) -> str:
-        return showcase[evt.index].path
-
     def search(image_path: str | None, query: str, selected: list[str], k_value: float) -> list[Any]:
         return _compose_results(backend, names, image_path, query, selected, k_value)
 
     def failed(message: str) -> list[Any]:
         return [message, *([gr.skip()] * len(names)), *([gr.skip()] * len(names))]
 
-    catalogue.select(pick, outputs=image, api_name="ui_pick", api_visibility="private")
     io = dict(inputs=[image, text, models, k], outputs=[status, *galleries, *columns])
     for i, trigger in enumerate((button.click, text.submit)):
         trigger(_guard(search, failed), **io, api_name=f"ui_compose_{i}", api_visibility="private")
     models.change(lambda sel: [gr.update(visible=n in sel) for n in names],
                   inputs=models, outputs=columns, api_name="ui_models", api_visibility="private")
+
+
+def _catalogue_picker(showcase: list[Any], image: Any, *, api_name: str, columns: int, height: int) -> None:
+    """Catalogue thumbnails; clicking one makes it the query ``image`` (a catalogue pick: its
+    stored features are used, nothing is decoded)."""
+    catalogue = gr.Gallery(
+        [(it.path, it.caption or it.id) for it in showcase],
+        label="Catalogue: click an image to use it as the picture",
+        columns=columns, height=height, allow_preview=False, object_fit="contain",
+    )
+
+    def pick(evt: gr.SelectData) -> str:
+        return showcase[evt.index].path
+
+    catalogue.select(pick, outputs=image, api_name=api_name, api_visibility="private")
 
 
 def _compose_results(
@@ -153,6 +160,9 @@ def _single_tab(backend: DemoBackend, max_k: int, default_k: int, *, mode: str) 
                 query = gr.Textbox(label="Describe the garment", placeholder="e.g. red striped long-sleeve dress")
             else:
                 query = query_image(label="Picture", height=260)
+                showcase = backend.showcase_items(24)
+                if showcase:
+                    _catalogue_picker(showcase, query, api_name="ui_image_pick", columns=4, height=250)
             model = gr.Dropdown(names, value=default, label="Model")
             k = gr.Slider(1, max_k, value=default_k, step=1, label="K")
             button = gr.Button("Search", variant="primary")
