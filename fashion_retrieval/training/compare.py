@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fashion_retrieval.models.text_encoders import word_knowledge_options
 from fashion_retrieval.training.config import TrainConfig
 
 DEFAULT_MODELS = ("image_only", "text_only", "concat", "tirg", "combiner", "complex_rotation")
@@ -39,6 +38,8 @@ def comparison_config(name: str, work_dir: Path, preset: str, steps: int, produc
                       generated_pairs: int = 20000, image_encoder: str = "efficientnet_lite0",
                       text_encoder: str = "minilm", word_knowledge: bool = True) -> TrainConfig:
     """The training config of one compared model (same data, backbone and budget for all)."""
+    from fashion_retrieval.models.text_encoders import word_knowledge_options
+
     return TrainConfig(
         dataset="synthetic", data_root=str(work_dir / "data"), preset=preset, products=products,
         data_seed=0, train_split="train", eval_split="val", generated_pairs=generated_pairs,
@@ -64,6 +65,8 @@ def comparison_config(name: str, work_dir: Path, preset: str, steps: int, produc
 
 def text_label(text_encoder: str, word_knowledge: bool) -> str:
     """How the report names the text side: the encoder, frozen or not, and its word knowledge."""
+    from fashion_retrieval.models.text_encoders import word_knowledge_options
+
     if text_encoder == "lstm":
         return text_encoder
     extra = " + colour words + spelling" if word_knowledge_options(text_encoder, word_knowledge) else ""
