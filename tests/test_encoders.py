@@ -12,6 +12,7 @@ from fashion_retrieval.models.image_encoders import (
     IMAGE_ENCODERS,
     build_image_encoder,
     efficientnet_lite0_classifier,
+    grid_descriptor,
 )
 from fashion_retrieval.models.text_encoders import TEXT_ENCODERS, build_text_encoder
 from fashion_retrieval.models.vocab import Vocabulary, tokenize
@@ -61,6 +62,55 @@ def test_image_encoders_build_offline(name):
         out = enc(torch.randn(2, 3, size, size))
     assert out.shape == (2, enc.output_dim) and enc.name == name
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["tiny_cnn", "resnet18", "efficientnet_b0", "mobilenet_v3_large", "vgg16",
+                                  "inception_v3", "densenet161"])
+def test_middle_stage_grid_is_the_named_stage_pooled_by_hand(name):
+    """mid_grid appends the middle stage's map, cell-pooled and scaled, computed here by hand
+    with a hook; the pooled features before it are unchanged."""
+    torch.manual_seed(0)
+    enc = build_image_encoder(name, pretrained=False).eval()
+    size = enc.preprocess.size
+    x = torch.randn(2, 3, size, size)
+    seen = []
+    stage = enc.body.get_submodule(enc.mid_stage)
+    handle = stage.register_forward_hook(lambda m, a, out: seen.append(out))
+    with torch.no_grad():
+        plain = enc(x)
+        both = enc(x, mid_grid=3)
+    handle.remove()
+    fmap = seen[-1]  # (B, C, H, W), stride 16 of the input
+    assert fmap.dim() == 4 and fmap.shape[2] >= 3
+    assert both.shape == (2, enc.output_dim + fmap.shape[1] * 9) and enc.mid_channels() == fmap.shape[1]
+    assert torch.allclose(both[:, : enc.output_dim], plain, atol=1e-5)
+    grid = both[:, enc.output_dim :].view(2, fmap.shape[1], 3, 3)
+    h, w = fmap.shape[2], fmap.shape[3]
+    for i in range(3):
+        for j in range(3):  # adaptive pooling's cell bounds: floor(i h / 3) .. ceil((i + 1) h / 3)
+            cell = fmap[:, :, (i * h) // 3 : -((-(i + 1) * h) // 3), (j * w) // 3 : -((-(j + 1) * w) // 3)].mean((2, 3))
+            want = cell / cell.norm(dim=1, keepdim=True) * fmap.shape[1] ** 0.5
+            assert torch.allclose(grid[:, :, i, j], want, atol=1e-4)
+    assert len(stage._forward_hooks) == 0  # the encoder's hook is removed after each call
+
+
+def test_grid_descriptor_scale_and_errors():
+    fmap = torch.rand(4, 10, 8, 8) * 1000
+    g = grid_descriptor(fmap, 2).view(4, 10, 4)
+    assert torch.allclose((g**2).mean(1), torch.ones(4, 4), atol=1e-5)  # unit RMS per channel in each cell
+    assert torch.allclose(grid_descriptor(fmap * 7, 2), grid_descriptor(fmap, 2), atol=1e-5)
+    from fashion_retrieval.models import ModelConfig
+
+    for bad in (-1, 17, 2.5, True):
+        with pytest.raises(ValueError, match="mid_grid"):
+            ModelConfig(mid_grid=bad)
+
+
+def test_middle_stage_grid_needs_a_convolutional_stage(tiny_clip):
+    from fashion_retrieval.models import ModelConfig, RetrievalModel
+
+    with pytest.raises(ValueError, match="middle stage.*mid_grid=0"):
+        RetrievalModel(ModelConfig(image_encoder=tiny_clip, mid_grid=2, pretrained=False), texts=["a"])
 
 
 def test_registry_lists_all_names_and_rejects_unknown():

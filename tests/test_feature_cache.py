@@ -112,6 +112,21 @@ def test_cache_key_changes_with_data_and_weights(model, images, tmp_path):
         cached_image_features(model, images + [str(tmp_path / "nope.png")], cache)
 
 
+def test_middle_stage_grid_is_cached_under_its_own_key(model, images, tmp_path):
+    torch.manual_seed(0)
+    grid = RetrievalModel(ModelConfig(image_encoder="tiny_cnn", compositor="concat", embed_dim=16, mid_grid=2,
+                                      text_kwargs={"word_dim": 8, "hidden": 8}), texts=["red dress"]).eval()
+    grid.image_encoder.load_state_dict(model.image_encoder.state_dict())
+    cache = tmp_path / "cache"
+    plain = cached_image_features(model, images, cache)
+    both = cached_image_features(grid, images, cache)
+    assert len(list(cache.glob("*.safetensors"))) == 2
+    assert both.shape == (len(images), grid.feature_dim) and grid.feature_dim == 128 + 64 * 4
+    assert torch.allclose(both[:, :128], plain, atol=1e-5)
+    assert torch.allclose(both, reference(grid, images, False), atol=1e-5)
+    assert torch.equal(cached_image_features(grid, images, cache), both)  # a hit
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
 def test_corrupt_cache_is_rebuilt_with_warning(model, images, tmp_path, damage):
     cache = tmp_path / "cache"

@@ -106,8 +106,10 @@ def test_unknown_encoder_names_list_valid_ones():
         RetrievalModel(ModelConfig(image_encoder="tiny_cnn"))
 
 
-def test_save_pretrained_round_trip(tmp_path):
-    model = tiny().eval()
+@pytest.mark.parametrize("mid_grid", [0, 2])
+def test_save_pretrained_round_trip(tmp_path, mid_grid):
+    model = tiny(mid_grid=mid_grid, colour_features="lab_fg").eval()
+    assert model.feature_dim == 128 + 64 * mid_grid**2 + model.colour.output_dim  # tiny_cnn's stage 3: 64 channels
     model.save_pretrained(tmp_path)
     loaded = RetrievalModel.from_pretrained(tmp_path)
     assert loaded.config == model.config

@@ -1,6 +1,6 @@
 """Linear probes: how well an encoder's image features predict the catalogue's attributes.
 
-``python -m fashion_retrieval.evaluation.probe --image-encoder efficientnet_lite0 --colour-features none,lab_fg --preset hard``
+``python -m fashion_retrieval.evaluation.probe --image-encoder efficientnet_lite0 --colour-features none,lab_fg --mid-grid 0,4 --preset hard``
 
 Fits a multinomial logistic regression per attribute (colour, pattern, garment type,
 sleeve, length, ...) on the features of the train split's views and reports accuracy
@@ -76,7 +76,7 @@ def probe_features(
     return out
 
 
-def _model(args: argparse.Namespace, colour: str) -> Any:
+def _model(args: argparse.Namespace, colour: str, mid_grid: int) -> Any:
     """The model whose image features are probed: a checkpoint, or one built from the options."""
     if args.checkpoint:
         from fashion_retrieval.hub import load_model
@@ -85,7 +85,7 @@ def _model(args: argparse.Namespace, colour: str) -> Any:
     from fashion_retrieval.models import ModelConfig, RetrievalModel
 
     config = ModelConfig(
-        image_encoder=args.image_encoder, colour_features=colour,
+        image_encoder=args.image_encoder, colour_features=colour, mid_grid=mid_grid,
         image_size=args.image_size, compositor="image_only", embed_dim=8, pretrained=not args.random_weights,
     )
     return RetrievalModel(config, texts=["a"]).eval()
@@ -106,7 +106,9 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
     for r in results:
         cells = [f"{r['probes'][a]['accuracy']:.1f} ({r['probes'][a]['majority']:.0f})" if a in r["probes"] else "-"
                  for a in attrs]
-        name = f"{r['image_encoder']} @ {r['image_size']} px" + ("" if r["colour_features"] == "none" else f" + {r['colour_features']}")
+        name = (f"{r['image_encoder']} @ {r['image_size']} px"
+                + (f" + middle-stage grid {r['mid_grid']}x{r['mid_grid']}" if r.get("mid_grid") else "")
+                + ("" if r["colour_features"] == "none" else f" + {r['colour_features']}"))
         lines.append(f"| {name} | {r['feature_dim']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -120,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-encoder", default="efficientnet_lite0")
     p.add_argument("--colour-features", default="none,lab_fg",
                    help="comma-separated variants: none | lab_fg (see fashion_retrieval.models.colour)")
+    p.add_argument("--mid-grid", default="0",
+                   help="comma-separated grid sizes of the backbone's middle stage beside its pooled features (0: none)")
     p.add_argument("--image-size", type=int, default=128, help="backbone input size (0: the encoder's own)")
     p.add_argument("--random-weights", action="store_true", help="no pretrained backbone weights")
     p.add_argument("--checkpoint", default=None, help="probe this checkpoint's image features instead")
@@ -137,12 +141,18 @@ def main(argv: list[str] | None = None) -> int:
     sets = [load_synthetic(args.data_root, split, args.preset, args.products, args.seed)
             for split in ("train", args.test_split)]
     cache = args.cache_dir or str(Path(sets[0].root) / "features")
+    try:
+        grids = [int(g) for g in args.mid_grid.split(",") if g.strip()]
+    except ValueError:
+        p.error(f"--mid-grid takes comma-separated integers, got {args.mid_grid!r}")
+    variants = [(c.strip(), g) for c in args.colour_features.split(",") if c.strip() for g in grids]
     results = []
-    for colour in [c.strip() for c in args.colour_features.split(",") if c.strip()]:
-        model = _model(args, colour)
+    for colour, grid in variants:
+        model = _model(args, colour, grid)
         feats = [cached_image_features(model, ds.items, cache).float().numpy() for ds in sets]
         results.append({
             "image_encoder": model.config.image_encoder, "colour_features": model.config.colour_features,
+            "mid_grid": model.config.mid_grid,
             "image_size": model.transform().size, "feature_dim": int(feats[0].shape[1]),
             "preset": args.preset, "products": args.products, "train_split": "train", "test_split": args.test_split,
             "probes": probe_features(feats[0], sets[0].items, feats[1], sets[1].items,

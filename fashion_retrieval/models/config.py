@@ -24,7 +24,9 @@ class ModelConfig:
     its text by the learned null embedding, so image-only and text-only search also learn.
     ``colour_features`` names a weight-free colour descriptor (``models.colour``) appended
     to the backbone's pooled features; ``image_size`` overrides the backbone's input
-    resolution (None: the encoder's own).
+    resolution (None: the encoder's own). ``mid_grid`` > 0 appends the image encoder's
+    middle stage pooled to a ``mid_grid`` x ``mid_grid`` grid (``ImageEncoder.forward``):
+    where things are in the picture, which the global pool loses.
     ``projection``: ``"linear"`` puts a learned linear map from each encoder's features to
     ``embed_dim`` (TIRG); ``"none"`` uses the encoders' outputs as they are (CLIP4Cir: the
     aligned CLIP spaces feed the compositor directly, and ``embed_dim`` becomes their common
@@ -49,6 +51,7 @@ class ModelConfig:
     learn_scale: bool = True
     modality_dropout: float = 0.0
     colour_features: str = "none"
+    mid_grid: int = 0
     image_size: int | None = None
     projection: str = "linear"
     preprocess: str = "resize_crop"
@@ -61,6 +64,8 @@ class ModelConfig:
             raise ValueError(f"embed_dim must be positive, got {self.embed_dim}")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
+        if isinstance(self.mid_grid, bool) or not isinstance(self.mid_grid, int) or not 0 <= self.mid_grid <= 16:
+            raise ValueError(f"mid_grid must be an integer from 0 (off) to 16, got {self.mid_grid!r}")
         if self.image_size is not None and self.image_size < 16:
             raise ValueError(f"image_size must be at least 16 pixels, got {self.image_size}")
         if self.projection not in PROJECTIONS:

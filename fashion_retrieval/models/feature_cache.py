@@ -54,6 +54,8 @@ def cache_key(model, paths: Sequence[Any], mixed_precision: str = "no") -> str:
     }
     if mixed_precision != "no":  # fp16/bf16 features differ from fp32 ones; "no" keeps the old keys
         payload["mixed_precision"] = mixed_precision
+    if model.config.mid_grid:  # likewise: features without the grid keep their keys
+        payload["mid_grid"] = model.config.mid_grid
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

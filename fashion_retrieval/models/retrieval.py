@@ -49,6 +49,8 @@ class RetrievalModel(
             self.image_encoder.preprocess = dataclasses.replace(self.image_encoder.preprocess, size=config.image_size)
         pre = self.image_encoder.preprocess
         self.colour = build_colour_features(config.colour_features, pre.mean, pre.std)
+        # Width of the middle stage's grid (ImageEncoder.forward); 0 when off.
+        self.mid_dim = self.image_encoder.mid_channels() * config.mid_grid**2 if config.mid_grid else 0
         text_kw: dict[str, Any] = dict(config.text_kwargs)
         if config.vocab is not None:
             text_kw["vocab"] = config.vocab
@@ -84,8 +86,9 @@ class RetrievalModel(
 
     @property
     def feature_dim(self) -> int:
-        """Width of :meth:`image_features`: the backbone's pooled features plus the colour descriptor."""
-        return self.image_encoder.output_dim + self.colour.output_dim
+        """Width of :meth:`image_features`: the backbone's pooled features, its middle stage's
+        grid (``mid_grid``) and the colour descriptor."""
+        return self.image_encoder.output_dim + self.mid_dim + self.colour.output_dim
 
     def _shared_width(self, config: ModelConfig) -> int:
         """The common width of image features and text features (``projection="none"``)."""
@@ -154,14 +157,14 @@ class RetrievalModel(
     # ------------------------------------------------------------------ features
 
     def image_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Image features ``(B, 3, H, W) -> (B, Dimg)``: the backbone's pooled features, then the
-        colour descriptor (what the feature cache stores)."""
+        """Image features ``(B, 3, H, W) -> (B, Dimg)``: the backbone's pooled features, its middle
+        stage's grid (``mid_grid``), then the colour descriptor (what the feature cache stores)."""
         if not isinstance(pixels, torch.Tensor):
             raise TypeError(f"images must be a preprocessed tensor (B, 3, H, W), got {type(pixels).__name__}")
         frozen = self.config.freeze_image_encoder
         pixels = pixels.to(self.device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen):
-            pooled = self.image_encoder(pixels)  # (B, Dbackbone)
+            pooled = self.image_encoder(pixels, mid_grid=self.config.mid_grid)  # (B, Dbackbone + Dgrid)
         if self.colour.output_dim == 0:
             return pooled
         with torch.no_grad():  # weight-free: nothing to learn through it
@@ -181,7 +184,8 @@ class RetrievalModel(
         if image_features.dim() != 2 or image_features.shape[1] != self.feature_dim:
             raise ValueError(
                 f"image_features must be (B, {self.feature_dim}) for {self.config.image_encoder} "
-                f"with colour features {self.config.colour_features!r}, got {tuple(image_features.shape)}"
+                f"with colour features {self.config.colour_features!r} and mid_grid {self.config.mid_grid}, "
+                f"got {tuple(image_features.shape)}"
             )
         return self.image_proj(image_features.to(self.device))
 

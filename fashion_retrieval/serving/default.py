@@ -53,6 +53,9 @@ class DefaultSpec:
     image_encoder: str = "efficientnet_lite0"
     image_size: int | None = 128
     colour_features: str = "lab_fg"
+    # The backbone's middle stage (block 4) pooled to a 4 x 4 grid beside its pooled
+    # features: where the collar, the sleeves and the hem are (README "Image features").
+    mid_grid: int = 4
     # The offline MiniLM, frozen (its features of every training text are computed once and
     # cached for all five models): unseen words ("crimson") land near known ones, where
     # an LSTM trained here sees only <unk>. README "Words never seen in training" measures both.
@@ -165,6 +168,7 @@ def _train_config(root: Path, spec: DefaultSpec, name: str, compositor: str, tas
         image_encoder=spec.image_encoder,
         image_size=spec.image_size,
         colour_features=spec.colour_features,
+        mid_grid=spec.mid_grid,
         text_encoder=spec.text_encoder,
         text_encoder_options=word_knowledge_options(spec.text_encoder, spec.word_knowledge),
         freeze_text_encoder=spec.freeze_text_encoder,

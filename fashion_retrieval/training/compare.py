@@ -28,8 +28,9 @@ ORDERING_FAILED = 3  # the exit status when the published ordering does not hold
 
 
 # What every compared run shares beyond the catalogue: the backbone's input size, the
-# colour descriptor beside it, and the attribute-change pairs added to the triplets.
-FEATURES = {"image_size": 128, "colour_features": "lab_fg"}
+# colour descriptor and the middle stage's 4 x 4 grid beside it, and the attribute-change
+# pairs added to the triplets.
+FEATURES = {"image_size": 128, "colour_features": "lab_fg", "mid_grid": 4}
 # The share of hard-negative batches whose targets share one value (training/data.py).
 SHARED_VALUE_BATCHES = 0.5
 
@@ -107,7 +108,8 @@ def run_comparison(
               f"control both {shopper['control']['both']:.1f}% in {seconds:.0f} s", flush=True)
     return {
         "dataset": "synthetic", "preset": preset, "split": "val", "protocol": "synthetic",
-        "image_encoder": f"{image_encoder} (frozen) at {FEATURES['image_size']} px + {FEATURES['colour_features']}",
+        "image_encoder": (f"{image_encoder} (frozen) at {FEATURES['image_size']} px + {FEATURES['colour_features']}"
+                          f" + middle-stage grid {FEATURES['mid_grid']}x{FEATURES['mid_grid']}"),
         "text_encoder": text_label(text_encoder, word_knowledge), "steps": steps, "batch_size": 64, "seed": seed, "products": products,
         "generated_pairs": generated_pairs, "prepare_seconds": round(prepare_seconds, 1), **counts,
         "results": rows, "ordering": ordering_check(rows),

@@ -117,6 +117,7 @@ class TrainConfig:
     compositor_options: dict[str, Any] = field(default_factory=dict)
     embed_dim: int = 512
     colour_features: str = "none"  # a weight-free colour descriptor beside the backbone (models.colour)
+    mid_grid: int = 0  # the backbone's middle stage pooled to mid_grid x mid_grid beside it; 0: off
     image_size: int | None = None  # backbone input size; None: the encoder's own
     pretrained: bool = True
     freeze_image_encoder: bool = True

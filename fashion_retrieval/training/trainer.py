@@ -111,6 +111,7 @@ def build_model(config: TrainConfig, texts: list[str]) -> Any:
         compositor_kwargs=dict(config.compositor_options),
         embed_dim=config.embed_dim,
         colour_features=config.colour_features,
+        mid_grid=config.mid_grid,
         image_size=config.image_size,
         # Encoders that init_from replaces are not downloaded first.
         pretrained=config.pretrained and not config.init_from,
