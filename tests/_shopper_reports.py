@@ -55,7 +55,7 @@ _COMPARISON = {
             "train_seconds": 4.1, "checkpoint": "runs/image_only/final",
         },
     ],
-    "ordering": {"tirg_first_on_control": False, "holds": False},
+    "ordering": {"tirg_above_baselines_on_control": False, "holds": False},
 }
 
 

@@ -42,7 +42,7 @@ def test_comparison_report_tables(tmp_path):
     assert list(report.models) == ["tirg", "image_only"]  # the file's order
     assert "hard preset" in report.setting and "24 gallery images" in report.setting
     assert "20 requests in held-out phrasing, top 5" in report.setting
-    assert ordering_line(report) == "Expected ordering does not hold: tirg first on control ✗."
+    assert ordering_line(report) == "Expected ordering does not hold: tirg above baselines on control ✗."
 
     one = one_gallery_table(report)
     assert list(one.columns) == [

@@ -25,6 +25,7 @@ SOFT_TRIPLET = {"complex_rotation"}
 START, END = "<!-- comparison:start -->", "<!-- comparison:end -->"
 RECALL_KEYS = ("R@1", "R@10", "R@50")
 ORDERING_FAILED = 3  # the exit status when the published ordering does not hold
+BASELINES = ("concat", "text_only", "image_only")  # what the TIRG paper compares against
 
 
 # What every compared run shares beyond the catalogue: the backbone's input size, the
@@ -149,7 +150,9 @@ def prepare_shared(config: TrainConfig) -> dict[str, int]:
 
 def ordering_check(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The published ordering on R@10 (TIRG > concat > max(text_only, image_only)), and TIRG
-    first on composition control (type and asked value kept, share of the top k)."""
+    above those baselines on composition control (type and asked value kept, share of the
+    top k). Stronger rivals (the combiner, complex rotation) are reported, never required to
+    rank below TIRG: where one beats it, the table says so and the command still succeeds."""
     r10 = {r["model"]: r["recall"].get("R@10", 0.0) for r in rows}
     checks: dict[str, Any] = {}
     if {"tirg", "concat"} <= r10.keys():
@@ -158,8 +161,9 @@ def ordering_check(rows: list[dict[str, Any]]) -> dict[str, Any]:
     if "concat" in r10 and single:
         checks["concat_above_single_modality"] = r10["concat"] > max(single)
     control = {r["model"]: r["control"]["both"] for r in rows if "control" in r}
-    if "tirg" in control and len(control) > 1:
-        checks["tirg_first_on_control"] = control["tirg"] >= max(control.values())
+    baselines = [control[m] for m in BASELINES if m in control]
+    if "tirg" in control and baselines:
+        checks["tirg_above_baselines_on_control"] = control["tirg"] > max(baselines)
     checks["holds"] = all(v for v in checks.values())
     return checks
 
