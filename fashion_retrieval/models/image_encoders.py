@@ -16,10 +16,9 @@ carry colour").
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-
-import math
 
 import torch
 import torch.nn.functional as F
