@@ -75,8 +75,9 @@ class ImageEncoder(nn.Module):
         return self.body.get_submodule(self.mid_stage)
 
     def mid_channels(self) -> int:
-        """Channels of the middle stage's map, from one forward pass of a blank image."""
-        size = self.preprocess.size
+        """Channels of the middle stage's map, from one forward pass of a small blank image
+        (the channel count does not depend on the size; 96 px is enough for every encoder)."""
+        size = min(self.preprocess.size, 96)
         was_training = self.training
         self.eval()
         try:
