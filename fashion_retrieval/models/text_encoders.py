@@ -41,7 +41,7 @@ def build_text_encoder(name: str, texts: list[str] | None = None, **kwargs) -> T
 
 
 # The weight-free word knowledge (see .words) the project's frozen-MiniLM models use.
-WORD_KNOWLEDGE: dict[str, bool] = {"colour_words": True, "spelling": True}
+WORD_KNOWLEDGE: dict[str, bool] = {"colour_words": True, "spelling": True, "thesaurus": True}
 
 
 def word_knowledge_options(name: str, on: bool = True) -> dict[str, bool]:
@@ -102,7 +102,7 @@ def _lstm(name: str, texts: list[str] | None = None, vocab: list[str] | None = N
     else:
         raise ValueError("the 'lstm' text encoder needs texts= (to build a vocabulary) or vocab=")
     kw.pop("pretrained", None)
-    unsupported = sorted(set(kw) & {"colour_words", "spelling", "known_words"})
+    unsupported = sorted(set(kw) & {"colour_words", "spelling", "thesaurus", "known_words"})
     if unsupported:
         raise ValueError(f"the 'lstm' text encoder has no option {', '.join(unsupported)} "
                          "(word knowledge is an option of transformers encoders: minilm, hf:)")
@@ -115,12 +115,15 @@ class HFTextEncoder(TextEncoder):
     Options (weight-free, see :mod:`.words`): ``spelling`` corrects unknown, fragmented
     words before tokenising (toward the tokenizer's words, the colour names and
     ``known_words``: the training texts' words, saved in the checkpoint's config);
-    ``colour_words`` appends the soft Lab histogram of the colours the text names
-    (``LAB_BINS + 1`` columns).
+    ``thesaurus`` follows a word outside ``known_words`` to the known words WordNet
+    relates to it (written after it: "tartan" -> "tartan plaid"), after spelling, which
+    then leaves WordNet's words alone; ``colour_words`` appends the soft Lab histogram of
+    the colours the text names (``LAB_BINS + 1`` columns).
     """
 
     def __init__(self, path: str, pretrained: bool = True, max_length: int = 64, name: str | None = None,
-                 colour_words: bool = False, spelling: bool = False, known_words: list[str] | None = None) -> None:
+                 colour_words: bool = False, spelling: bool = False, thesaurus: bool = False,
+                 known_words: list[str] | None = None) -> None:
         super().__init__()
         try:
             from transformers import AutoConfig, AutoModel, AutoTokenizer
@@ -141,7 +144,13 @@ class HFTextEncoder(TextEncoder):
         self.name = name or f"hf:{path}"
         self.max_length = max_length
         self.output_dim = int(self.model.config.hidden_size)
-        self.colour_words = self.speller = self.known_words = None
+        self.colour_words = self.speller = self.known_words = self.thesaurus = None
+        if spelling or thesaurus:
+            self.known_words = sorted(set(known_words or ()))
+        if thesaurus:
+            from .words import Thesaurus
+
+            self.thesaurus = Thesaurus(self.known_words)
         if colour_words:
             from .words import ColourWords
 
@@ -150,15 +159,17 @@ class HFTextEncoder(TextEncoder):
         if spelling:
             from .words import SpellingCorrector, colour_lexicon
 
-            self.known_words = sorted(set(known_words or ()))
             extra = {w for name in colour_lexicon() for w in name.split()} | set(self.known_words)
-            self.speller = SpellingCorrector.for_tokenizer(self.tokenizer, extra)
+            is_word = self.thesaurus.is_word if self.thesaurus is not None else None
+            self.speller = SpellingCorrector.for_tokenizer(self.tokenizer, extra, is_word)
 
     def forward(self, texts: list[str]) -> torch.Tensor:
         """Mean-pooled token states (then the named colours' histogram) -> (B, output_dim)."""
         _check_texts(texts)
         if self.speller is not None:
             texts = [self.speller(t) for t in texts]
+        if self.thesaurus is not None:
+            texts = [self.thesaurus(t) for t in texts]
         pooled = self._pooled(texts)
         if self.colour_words is None:
             return pooled
@@ -174,8 +185,8 @@ class HFTextEncoder(TextEncoder):
 
 
 def _known_words(texts: list[str] | None, kw: dict) -> dict:
-    """``kw`` with ``known_words`` taken from ``texts`` when spelling is on and none are given."""
-    if kw.get("spelling") and kw.get("known_words") is None and texts:
+    """``kw`` with ``known_words`` taken from ``texts`` when spelling or the thesaurus is on and none are given."""
+    if (kw.get("spelling") or kw.get("thesaurus")) and kw.get("known_words") is None and texts:
         from .vocab import tokenize
 
         kw = {**kw, "known_words": sorted({w for t in texts for w in tokenize(t) if w.isalpha()})}

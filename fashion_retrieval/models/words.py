@@ -1,4 +1,4 @@
-"""Word knowledge a small frozen sentence encoder lacks: colour names, and spelling.
+"""Word knowledge a small frozen sentence encoder lacks: colour names, spelling, synonyms.
 
 Measured on the held-out phrasing (``fashion_retrieval/data/synthetic/phrasing.py``): the
 offline all-MiniLM-L6-v2 places "crimson" nearest "purple" and "emerald" nearest
@@ -8,8 +8,8 @@ while choosing; ``python -m fashion_retrieval.training.compare --no-word-knowled
 measures what the additions below bring). And a typo such as "crimosn"
 falls apart into word pieces ("cr", "##imo", "##s", "##n") that mean nothing.
 
-Two weight-free additions, both options of a ``transformers`` text encoder
-(``colour_words``, ``spelling``), saved in the checkpoint's config:
+Three weight-free additions, options of a ``transformers`` text encoder
+(``colour_words``, ``spelling``, ``thesaurus``), saved in the checkpoint's config:
 
 - :class:`ColourWords`: the colours a text names, looked up in the xkcd colour survey's
   949 names (what people call colours, shipped by matplotlib) and the 148 CSS colour names,
@@ -18,9 +18,14 @@ Two weight-free additions, both options of a ``transformers`` text encoder
   the same bins. It is a feature the model learns to use, like a word vector grounded in
   colour, not a rule that bypasses it: which bins matter, and what they mean for the
   garment, is learned from the training pairs.
-- :class:`SpellingCorrector`: a word the text encoder does not know, that its tokenizer
-  breaks into three pieces or more, is replaced by the most frequent known word one edit
-  away (a deletion, insertion, substitution or swap of neighbours), when there is one.
+- :class:`SpellingCorrector`: a word that neither the model's training texts nor the text
+  encoder's vocabulary holds is replaced by a training word one edit away (a deletion,
+  insertion, substitution or swap of neighbours), or, when the tokenizer breaks it into
+  three pieces or more, by the most frequent known word one edit away.
+- :class:`Thesaurus`: a word outside the training texts ("tartan", "unpatterned") is
+  followed by the training word that WordNet 3.0 gives as its synonym ("plaid", "plain"),
+  or else that its definition uses ("gingham": "a clothing fabric in a plaid weave").
+  Training texts never change, so it costs no training and no cache.
 """
 
 from __future__ import annotations
@@ -122,29 +127,42 @@ def _edits(word: str) -> set[str]:
 
 
 class SpellingCorrector:
-    """Replace unknown, fragmented words by the most frequent known word one edit away.
+    """Replace a misspelt word by the known word one edit away: the model's own words first.
 
     ``vocabulary`` maps known words to a rank (lower is more frequent; a BERT vocabulary's
-    ids are close to that); ``pieces`` counts the word pieces the encoder's tokenizer makes
-    of a word. Only a word of ``min_length`` letters or more, not in the vocabulary, that
-    falls apart into ``min_pieces`` pieces or more is changed ("stripy" -> "strip" + "##y"
-    is two pieces: it stays), and only when a known word is one edit away.
+    ids are close to that); ``domain`` is the model's own vocabulary (its training texts'
+    words and the colour names); ``pieces`` counts the word pieces the encoder's tokenizer
+    makes of a word. Only a word of ``min_length`` letters or more that neither knows is
+    changed:
+
+    - to a ``domain`` word one edit away, when there is one ("geren" -> "green", "corpped"
+      -> "cropped": a typo of a word the model was trained on);
+    - else, when the tokenizer breaks it into ``min_pieces`` pieces or more, to the most
+      frequent ``vocabulary`` word one edit away ("crimosn" -> "crimson"). A word of fewer
+      pieces ("stripy" -> "strip" + "##y") is kept: the encoder can read it.
+
+    ``is_word`` (a dictionary: the :class:`Thesaurus` gives WordNet's) keeps real words
+    that neither vocabulary holds ("gingham" is not a typo of "bingham").
     """
 
     def __init__(self, vocabulary: dict[str, int], pieces: Callable[[str], int],
-                 min_length: int = 5, min_pieces: int = 3) -> None:
-        self.vocabulary, self.pieces = vocabulary, pieces
+                 min_length: int = 5, min_pieces: int = 3, domain: Iterable[str] = (),
+                 is_word: Callable[[str], bool] | None = None) -> None:
+        self.is_word = is_word
+        self.domain = {w for w in domain if w.isalpha()}
+        self.vocabulary, self.pieces = dict(vocabulary), pieces
+        top = max(self.vocabulary.values(), default=0) + 1
+        for w in sorted(self.domain):
+            self.vocabulary.setdefault(w, top)
         self.min_length, self.min_pieces = min_length, min_pieces
         self._memo: dict[str, str] = {}
 
     @classmethod
-    def for_tokenizer(cls, tokenizer, extra_words: Iterable[str] = ()) -> SpellingCorrector:
-        """Known words: the tokenizer's whole-word entries (by id), then ``extra_words``."""
+    def for_tokenizer(cls, tokenizer, extra_words: Iterable[str] = (),
+                      is_word: Callable[[str], bool] | None = None) -> SpellingCorrector:
+        """Known words: the tokenizer's whole-word entries (by id); ``extra_words`` are the domain."""
         vocab = {w: i for w, i in tokenizer.get_vocab().items() if w.isalpha() and w.islower() and len(w) > 1}
-        top = max(vocab.values(), default=0) + 1
-        for w in extra_words:
-            vocab.setdefault(w, top)
-        return cls(vocab, lambda w: len(tokenizer.tokenize(w)))
+        return cls(vocab, lambda w: len(tokenizer.tokenize(w)), domain=extra_words, is_word=is_word)
 
     def word(self, word: str) -> str:
         """``word``, or its correction."""
@@ -152,8 +170,11 @@ class SpellingCorrector:
             return self._memo[word]
         out = word
         if (len(word) >= self.min_length and word.isalpha() and word not in self.vocabulary
-                and self.pieces(word) >= self.min_pieces):
-            known = [w for w in _edits(word) if w in self.vocabulary]
+                and not (self.is_word is not None and self.is_word(word))):
+            edits = _edits(word)
+            known = [w for w in edits if w in self.domain]
+            if not known and self.pieces(word) >= self.min_pieces:
+                known = [w for w in edits if w in self.vocabulary]
             if known:
                 out = min(known, key=lambda w: (self.vocabulary[w], w))
         if len(self._memo) >= 100_000:  # bounded: a server sees endless new words
@@ -164,3 +185,72 @@ class SpellingCorrector:
     def __call__(self, text: str) -> str:
         """``text`` (lower-cased) with each unknown, fragmented word corrected."""
         return re.sub(r"[a-z]+", lambda m: self.word(m.group(0)), text.lower())
+
+
+class Thesaurus:
+    """Follow a word the model never saw in training to the words it knows, through WordNet.
+
+    ``known`` is the model's own vocabulary: the words of its training texts (saved in the
+    checkpoint's config). A word of a text outside it ("tartan", "unpatterned") is looked
+    up in WordNet 3.0 (:mod:`.wordnet`: noun and adjective senses, most frequent first),
+    and the known words among its senses' synonyms ("plaid", "plain") are written after
+    it, up to ``max_words``; with ``glosses``, also the known words of its senses' glosses
+    ("gingham": "a clothing fabric in a plaid weave"), when the synonyms gave none. Training
+    texts are never changed (all their words are known), so a model trained without the
+    thesaurus can use it, and the text encoder still sees the shopper's own word.
+    """
+
+    def __init__(self, known: Iterable[str], max_words: int = 1, glosses: bool = True,
+                 min_length: int = 3, wordnet=None) -> None:
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+        self.stop = frozenset(ENGLISH_STOP_WORDS)
+        self.known = {w for w in known if w.isalpha()} - self.stop
+        self.max_words, self.glosses, self.min_length = max_words, glosses, min_length
+        self._wordnet = wordnet
+        self._memo: dict[str, tuple[str, ...]] = {}
+
+    @property
+    def wordnet(self):
+        """WordNet, read on the first unknown word (not when a model is built)."""
+        if self._wordnet is None:
+            from .wordnet import wordnet
+
+            self._wordnet = wordnet()
+        return self._wordnet
+
+    def is_word(self, word: str) -> bool:
+        """Whether WordNet holds ``word`` as a noun or an adjective (base forms included)."""
+        return any(self.wordnet.base_forms(word, pos) for pos in ("a", "n"))
+
+    def _is_known(self, phrase: str) -> bool:
+        words = [w for w in _WORD.findall(phrase) if w not in self.stop]
+        return bool(words) and all(w in self.known for w in words)
+
+    def related(self, word: str) -> tuple[str, ...]:
+        """The known words WordNet relates to ``word`` (empty for a known or short word)."""
+        if word in self._memo:
+            return self._memo[word]
+        out: list[str] = []
+        if (len(word) >= self.min_length and word.isalpha() and word not in self.known
+                and word not in self.stop):
+            senses = self.wordnet.synsets(word, "a") + self.wordnet.synsets(word, "n")
+            for s in senses:
+                out += [lemma for lemma in s.lemmas if lemma != word and self._is_known(lemma) and lemma not in out]
+            if not out and self.glosses:
+                for s in senses:
+                    clause = re.split(r"[;(\"]", s.gloss)[0]
+                    out += [w for w in _WORD.findall(clause.lower()) if w in self.known and w not in out]
+            out = out[: self.max_words]
+        if len(self._memo) >= 100_000:
+            self._memo.clear()
+        self._memo[word] = tuple(out)
+        return self._memo[word]
+
+    def __call__(self, text: str) -> str:
+        """``text`` (lower-cased) with each unknown word followed by the known words it relates to."""
+        def expand(m: re.Match) -> str:
+            extra = self.related(m.group(0))
+            return " ".join((m.group(0), *extra))
+
+        return re.sub(r"[a-z]+", expand, text.lower())
