@@ -206,6 +206,11 @@ def test_thesaurus_follows_unknown_words_to_known_ones():
     assert th.related("tartan") == ("plaid",) and th.related("plaid") == ()
     assert th.is_word("gingham") and th.is_word("sleeves") and not th.is_word("geren")
     assert Thesaurus(known, glosses=False)("a gingham one") == "a gingham one"
+    # Senses vote, each word weighted by its rarity among WordNet's definitions: three of
+    # "indigo"'s senses say "blue", and "color", which every colour's definition says, loses.
+    colours = Thesaurus(["blue", "color", "red", "purple", "flowers"])
+    assert colours.related("indigo") == ("blue",)
+    assert Thesaurus(["blue", "color"], max_words=2).related("indigo") == ("blue", "color")
 
 
 def test_thesaurus_in_the_text_encoder(knowing):

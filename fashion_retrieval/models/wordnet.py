@@ -11,8 +11,10 @@ line ends normalised, rather than seeked into.
 from __future__ import annotations
 
 import importlib.util
+import re
+from collections import Counter
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 POS_FILES = {"n": "noun", "a": "adj"}  # adjective satellites ("s") live in the adj files
@@ -91,6 +93,19 @@ class WordNet:
         count = int(f[3], 16)
         lemmas = tuple(f[4 + 2 * i].split("(")[0].replace("_", " ").lower() for i in range(count))
         return Synset(pos, lemmas, gloss.strip())
+
+    @cached_property
+    def gloss_frequency(self) -> tuple[Counter, int]:
+        """How many noun and adjective glosses use each word, and how many glosses there are."""
+        counts: Counter = Counter()
+        total = 0
+        for data in self._data.values():
+            for line in data.splitlines():
+                head, sep, gloss = line.partition(" | ")
+                if sep and head[:1].isdigit():
+                    total += 1
+                    counts.update(set(re.findall(r"[a-z]+", gloss.lower())))
+        return counts, total
 
     def synsets(self, word: str, pos: str | None = None) -> list[Synset]:
         """The senses of ``word`` (nouns, then adjectives, unless ``pos``), in WordNet's order."""

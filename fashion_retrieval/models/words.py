@@ -30,8 +30,10 @@ Three weight-free additions, options of a ``transformers`` text encoder
 
 from __future__ import annotations
 
+import math
 import re
 import string
+from collections import Counter
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 
@@ -192,12 +194,14 @@ class Thesaurus:
 
     ``known`` is the model's own vocabulary: the words of its training texts (saved in the
     checkpoint's config). A word of a text outside it ("tartan", "unpatterned") is looked
-    up in WordNet 3.0 (:mod:`.wordnet`: noun and adjective senses, most frequent first),
-    and the known words among its senses' synonyms ("plaid", "plain") are written after
-    it, up to ``max_words``; with ``glosses``, also the known words of its senses' glosses
-    ("gingham": "a clothing fabric in a plaid weave"), when the synonyms gave none. Training
-    texts are never changed (all their words are known), so a model trained without the
-    thesaurus can use it, and the text encoder still sees the shopper's own word.
+    up in WordNet 3.0 (:mod:`.wordnet`: noun and adjective senses), and the known words
+    its senses relate to it most are written after it, up to ``max_words``: its synonyms
+    ("plaid", "plain") and, with ``glosses``, the words of its definitions ("gingham": "a
+    clothing fabric in a plaid weave"), each weighted by how rare it is among WordNet's
+    definitions, so that "indigo" is followed by "blue" (three of its senses say it), not by
+    "color" (every colour's definition says that). Training texts are never changed (all
+    their words are known), so a model trained without the thesaurus can use it, and the
+    text encoder still sees the shopper's own word.
     """
 
     def __init__(self, known: Iterable[str], max_words: int = 1, glosses: bool = True,
@@ -227,25 +231,36 @@ class Thesaurus:
         words = [w for w in _WORD.findall(phrase) if w not in self.stop]
         return bool(words) and all(w in self.known for w in words)
 
+    def _rarity(self, phrase: str) -> float:
+        """log(glosses / (1 + glosses using the phrase's words)): "color" or "dark" weigh little."""
+        counts, total = self.wordnet.gloss_frequency
+        return math.log(total / (1 + sum(counts[w] for w in _WORD.findall(phrase) if w not in self.stop)))
+
     def related(self, word: str) -> tuple[str, ...]:
-        """The known words WordNet relates to ``word`` (empty for a known or short word)."""
+        """The known words WordNet relates to ``word`` most (empty for a known or short word).
+
+        Every sense (adjectives first) votes: each of its synonyms that training knows with
+        twice its rarity, each known word of its definition's first clause with its rarity.
+        """
         if word in self._memo:
             return self._memo[word]
-        out: list[str] = []
+        out: tuple[str, ...] = ()
         if (len(word) >= self.min_length and word.isalpha() and word not in self.known
                 and word not in self.stop):
-            senses = self.wordnet.synsets(word, "a") + self.wordnet.synsets(word, "n")
-            for s in senses:
-                out += [lemma for lemma in s.lemmas if lemma != word and self._is_known(lemma) and lemma not in out]
-            if not out and self.glosses:
-                for s in senses:
-                    clause = re.split(r"[;(\"]", s.gloss)[0]
-                    out += [w for w in _WORD.findall(clause.lower()) if w in self.known and w not in out]
-            out = out[: self.max_words]
+            votes: Counter = Counter()
+            for sense in self.wordnet.synsets(word, "a") + self.wordnet.synsets(word, "n"):
+                for lemma in sense.lemmas:
+                    if lemma != word and self._is_known(lemma):
+                        votes[lemma] += 2 * self._rarity(lemma)
+                if self.glosses:
+                    clause = re.split(r"[;(\"]", sense.gloss)[0].lower()
+                    for w in set(_WORD.findall(clause)) & self.known:
+                        votes[w] += self._rarity(w)
+            out = tuple(w for w, _ in votes.most_common(self.max_words))
         if len(self._memo) >= 100_000:
             self._memo.clear()
-        self._memo[word] = tuple(out)
-        return self._memo[word]
+        self._memo[word] = out
+        return out
 
     def __call__(self, text: str) -> str:
         """``text`` (lower-cased) with each unknown word followed by the known words it relates to."""
