@@ -112,9 +112,9 @@ def _lstm(name: str, texts: list[str] | None = None, vocab: list[str] | None = N
 class HFTextEncoder(TextEncoder):
     """A ``transformers`` encoder with attention-masked mean pooling over the last hidden states.
 
-    Options (weight-free, see :mod:`.words`): ``spelling`` corrects unknown, fragmented
-    words before tokenising (toward the tokenizer's words, the colour names and
-    ``known_words``: the training texts' words, saved in the checkpoint's config);
+    Options (weight-free, see :mod:`.words`): ``spelling`` corrects misspelt words before
+    tokenising (toward ``known_words``: the training texts' words, saved in the
+    checkpoint's config, and the colour names first, then the tokenizer's words);
     ``thesaurus`` follows a word outside ``known_words`` to the known words WordNet
     relates to it (written after it: "tartan" -> "tartan plaid"), after spelling, which
     then leaves WordNet's words alone; ``colour_words`` appends the soft Lab histogram of

@@ -23,8 +23,8 @@ Three weight-free additions, options of a ``transformers`` text encoder
   insertion, substitution or swap of neighbours), or, when the tokenizer breaks it into
   three pieces or more, by the most frequent known word one edit away.
 - :class:`Thesaurus`: a word outside the training texts ("tartan", "unpatterned") is
-  followed by the training word that WordNet 3.0 gives as its synonym ("plaid", "plain"),
-  or else that its definition uses ("gingham": "a clothing fabric in a plaid weave").
+  followed by the training word that WordNet 3.0 relates to it most, through its synonyms
+  ("plaid", "plain") and its definitions ("gingham": "a clothing fabric in a plaid weave").
   Training texts never change, so it costs no training and no cache.
 """
 
@@ -116,6 +116,14 @@ class ColourWords:
         return out
 
 
+def _remember(memo: dict, key: str, value):
+    """``memo[key] = value``, emptying ``memo`` first when it is full (a server sees endless new words)."""
+    if len(memo) >= 100_000:
+        memo.clear()
+    memo[key] = value
+    return value
+
+
 def _edits(word: str) -> set[str]:
     """Every string one deletion, swap of neighbours, substitution or insertion from ``word``."""
     letters = string.ascii_lowercase
@@ -179,13 +187,10 @@ class SpellingCorrector:
                 known = [w for w in edits if w in self.vocabulary]
             if known:
                 out = min(known, key=lambda w: (self.vocabulary[w], w))
-        if len(self._memo) >= 100_000:  # bounded: a server sees endless new words
-            self._memo.clear()
-        self._memo[word] = out
-        return out
+        return _remember(self._memo, word, out)
 
     def __call__(self, text: str) -> str:
-        """``text`` (lower-cased) with each unknown, fragmented word corrected."""
+        """``text`` (lower-cased) with each misspelt word corrected."""
         return re.sub(r"[a-z]+", lambda m: self.word(m.group(0)), text.lower())
 
 
@@ -205,23 +210,20 @@ class Thesaurus:
     """
 
     def __init__(self, known: Iterable[str], max_words: int = 1, glosses: bool = True,
-                 min_length: int = 3, wordnet=None) -> None:
+                 min_length: int = 3) -> None:
         from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
         self.stop = frozenset(ENGLISH_STOP_WORDS)
         self.known = {w for w in known if w.isalpha()} - self.stop
         self.max_words, self.glosses, self.min_length = max_words, glosses, min_length
-        self._wordnet = wordnet
         self._memo: dict[str, tuple[str, ...]] = {}
 
     @property
     def wordnet(self):
-        """WordNet, read on the first unknown word (not when a model is built)."""
-        if self._wordnet is None:
-            from .wordnet import wordnet
+        """WordNet, read once, on the first unknown word (not when a model is built)."""
+        from .wordnet import wordnet
 
-            self._wordnet = wordnet()
-        return self._wordnet
+        return wordnet()
 
     def is_word(self, word: str) -> bool:
         """Whether WordNet holds ``word`` as a noun or an adjective (base forms included)."""
@@ -257,10 +259,7 @@ class Thesaurus:
                     for w in set(_WORD.findall(clause)) & self.known:
                         votes[w] += self._rarity(w)
             out = tuple(w for w, _ in votes.most_common(self.max_words))
-        if len(self._memo) >= 100_000:
-            self._memo.clear()
-        self._memo[word] = out
-        return out
+        return _remember(self._memo, word, out)
 
     def __call__(self, text: str) -> str:
         """``text`` (lower-cased) with each unknown word followed by the known words it relates to."""

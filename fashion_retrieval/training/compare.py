@@ -71,9 +71,8 @@ def text_label(text_encoder: str, word_knowledge: bool) -> str:
 
     if text_encoder == "lstm":
         return text_encoder
-    names = {"colour_words": "colour words", "spelling": "spelling", "thesaurus": "thesaurus"}
     options = word_knowledge_options(text_encoder, word_knowledge)
-    extra = "".join(f" + {names[k]}" for k, on in options.items() if on)
+    extra = "".join(f" + {k.replace('_', ' ')}" for k, on in options.items() if on)
     return f"{text_encoder} (frozen){extra}"
 
 
