@@ -69,6 +69,29 @@ def batch_classification_loss(
     return F.cross_entropy(logits.float(), labels)
 
 
+def relevant_mass_loss(
+    query: torch.Tensor, candidates: torch.Tensor, relevant: torch.Tensor, scale: float | torch.Tensor = 10.0
+) -> torch.Tensor:
+    """Minus the log of each query's softmax mass on the candidates relevant to it.
+
+    ``query`` (B, D), ``candidates`` (N, D), ``relevant`` (B, N) bool: for query ``i``, the
+    candidates that answer its request (at least its own target). The term ranks the
+    relevant candidates above the rest as a whole and is indifferent to their order among
+    themselves (the pair loss decides that); with every candidate relevant it is 0.
+    """
+    if query.dim() != 2 or candidates.dim() != 2 or query.shape[1] != candidates.shape[1]:
+        raise ValueError(f"query (B, D) and candidates (N, D) must share D; got {tuple(query.shape)} "
+                         f"and {tuple(candidates.shape)}")
+    shape = (query.shape[0], candidates.shape[0])
+    if relevant.shape != shape or relevant.dtype != torch.bool:
+        raise ValueError(f"relevant must be a (B, N) = {shape} bool mask; got {tuple(relevant.shape)} {relevant.dtype}")
+    if not bool(relevant.any(dim=1).all()):
+        raise ValueError("relevant must mark at least one candidate per query (its own target)")
+    logits = (scale * query @ candidates.t()).float()  # (B, N)
+    inside = torch.logsumexp(logits.masked_fill(~relevant, float("-inf")), dim=1)
+    return (torch.logsumexp(logits, dim=1) - inside).mean()
+
+
 def soft_triplet_loss(query: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Soft triplet loss over in-batch negatives: mean of ``log(1 + exp(d_pos - d_neg))``.
 

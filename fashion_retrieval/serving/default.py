@@ -78,6 +78,10 @@ class DefaultSpec:
     # Not for text_to_image: its partial descriptions ("red dress") fit many targets of
     # such a batch (measured: 2-3 points lower on words to image with them).
     shared_value_batches: float = 0.5
+    # The relevance term for the composed models (training/relevance.py): each query's mass
+    # on the training images of its garment type with the asked values, at the weight the
+    # comparison tuned for each compositor (training/compare.py RELEVANCE_WEIGHTS).
+    relevance: bool = True
 
     def models(self) -> list[tuple[str, str, str]]:
         """(name, compositor, task) of every default model."""
@@ -156,6 +160,7 @@ def synthetic_catalogue(root: Path, spec: DefaultSpec, split: str) -> RetrievalD
 def _train_config(root: Path, spec: DefaultSpec, name: str, compositor: str, task: str) -> Any:
     from fashion_retrieval.models.text_encoders import word_knowledge_options
     from fashion_retrieval.training import TrainConfig
+    from fashion_retrieval.training.compare import relevance_weight
 
     return TrainConfig(
         dataset="synthetic",
@@ -181,6 +186,7 @@ def _train_config(root: Path, spec: DefaultSpec, name: str, compositor: str, tas
         feature_cache_dir=str(root / "features"),
         modality_dropout=spec.modality_dropout,
         shared_value_batches=spec.shared_value_batches if task == "composed" else 0.0,
+        relevance_weight=relevance_weight(compositor) if task == "composed" and spec.relevance else 0.0,
         lr=spec.lr,
         lr_decay_steps=max(1, spec.max_steps * 3 // 4),
         batch_size=spec.batch_size,

@@ -144,6 +144,16 @@ class TrainConfig:
     # dresses), so a model cannot tell the target apart by that value alone. Needs
     # targets that carry attributes or a category; 0: plain shuffled batches.
     shared_value_batches: float = 0.0
+    # What a shopper means (composed task, cached features): this weight times a second
+    # term, each query's softmax mass on the training catalogue's images that answer its
+    # request (the target's garment type and the values the change asks for; the other
+    # attributes may differ), so that "this but red" ranks red items of the type above
+    # near copies of another type (training/relevance.py). The catalogue's target
+    # embeddings are recomputed every relevance_refresh steps; each step ranks the batch's
+    # targets and relevance_candidates other images drawn at random (0: all). 0: off.
+    relevance_weight: float = 0.0
+    relevance_refresh: int = 50
+    relevance_candidates: int = 1024
     # Optimisation
     optimizer: str = "sgd"
     lr: float = 0.01
@@ -203,6 +213,15 @@ class TrainConfig:
         if self.shared_value_batches > 0 and self.streaming:
             raise ValueError("shared_value_batches needs the in-memory input path (streaming: false): "
                              "a stream is read in order and cannot be grouped by value")
+        if self.relevance_weight < 0 or self.relevance_refresh < 1 or self.relevance_candidates < 0:
+            raise ValueError(f"relevance_weight must be >= 0, relevance_refresh >= 1 and relevance_candidates >= 0, "
+                             f"got {self.relevance_weight}, {self.relevance_refresh} and {self.relevance_candidates}")
+        cached = self.freeze_image_encoder and self.cache_features and not self.streaming
+        if self.relevance_weight > 0 and (self.task != "composed" or not cached):
+            raise ValueError("relevance_weight needs task composed on cached backbone features (freeze_image_encoder, "
+                             f"cache_features, streaming false); got task {self.task!r}, "
+                             f"freeze_image_encoder {self.freeze_image_encoder}, cache_features {self.cache_features}, "
+                             f"streaming {self.streaming}")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
         for key in ("lr", "temperature", "lr_decay_gamma"):

@@ -16,12 +16,14 @@ from fashion_retrieval.losses import Loss, correlational_objective
 
 class TrainingModule(Protocol):
     """What an objective reads of ``tasks.TrainingModule``: the model, the task and the loss
-    entries, and the correlational decoders when the loss has them."""
+    entries, the correlational decoders when the loss has them, and the relevance term's weight and bank."""
 
     model: Any
     task: Any  # tasks.Task
     loss: Loss
     decoders: Any  # nn.ModuleDict {"image", "text"}
+    relevance_weight: float
+    relevance: Any  # relevance.RelevanceBank, or None
 
 
 def _query(model: Any, batch: dict[str, Any], use_text: bool) -> torch.Tensor:
@@ -47,8 +49,15 @@ def _pair_loss(module: TrainingModule, q: torch.Tensor, t: torch.Tensor, batch: 
 
 
 def composed_objective(module: TrainingModule, batch: dict[str, Any]) -> torch.Tensor:
-    """(source image + text) -> target image."""
-    return _pair_loss(module, _query(module.model, batch, True), _target(module.model, batch), batch)
+    """(source image + text) -> target image, plus the relevance term when it is on."""
+    q = _query(module.model, batch, True)
+    loss = _pair_loss(module, q, _target(module.model, batch), batch)
+    if module.relevance_weight > 0:
+        if module.relevance is None:
+            raise ValueError("relevance_weight needs the training catalogue's RelevanceBank (training/relevance.py)")
+        term = module.relevance.loss(module.model, q, batch["source_ids"], batch["target_ids"], batch["step"])
+        loss = loss + module.relevance_weight * term
+    return loss
 
 
 def image_to_image_objective(module: TrainingModule, batch: dict[str, Any]) -> torch.Tensor:

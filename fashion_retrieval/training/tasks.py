@@ -83,9 +83,11 @@ def generated_examples(dataset: RetrievalDataset, config: Any) -> list[Example]:
 class TrainingModule(nn.Module):
     """The model plus training-only heads; ``forward(batch) -> loss`` for the configured task."""
 
-    def __init__(self, model: nn.Module, task: str, loss: str) -> None:
+    def __init__(self, model: nn.Module, task: str, loss: str, relevance_weight: float = 0.0) -> None:
         super().__init__()
         self.model = model
+        # The relevance term (training/relevance.py): its weight, and the bank setup_run attaches.
+        self.relevance_weight, self.relevance = relevance_weight, None
         self.task: Task = TASKS.get(task)
         self.loss: Loss = LOSSES.get(loss)  # unknown names fail here, before training starts
         self.loss.check_task(task)

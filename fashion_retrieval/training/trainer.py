@@ -183,7 +183,7 @@ def setup_run(config: TrainConfig, accelerator: Any) -> Run:
     extra = generated_examples(train_set, config)
     examples += extra
     model = build_model(config, train_set.texts() + [e.text for e in extra if e.text])
-    module = TrainingModule(model, config.task, config.loss)
+    module = TrainingModule(model, config.task, config.loss, config.relevance_weight)
     backbone = None if config.freeze_image_encoder else model.image_encoder
     optimizer, scheduler = build_optimizer(module, backbone, config)
     run = Run(config, accelerator, model, module, optimizer, scheduler, examples, train_set, eval_set)
@@ -199,10 +199,17 @@ def setup_run(config: TrainConfig, accelerator: Any) -> Run:
             run.train_features = split_features(model, train_set, config, device).to(device)
             if eval_set is not None and accelerator.is_main_process:
                 run.eval_features = split_features(model, eval_set, config, device).to(device)
+        if config.relevance_weight > 0:
+            from fashion_retrieval.training.relevance import Relevance, RelevanceBank
+
+            module.relevance = RelevanceBank(Relevance(train_set.items), run.train_features, config.relevance_refresh,
+                                             config.relevance_candidates, config.seed)
     # The scheduler is not prepared: Accelerate would step it once per process, and here
     # a step is an optimiser step whatever the number of processes.
     run.module, run.optimizer = accelerator.prepare(module, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    if module.relevance is not None:
+        accelerator.register_for_checkpointing(module.relevance)
     # Building the feature cache draws from the global RNG (DataLoader seeds) only when the
     # cache misses: re-seed so that training is the same whether or not it hit.
     set_seed(config.seed + 1)
