@@ -257,6 +257,12 @@ def test_embedded_default_builds_caches_and_resumes(tmp_path):
     logs.clear()
     load_default(tmp_path, other, log=logs.append)
     assert any("built differently" in line for line in logs) and is_complete(tmp_path, other)
+    # so does another colour lexicon (what the text side's colour words read)
+    from fashion_retrieval.models import words
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(words, "lexicon_fingerprint", lambda: "another lexicon")
+        assert not is_complete(tmp_path, other)
 
 
 @pytest.mark.slow

@@ -39,6 +39,8 @@ def test_colour_lexicon_and_longest_match():
     lex = colour_lexicon()
     assert {"crimson", "navy blue", "burgundy", "light grey", "red"} <= set(lex)
     assert "dark" not in lex and "pale" not in lex  # modifiers alone name no colour
+    # A word that begins only a name or two ("cerulean blue", "jade green") is a colour itself.
+    assert {"cerulean", "jade", "denim", "cherry"} <= set(lex)
     assert named_colours("make it light grey") == ["light grey"]
     assert named_colours("is Red instead of navy-blue") == ["red", "navy blue"]
     assert named_colours("with long sleeves, please") == []
@@ -143,6 +145,17 @@ def test_word_knowledge_is_part_of_the_checkpoint_and_the_text_cache_key(tmp_pat
     a = cached_text_features(model, ["make it red"], tmp_path / "cache")
     b = cached_text_features(plain, ["make it red"], tmp_path / "cache")
     assert a.shape[1] == model.text_encoder.output_dim and b.shape[1] == 384  # two entries, not one reused
+    # The colour words' features depend on the lexicon: another lexicon is another entry.
+    from fashion_retrieval.models import words
+
+    entries = set((tmp_path / "cache").rglob("*"))
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(words, "lexicon_fingerprint", lambda: "another lexicon")
+    try:
+        cached_text_features(model, ["make it red"], tmp_path / "cache")
+    finally:
+        monkey.undo()
+    assert set((tmp_path / "cache").rglob("*")) > entries
     with pytest.raises(ValueError, match="lstm.*no option colour_words"):
         build_text_encoder("lstm", texts=["a"], colour_words=True)
 

@@ -138,6 +138,10 @@ def cached_text_features(
                "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest(), "n": len(texts)}
     if mixed_precision != "no":
         payload["mixed_precision"] = mixed_precision
+    if getattr(model.text_encoder, "colour_words", None) is not None:  # features depend on its lexicon
+        from .words import lexicon_fingerprint
+
+        payload["colour_lexicon"] = lexicon_fingerprint()
     key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     name = model.config.text_encoder.replace(":", "_").replace("/", "_")
 

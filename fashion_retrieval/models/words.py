@@ -43,6 +43,7 @@ from .colour import LAB_BINS, lab_votes, rgb_to_lab
 
 _WORD = re.compile(r"[a-z]+")
 MAX_NAME_WORDS = 4  # the longest colour name looked up ("blue with a hint of purple" is longer: skipped)
+MODIFIER_NAMES = 10  # a single word that begins this many colour names or more is a modifier ("dark")
 
 
 @lru_cache(maxsize=1)
@@ -50,8 +51,9 @@ def colour_lexicon() -> dict[str, tuple[float, float, float]]:
     """Colour name (lower case, words separated by one space) -> CIE Lab, from xkcd and CSS.
 
     xkcd names win over CSS ones (they come from a survey of how people name colours).
-    Single words that only ever modify other names ("dark", "pale") are left out: alone
-    they name no colour a shopper means.
+    Single words that modify many other names ("dark", "pale": each begins
+    ``MODIFIER_NAMES`` or more) are left out: alone they name no colour a shopper means.
+    A word that begins a name or two ("cerulean", "jade") is a colour of its own.
     """
     try:
         from matplotlib import _color_data
@@ -66,11 +68,20 @@ def colour_lexicon() -> dict[str, tuple[float, float, float]]:
         if 0 < len(key.split()) <= MAX_NAME_WORDS:
             hex_by_name[key] = hex_code
     last_words = {n.split()[-1] for n in hex_by_name if " " in n}
-    first_words = {n.split()[0] for n in hex_by_name if " " in n}
-    names = [n for n in hex_by_name if " " in n or n in last_words or n not in first_words]
+    starts = Counter(n.split()[0] for n in hex_by_name if " " in n)
+    names = [n for n in hex_by_name if " " in n or n in last_words or starts[n] < MODIFIER_NAMES]
     rgb = torch.tensor([[int(hex_by_name[n][i:i + 2], 16) / 255 for i in (1, 3, 5)] for n in names])
     lab = rgb_to_lab(rgb.view(-1, 3, 1, 1)).view(-1, 3)
     return {n: tuple(float(x) for x in row) for n, row in zip(names, lab, strict=True)}
+
+
+@lru_cache(maxsize=1)
+def lexicon_fingerprint() -> str:
+    """A short hash of :func:`colour_lexicon` (names and Lab), for the caches that depend on it."""
+    import hashlib
+
+    rows = sorted(f"{n}:{a:.3f},{b:.3f},{c:.3f}" for n, (a, b, c) in colour_lexicon().items())
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
 
 
 def named_colours(text: str, lexicon: dict[str, tuple[float, float, float]] | None = None) -> list[str]:

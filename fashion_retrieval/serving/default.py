@@ -94,6 +94,15 @@ class DefaultSpec:
         d["compositors"] = list(self.compositors)
         return d
 
+    def build_key(self) -> dict[str, Any]:
+        """What a cached build must match: the fields, and the colour lexicon the text side reads."""
+        key = self.to_dict()
+        if self.word_knowledge:
+            from fashion_retrieval.models.words import lexicon_fingerprint
+
+            key["colour_lexicon"] = lexicon_fingerprint()
+        return key
+
     @classmethod
     def from_overrides(cls, text: str | None) -> DefaultSpec:
         """The default spec with the fields of ``text`` (a JSON object, or a path to one) changed.
@@ -135,7 +144,7 @@ def _write_marker(root: Path, payload: dict[str, Any]) -> None:
 def is_complete(home: str | Path | None = None, spec: DefaultSpec | None = None) -> bool:
     """Whether a finished build of ``spec`` is cached under ``home``."""
     marker = _read_marker(default_dir(home))
-    return marker is not None and marker.get("spec") == (spec or DefaultSpec()).to_dict()
+    return marker is not None and marker.get("spec") == (spec or DefaultSpec()).build_key()
 
 
 def synthetic_catalogue(root: Path, spec: DefaultSpec, split: str) -> RetrievalDataset:
@@ -274,7 +283,7 @@ def build_default(
     spec = spec or DefaultSpec()
     root = default_dir(home)
     marker = _read_marker(root)
-    if marker is not None and marker.get("spec") == spec.to_dict():
+    if marker is not None and marker.get("spec") == spec.build_key():
         if all((root / "models" / n / "final" / "config.json").is_file() for n, _, _ in spec.models()):
             return root
         log(f"[default] {root} lost some checkpoints; rebuilding the missing ones")
@@ -303,7 +312,7 @@ def build_default(
         _retriever(checkpoint, root, spec, catalogue, home)
         timings[f"{name}_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
-    _write_marker(root, {"spec": spec.to_dict(), "timings": timings, "built_at": time.time()})
+    _write_marker(root, {"spec": spec.build_key(), "timings": timings, "built_at": time.time()})
     log(f"[default] ready in {timings['total_s']:.0f} s; cached in {root}")
     return root
 
