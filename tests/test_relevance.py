@@ -140,3 +140,30 @@ def test_relevance_weight_is_validated() -> None:
         TrainConfig(relevance_weight=1.0, cache_features=False)
     with pytest.raises(ValueError, match="cached backbone features"):
         TrainConfig(relevance_weight=1.0, task="crossmodal")
+
+
+def test_the_tuning_rule_keeps_r1_and_takes_the_largest_weight() -> None:
+    from fashion_retrieval.training.tune_relevance import choose, markdown_table
+
+    def row(r1: float) -> dict:
+        return {"one_gallery": {"R@1": r1}, "control": {"both_of_ceiling": 50.0}, "phrasing": {"heldout": {"R@10": 90.0}}}
+
+    results = {"a": {0.0: row(50.0), 0.5: row(52.0), 1.0: row(50.0), 1.5: row(49.9)},  # 1.0: R@1 kept exactly
+               "b": {0.0: row(60.0), 0.5: row(59.0), 1.0: row(58.0), 1.5: row(40.0)},  # none keeps it: 0
+               "c": {0.0: row(5.0), 0.5: row(30.0), 1.5: row(31.0)}}  # a missing weight is skipped
+    chosen = choose(results)
+    assert chosen == {"a": 1.0, "b": 0.0, "c": 1.5}
+    table = markdown_table({"grid": [0.5, 1.0, 1.5], "steps": 10, "seed": 0, "results": results, "chosen": chosen})
+    assert "| a | **1** | 50.0 |" in table and "| b | **0** | 60.0 |" in table and table.count("**") == 6
+
+
+def test_the_weights_in_use_follow_the_recorded_tuning() -> None:
+    """results/relevance_tuning.json (the tuning command's output) chose the weights in use."""
+    import json
+
+    from fashion_retrieval.training.compare import RELEVANCE_WEIGHTS
+    from fashion_retrieval.training.tune_relevance import choose
+
+    report = json.loads((Path(__file__).resolve().parents[1] / "results" / "relevance_tuning.json").read_text())
+    results = {m: {float(w): r for w, r in by.items()} for m, by in report["results"].items()}
+    assert choose(results) == {m: RELEVANCE_WEIGHTS[m] for m in results}

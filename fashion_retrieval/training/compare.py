@@ -35,12 +35,12 @@ FEATURES = {"image_size": 128, "colour_features": "lab_fg", "mid_grid": 4}
 # The share of hard-negative batches whose targets share one value (training/data.py).
 SHARED_VALUE_BATCHES = 0.5
 # The weight of the relevance term (training/relevance.py: each query's mass on the training
-# images of its garment type with the asked values), per compositor, each tuned the same
-# way: the largest of 0.5, 1 and 1.5 whose one-gallery R@1 stayed at least where that
-# compositor's was without the term (0 when none did). TIRG's was also tried at 2 (R@1
-# 2.5 points lower). README "Composition that keeps the garment" has the figures.
-RELEVANCE_WEIGHTS = {"tirg": 1.5, "concat": 0.5, "combiner": 0.5, "complex_rotation": 1.5,
-                     "text_only": 0.0, "image_only": 0.5}
+# images of its garment type with the asked values), per compositor, by one rule for all:
+# the largest of 0.5, 1 and 1.5 whose one-gallery R@1 stays at least where that
+# compositor's is without the term, else 0. `python -m fashion_retrieval.training.tune_relevance`
+# measures the grid and checks that these still follow from it.
+RELEVANCE_WEIGHTS = {"tirg": 1.5, "concat": 0.5, "combiner": 0.0, "complex_rotation": 1.5,
+                     "text_only": 0.0, "image_only": 1.0}
 
 
 def relevance_weight(name: str, weight: float | None = None) -> float:
