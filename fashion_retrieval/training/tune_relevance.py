@@ -48,7 +48,7 @@ def markdown_table(report: dict[str, Any]) -> str:
             mark = "**" if float(w) == report["chosen"][model] else ""
             lines.append(f"| {model} | {mark}{float(w):g}{mark} | {r['one_gallery']['R@1']:.1f} | "
                          f"{r['control']['both_of_ceiling']:.1f} | {r['phrasing']['heldout']['R@10']:.1f} |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
