@@ -163,7 +163,7 @@ def test_the_weights_in_use_follow_the_recorded_tuning() -> None:
     """results/relevance_tuning.json (the tuning command's output) chose the weights in use."""
     import json
 
-    from fashion_retrieval.training.compare import RELEVANCE_WEIGHTS
+    from fashion_retrieval.training.relevance import RELEVANCE_WEIGHTS
     from fashion_retrieval.training.tune_relevance import choose
 
     report = json.loads((Path(__file__).resolve().parents[1] / "results" / "relevance_tuning.json").read_text())

@@ -80,7 +80,7 @@ class DefaultSpec:
     shared_value_batches: float = 0.5
     # The relevance term for the composed models (training/relevance.py): each query's mass
     # on the training images of its garment type with the asked values, at the weight the
-    # comparison tuned for each compositor (training/compare.py RELEVANCE_WEIGHTS).
+    # comparison tuned for each compositor (training/relevance.py RELEVANCE_WEIGHTS).
     relevance: bool = True
 
     def models(self) -> list[tuple[str, str, str]]:
@@ -169,7 +169,7 @@ def synthetic_catalogue(root: Path, spec: DefaultSpec, split: str) -> RetrievalD
 def _train_config(root: Path, spec: DefaultSpec, name: str, compositor: str, task: str) -> Any:
     from fashion_retrieval.models.text_encoders import word_knowledge_options
     from fashion_retrieval.training import TrainConfig
-    from fashion_retrieval.training.compare import relevance_weight
+    from fashion_retrieval.training.relevance import relevance_weight
 
     return TrainConfig(
         dataset="synthetic",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fashion_retrieval.training.config import TrainConfig
+from fashion_retrieval.training.relevance import relevance_weight
 
 DEFAULT_MODELS = ("image_only", "text_only", "concat", "tirg", "combiner", "complex_rotation")
 # Compositors trained with soft triplet loss as their papers did; the rest use TIRG's loss.
@@ -34,20 +35,6 @@ BASELINES = ("concat", "text_only", "image_only")  # what the TIRG paper compare
 FEATURES = {"image_size": 128, "colour_features": "lab_fg", "mid_grid": 4}
 # The share of hard-negative batches whose targets share one value (training/data.py).
 SHARED_VALUE_BATCHES = 0.5
-# The weight of the relevance term (training/relevance.py: each query's mass on the training
-# images of its garment type with the asked values), per compositor, by one rule for all:
-# the largest of 0.5, 1 and 1.5 whose one-gallery R@1 stays at least where that
-# compositor's is without the term, else 0. `python -m fashion_retrieval.training.tune_relevance`
-# measures the grid and checks that these still follow from it.
-RELEVANCE_WEIGHTS = {"tirg": 1.5, "concat": 0.5, "combiner": 0.0, "complex_rotation": 1.5,
-                     "text_only": 0.0, "image_only": 1.0}
-
-
-def relevance_weight(name: str, weight: float | None = None) -> float:
-    """The relevance term's weight for compositor ``name``: ``weight`` when given, else the tuned one (0 if none)."""
-    return RELEVANCE_WEIGHTS.get(name, 0.0) if weight is None else weight
-
-
 def comparison_config(name: str, work_dir: Path, preset: str, steps: int, products: int | None, seed: int,
                       generated_pairs: int = 20000, image_encoder: str = "efficientnet_lite0",
                       text_encoder: str = "minilm", word_knowledge: bool = True,
@@ -259,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the frozen encoder alone: no colour names, no spelling correction (models/words.py)")
     p.add_argument("--relevance-weight", type=float, default=None,
                    help="weight of the relevance term (training/relevance.py) for every model; "
-                        "default: each compositor's tuned weight (RELEVANCE_WEIGHTS); 0: the pair loss alone")
+                        "default: each compositor's tuned weight (training/relevance.py RELEVANCE_WEIGHTS); 0: the pair loss alone")
     args = p.parse_args(argv)
     from fashion_retrieval.io_utils import atomic_write_json
 

@@ -6,7 +6,7 @@ Every compositor is trained and evaluated as in ``python -m fashion_retrieval.tr
 (same catalogue, features, pairs and budget) without the term and at each weight of
 ``GRID``. Its weight is the largest of the grid whose one-gallery R@1 is at least its own
 without the term (0 when none is): the term may buy composition control, not at the cost
-of the shop's first result. The chosen weights are ``compare.RELEVANCE_WEIGHTS``; this
+of the shop's first result. The chosen weights are ``relevance.RELEVANCE_WEIGHTS``; this
 command says whether they still follow from the rule (exit status 3 when not).
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fashion_retrieval.training import compare
+from fashion_retrieval.training.relevance import relevance_weight
 
 GRID = (0.5, 1.0, 1.5)
 STALE = 3  # the exit status when RELEVANCE_WEIGHTS no longer follow from the rule
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             results[row["model"]][weight] = {k: row[k] for k in ("one_gallery", "control", "phrasing")}
     chosen = choose(results)
     report = {"grid": list(GRID), "steps": args.steps, "seed": args.seed, "results": results, "chosen": chosen,
-              "in_use": {m: compare.relevance_weight(m) for m in models}}
+              "in_use": {m: relevance_weight(m) for m in models}}
     atomic_write_json(args.json, report)
     table = markdown_table(report)
     print(table)
