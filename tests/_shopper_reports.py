@@ -1,6 +1,6 @@
 """Shopper reports of the exact shape the project writes, for the dashboard tests.
 
-``comparison_report`` is a real ``python -m fashion_retrieval.training.compare --models
+``comparison_report`` is a real (older: no phrasing parts) ``python -m fashion_retrieval.training.compare --models
 tirg,image_only --steps 5 --products 50 --preset hard --generated-pairs 200
 --control-queries 20`` output (checkpoint paths shortened); ``quality_report`` has the shape
 of ``python -m fashion_retrieval.serving.quality`` (see fashion_retrieval/serving/quality.py),
@@ -65,7 +65,9 @@ def _quality_model(r1: float, both: float, color: float, pattern: float) -> dict
         "one_gallery": {"R@10": r1 * 3, "R@1": r1, "R@50": min(100.0, r1 * 5)},  # unordered on purpose
         "control": _control(both, both / 4, 80.0, 20.0, queries=400),
         "phrasing": {"train": {"R@1": r1, "R@10": 3 * r1},
-                     "heldout": {"R@1": r1 - 2, "R@10": 3 * r1 - 6}, "gap_R@10": 6.0, "queries": 300},
+                     "heldout": {"R@1": r1 - 2, "R@10": 3 * r1 - 6}, "gap_R@10": 6.0, "queries": 300,
+                     "plain": {"R@1": r1, "R@10": 3 * r1 - 1}, "heldout_words": {"R@1": r1, "R@10": 3 * r1 - 4},
+                     "dev": {"R@1": r1, "R@10": 3 * r1 - 3}},
         "words_to_image": {"k": 4, "color": {"share": color, "queries": 96},
                            "pattern": {"share": pattern, "queries": 48}},
     }

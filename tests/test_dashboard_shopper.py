@@ -61,11 +61,12 @@ def test_comparison_report_tables(tmp_path):
 
     phrasing = phrasing_table(report)
     assert list(phrasing.columns) == [
-        "model", "train R@10", "held-out R@10", "gap R@10", "train R@1", "held-out R@1"
+        "model", "train R@10", "held-out R@10", "gap R@10", "train R@1", "held-out R@1",
+        "held-out sentences R@10", "held-out words R@10", "development words R@10",
     ]
-    assert phrasing.set_index("model").loc["image_only"].tolist() == [
-        83.3333, 77.7778, 5.56, 27.7778, 22.2222
-    ]
+    row = phrasing.set_index("model").loc["image_only"].tolist()
+    assert row[:5] == [83.3333, 77.7778, 5.56, 27.7778, 22.2222]
+    assert all(math.isnan(v) for v in row[5:])  # a report from before the gap's parts: blank
     assert words_table(report).empty and words_note(report) == ""  # compare has no text queries
 
     long = control_long(report)
@@ -93,6 +94,8 @@ def test_default_quality_report_tables(tmp_path):
     phrasing = phrasing_table(report).set_index("model")
     assert phrasing.loc["tirg", "train R@10"] == 36.0 and phrasing.loc["tirg", "held-out R@10"] == 30.0
     assert phrasing.loc["tirg", "gap R@10"] == 6.0
+    assert phrasing.loc["tirg", ["held-out sentences R@10", "held-out words R@10",
+                                 "development words R@10"]].tolist() == [35.0, 32.0, 33.0]
 
     words = words_table(report)
     assert list(words.columns) == ["model", "colour + garment", "pattern + garment"]

@@ -520,6 +520,7 @@ def test_default_quality_cli_on_the_tiny_default(tiny_home, tmp_path):
     assert set(report["models"]) == set(TINY_SPEC["compositors"])
     for row in report["models"].values():
         assert row["control"]["queries"] == 40 and 0 <= row["control"]["both"] <= row["control"]["both_ceiling"] + 1e-6
-        assert {"train", "heldout", "gap_R@10"} <= row["phrasing"].keys()
+        assert {"train", "heldout", "gap_R@10", "plain", "heldout_words", "dev"} <= row["phrasing"].keys()
         assert 0 <= row["one_gallery"]["R@1"] <= row["one_gallery"]["R@10"] <= 100
     assert "<!-- default-quality:start -->" in readme.read_text()
+    assert "| model | training | held-out sentences | held-out words |" in readme.read_text()

@@ -142,12 +142,49 @@ def test_rephrase_keeps_the_changes_and_the_phrasings_differ():
     assert {t.text for t in train.triplets}.isdisjoint({t.text for t in held.triplets})
 
 
+def test_phrasing_gap_parts_are_the_same_changes_in_other_words():
+    """The gap's parts reword the same pairs: each against a brute-force one-gallery R@10."""
+    from fashion_retrieval.data.synthetic.phrasing import (
+        _DEV_WORDS,
+        _HELDOUT_WORDS,
+        _TRAIN_TEMPLATES,
+        change_request,
+    )
+
+    ds = _catalogue()
+    source = RandomSource(ds, seed=3)
+    gap = shopper.phrasing_gap(source, ds, seed=2)
+    assert set(gap) >= {"train", "heldout", "plain", "heldout_words", "dev", "gap_R@10", "queries"}
+    gallery = source.item_embeddings()
+    for phrasing in ("plain", "heldout_words", "dev"):
+        worded = shopper.rephrase(ds, phrasing, 2)
+        assert [(t.source, t.target) for t in worded.triplets] == [(t.source, t.target) for t in ds.triplets]
+        q = source.query_embeddings(worded.triplets)
+        hits = 0
+        for t, vec in zip(worded.triplets, q, strict=True):
+            src = source.rows[t.source]
+            order = sorted((j for j in range(len(ds.items)) if j != src), key=lambda j: -float(vec @ gallery[j]))
+            hits += any(ds.items[j].caption == t.target_caption for j in order[:10])
+        assert gap[phrasing]["R@10"] == pytest.approx(100 * hits / len(ds.triplets), abs=0.01)
+    # which words and sentences each part uses
+    rng = np.random.default_rng(0)
+    texts = {p: [change_request("color", "red", "dress", rng, p) for _ in range(40)]
+             for p in ("heldout_words", "dev")}
+    assert all(any(w in t for w in _HELDOUT_WORDS["red"]) for t in texts["heldout_words"])
+    assert all(any(w in t for w in _DEV_WORDS["red"]) for t in texts["dev"])
+    train_shapes = {t.split("{v}")[0] for t in _TRAIN_TEMPLATES["color"]}
+    assert all(any(t.startswith(s) for s in train_shapes) for t in texts["dev"])
+
+
 def test_heldout_words_never_reach_training_texts():
     """Held out means held out: no held-out-only word in any training text the project makes."""
     from fashion_retrieval.data.synthetic.pairs import attribute_change_pairs, partial_descriptions
     from fashion_retrieval.data.synthetic.phrasing import (
         _HELDOUT_TEMPLATES,
+        _HELDOUT_WORDS,
         _TRAIN_TEMPLATES,
+        _training_vocabulary,
+        dev_vocabulary,
         heldout_vocabulary,
     )
     from fashion_retrieval.data.synthetic.relative import relative_captions
@@ -164,6 +201,10 @@ def test_heldout_words_never_reach_training_texts():
             texts += relative_captions(a.category, a.attributes, b.attributes, rng)
     words = {w for t in texts for w in tokenize(t)}
     assert not words & held, sorted(words & held)
+    dev = dev_vocabulary()  # the development words: neither trained on nor held out
+    assert {"cerise", "speckled", "armless"} <= dev
+    assert not dev & (words | _training_vocabulary(3000)), sorted(dev & (words | _training_vocabulary(3000)))
+    assert not dev & {w for ws in _HELDOUT_WORDS.values() for x in ws for w in x.split()}
     train_templates = {t for ts in _TRAIN_TEMPLATES.values() for t in ts}
     assert train_templates.isdisjoint({t for ts in _HELDOUT_TEMPLATES.values() for t in ts})
 

@@ -28,6 +28,9 @@ COMPARISON, DEFAULT_QUALITY = "comparison", "default quality"
 # Control shares in display order: the headline (type and asked value) first, then its parts.
 SHARES = ("both", "exact", "asked", "type", "others")
 SECTIONS = ("one_gallery", "control", "phrasing", "words_to_image")
+# The phrasing gap's parts (evaluation/shopper.py phrasing_gap); absent from older reports.
+PHRASING_PARTS = {"plain": "held-out sentences R@10", "heldout_words": "held-out words R@10",
+                  "dev": "development words R@10"}
 TEXT_FIELDS = {"phrasing"}  # control's "phrasing": "heldout" is a setting, not a figure
 WORDS_LABELS = {"color": "colour + garment", "pattern": "pattern + garment"}
 
@@ -240,8 +243,10 @@ def phrasing_table(report: ShopperReport) -> pd.DataFrame:
         rows.append({
             "model": name, "train R@10": t10, "held-out R@10": h10, "gap R@10": gap,
             "train R@1": train.get("R@1", math.nan), "held-out R@1": held.get("R@1", math.nan),
+            **{label: p.get(key, {}).get("R@10", math.nan) for key, label in PHRASING_PARTS.items()},
         })
-    columns = ["model", "train R@10", "held-out R@10", "gap R@10", "train R@1", "held-out R@1"]
+    columns = ["model", "train R@10", "held-out R@10", "gap R@10", "train R@1", "held-out R@1",
+               *PHRASING_PARTS.values()]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -123,12 +123,20 @@ def rephrase(dataset: RetrievalDataset, phrasing: str, seed: int = 0) -> Retriev
     return dataclasses.replace(dataset, triplets=out)
 
 
+PHRASING_PARTS = ("plain", "heldout_words", "dev")  # beside train and heldout: see data/synthetic/phrasing.py
+
+
 def phrasing_gap(source: EmbeddingSource, dataset: RetrievalDataset, *, seed: int = 0) -> dict[str, Any]:
-    """R@1/R@10 on one gallery with the queries in the train and in the held-out phrasing."""
+    """R@1/R@10 on one gallery with the queries in the train and in the held-out phrasing.
+
+    Beside them, the parts of the gap: ``plain`` (held-out templates, the catalogue's own
+    words), ``heldout_words`` (training templates, held-out words) and ``dev`` (training
+    templates, the development words that word-knowledge choices are made on).
+    """
     from fashion_retrieval.evaluation.protocols import evaluate_embeddings
 
     out: dict[str, Any] = {}
-    for phrasing in ("train", "heldout"):
+    for phrasing in ("train", "heldout", *PHRASING_PARTS):
         result = evaluate_embeddings(source, rephrase(dataset, phrasing, seed), protocol="one_gallery")
         out[phrasing] = {key: result["recall"][key] for key in ("R@1", "R@10")}
     out["gap_R@10"] = round(out["train"]["R@10"] - out["heldout"]["R@10"], 2)

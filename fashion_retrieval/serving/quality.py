@@ -63,6 +63,21 @@ def markdown_table(report: dict[str, Any]) -> str:
                  ph["train"]["R@10"], ph["heldout"]["R@10"], w.get("color", {}).get("share"),
                  w.get("pattern", {}).get("share")]
         lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{v:.1f}" for v in cells) + " |")
+    parts = {n: r["phrasing"] for n, r in report["models"].items() if "heldout_words" in r["phrasing"]}
+    if parts:
+        lines += [
+            "",
+            "The phrasing gap in parts (one-gallery R@10): the training phrasing; the held-out "
+            "sentences with the catalogue's own words; the training sentences with the held-out "
+            "words; both held out (with a typo in one request of five); and the training sentences "
+            "with the development words that word-knowledge choices are made on.",
+            "",
+            "| model | training | held-out sentences | held-out words | both held out | development words |",
+            "|---|" + "---:|" * 5,
+        ]
+        for name, ph in parts.items():
+            cells = [ph[k]["R@10"] for k in ("train", "plain", "heldout_words", "heldout", "dev")]
+            lines.append(f"| {name} | " + " | ".join(f"{v:.1f}" for v in cells) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,14 +8,19 @@ one-attribute change in a named phrasing:
 - ``heldout``: other templates, synonyms ("crimson", "navy blue", "no pattern",
   "without sleeves"), other word orders and typos, never used in training;
 - ``plain``: the held-out templates with the catalogue's own words for the values
-  ("could you show this in red"): a shopper's plain words, in sentences never trained on.
+  ("could you show this in red"): a shopper's plain words, in sentences never trained on;
+- ``heldout_words``: the training templates with the held-out words, no typos; with
+  ``plain`` it splits the phrasing gap into what the words cost and what the sentences cost;
+- ``dev``: the training templates with a third set of words ("cerise", "speckled",
+  "armless"), for choosing how the models read unseen words (``models/words.py``), so that
+  such choices are never made on the held-out words.
 
 The project's own evaluations use only the held-out templates (composition control:
 ``plain``; the phrasing gap: ``heldout``), so a model is never tuned on the phrases it is
 judged by.
 
-The two phrasings share no template, and the held-out synonyms are words that no
-training text contains (tests check both).
+The training and held-out phrasings share no template; the held-out and the development
+words are disjoint, and no training text contains either (tests check all three).
 """
 
 from __future__ import annotations
@@ -65,6 +70,16 @@ _HELDOUT_WORDS: dict[str, list[str]] = {
     "polka-dot": ["spotted", "spotty"], "checked": ["tartan", "gingham"], "floral": ["flower print", "botanical"],
     "sleeveless": ["without sleeves", "no sleeves"], "short-sleeve": ["shorter sleeves", "half sleeves"],
     "long-sleeve": ["longer sleeves", "full sleeves"],
+}
+
+# Development words: other synonyms, to choose by (never trained on, never judged by).
+_DEV_WORDS: dict[str, list[str]] = {
+    "polka-dot": ["speckled", "flecked", "dotty"], "striped": ["stripey", "barred", "pinstripe"],
+    "checked": ["checkerboard", "tattersall"], "floral": ["blossoming", "blooming"],
+    "solid": ["patternless", "monochrome", "undecorated"], "sleeveless": ["armless"],
+    "red": ["cardinal", "cerise"], "blue": ["sapphire"], "green": ["lime"], "grey": ["pewter"],
+    "white": ["cream"], "brown": ["chestnut"], "pink": ["fuchsia"], "yellow": ["gold"], "orange": ["amber"],
+    "maroon": ["garnet"], "navy": ["indigo"], "purple": ["magenta"],
 }
 
 # Templates per attribute kind; {v} is the value's words, {n} the garment noun.
@@ -134,6 +149,16 @@ def _heldout(attribute: str, value: str, noun: str, rng: np.random.Generator) ->
     return _typo(text, rng) if rng.random() < 0.2 else text
 
 
+@PHRASINGS.register("heldout_words")
+def _heldout_words(attribute: str, value: str, noun: str, rng: np.random.Generator) -> str:
+    return _request(_TRAIN_TEMPLATES, _HELDOUT_WORDS, attribute, value, noun, rng)
+
+
+@PHRASINGS.register("dev")
+def _dev(attribute: str, value: str, noun: str, rng: np.random.Generator) -> str:
+    return _request(_TRAIN_TEMPLATES, _DEV_WORDS, attribute, value, noun, rng)
+
+
 def change_request(attribute: str, value: str, noun: str, rng: np.random.Generator,
                    phrasing: str = "train") -> str:
     """A plain-words request to change ``attribute`` to ``value`` of a ``noun``, in ``phrasing``."""
@@ -148,13 +173,10 @@ def multi_change_request(category_noun: str, changes: dict[str, str], rng: np.ra
     return " and ".join(parts[i] for i in order)
 
 
-def heldout_vocabulary(samples: int = 3000) -> set[str]:
-    """The held-out synonyms' words that no training text can contain.
-
-    Training texts are the ``train`` phrasing, the catalogue's captions and its relative
-    captions; the latter are sampled (``samples`` seeded random changes over every
-    category) because their phrase tables live in code.
-    """
+def _training_vocabulary(samples: int) -> set[str]:
+    """Every word a training text can hold: the ``train`` phrasing, the catalogue's captions
+    and its relative captions (``samples`` seeded random changes over every category, since
+    their phrase tables live in code)."""
     from .attributes import CATEGORIES, mutate, random_attributes
     from .relative import relative_captions
 
@@ -167,6 +189,15 @@ def heldout_vocabulary(samples: int = 3000) -> set[str]:
         tgt, _ = mutate(cat, src, 1 + i % 2, rng)
         train |= {w for c in relative_captions(cat, src, tgt, rng) for w in c.lower().split()}
         train |= {w for v in src.values() for w in (v, *v.split("-"))} | {CATEGORIES[cat].noun}
-    held = {w for ws in _HELDOUT_WORDS.values() for x in ws for w in x.split()}
-    return held - train
+    return train
 
+
+def heldout_vocabulary(samples: int = 3000) -> set[str]:
+    """The held-out synonyms' words that no training text can contain."""
+    held = {w for ws in _HELDOUT_WORDS.values() for x in ws for w in x.split()}
+    return held - _training_vocabulary(samples)
+
+
+def dev_vocabulary() -> set[str]:
+    """The development words (each a single word, none in a training text; tested)."""
+    return {w for ws in _DEV_WORDS.values() for x in ws for w in x.split()}
