@@ -137,10 +137,11 @@ def phrasing_gap(source: EmbeddingSource, dataset: RetrievalDataset, *, seed: in
 
     out: dict[str, Any] = {}
     for phrasing in ("train", "heldout", *PHRASING_PARTS):
-        result = evaluate_embeddings(source, rephrase(dataset, phrasing, seed), protocol="one_gallery")
+        worded = rephrase(dataset, phrasing, seed)
+        result = evaluate_embeddings(source, worded, protocol="one_gallery")
         out[phrasing] = {key: result["recall"][key] for key in ("R@1", "R@10")}
+        out.setdefault("queries", len(worded.triplets))  # the same pairs in every phrasing
     out["gap_R@10"] = round(out["train"]["R@10"] - out["heldout"]["R@10"], 2)
-    out["queries"] = len(rephrase(dataset, "train", seed).triplets)
     return out
 
 
