@@ -7,6 +7,7 @@ packaged on PyPI, offline) and ``open_clip:<model>[:<tag>]`` (the CLIP text towe
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -57,6 +58,35 @@ def _check_texts(texts: list[str]) -> None:
         raise ValueError("texts is empty")
 
 
+# Low-precision autocast dtypes whose LSTM kernel this CPU lacks (found at the first call).
+_CPU_LSTM_FALLBACK: set[torch.dtype] = set()
+
+
+def run_lstm(lstm: nn.LSTM, inputs: torch.Tensor | nn.utils.rnn.PackedSequence) -> tuple:
+    """``lstm(inputs)``, in float32 where the CPU has no kernel for the autocast dtype.
+
+    oneDNN builds a bf16 LSTM only on CPUs with AVX-512 (and an fp16 one on few CPUs at
+    all): elsewhere ``torch.nn.LSTM`` under CPU autocast raises "could not create a
+    primitive descriptor". Then this warns once per dtype and runs the LSTM with autocast
+    off (float32); the rest of the model keeps the asked precision. GPUs are untouched.
+    """
+    if inputs.data.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+        return lstm(inputs)
+    dtype = torch.get_autocast_dtype("cpu")
+    if dtype not in _CPU_LSTM_FALLBACK:
+        try:
+            return lstm(inputs)
+        except RuntimeError as err:
+            if "primitive descriptor" not in str(err):
+                raise
+            _CPU_LSTM_FALLBACK.add(dtype)
+            logging.getLogger(__name__).warning(
+                "this CPU has no %s LSTM kernel (oneDNN: %s); the LSTM text encoder runs in float32, "
+                "the rest of the model in %s", dtype, str(err).split(".")[0], dtype)
+    with torch.autocast("cpu", enabled=False):
+        return lstm(inputs)
+
+
 class LSTMTextEncoder(TextEncoder):
     """TIRG's text model: word embeddings, an LSTM, the last (or max-pooled) state, a linear layer."""
 
@@ -80,10 +110,10 @@ class LSTMTextEncoder(TextEncoder):
         padded = nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=self.vocab.pad_id)
         emb = self.embedding(padded.to(self.device))  # (B, T, E)
         if bool((lengths == lengths[0]).all()):  # no padding (one text, say): no packing needed
-            out, (h_n, _) = self.lstm(emb)
+            out, (h_n, _) = run_lstm(self.lstm, emb)
             return self.fc(h_n[-1] if self.pooling == "last" else out.max(dim=1).values)
         packed = nn.utils.rnn.pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
-        out, (h_n, _) = self.lstm(packed)
+        out, (h_n, _) = run_lstm(self.lstm, packed)
         if self.pooling == "last":
             feat = h_n[-1]  # (B, H): the state after each text's last real word
         else:
