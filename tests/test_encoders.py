@@ -242,7 +242,58 @@ def test_open_clip_towers_offline(tiny_clip):
     txt = build_text_encoder(tiny_clip).eval()
     assert txt.output_dim == 32 and txt(["a red dress", ""]).shape == (2, 32)
     assert txt.clip.visual is None  # the image tower is not kept twice
-    with pytest.raises(RuntimeError, match="could not load open_clip weights.*efficientnet_lite0"):
+    with pytest.raises(ValueError, match="has no pretrained tag 'laion2b_s34b_b79k'"):
         build_image_encoder(tiny_clip + ":laion2b_s34b_b79k")
+    with pytest.raises(RuntimeError, match="could not load open_clip weights.*efficientnet_lite0"):
+        build_image_encoder("open_clip:RN50:openai")  # a real tag whose weights need the network
     with pytest.raises(ValueError, match="unknown open_clip model"):
         build_image_encoder("open_clip:NoSuchModel")
+
+
+def _quick_gelus(module: torch.nn.Module) -> int:
+    import open_clip
+
+    return sum(isinstance(m, open_clip.transformer.QuickGELU) for m in module.modules())
+
+
+def test_open_clip_gets_its_tags_activation_with_or_without_weights(tmp_path):
+    """OpenAI's CLIP weights were trained with QuickGELU: a model built for the tag uses it even
+    with random weights (a rebuild before loading a checkpoint), and the checkpoint records it."""
+    from fashion_retrieval.hub import load_model
+    from fashion_retrieval.models import ModelConfig, RetrievalModel
+    from fashion_retrieval.models.image_encoders import open_clip_activation
+
+    assert open_clip_activation("open_clip:RN50:openai") == "quick_gelu"
+    assert open_clip_activation("open_clip:RN50") == "gelu"
+    assert open_clip_activation("open_clip:ViT-B-32:laion2b_s34b_b79k") == "gelu"
+    txt = build_text_encoder("open_clip:RN50:openai", pretrained=False)
+    assert txt.activation == "quick_gelu" and _quick_gelus(txt) > 0
+    assert _quick_gelus(build_text_encoder("open_clip:RN50", pretrained=False)) == 0
+    cfg = ModelConfig(image_encoder="open_clip:RN50:openai", text_encoder="open_clip:RN50:openai",
+                      compositor="combiner", projection="none", pretrained=False)
+    model = RetrievalModel(cfg)
+    assert model.config.clip_activation == {"open_clip:RN50:openai": "quick_gelu"}
+    model.save_pretrained(tmp_path / "ck")
+    saved = json.loads((tmp_path / "ck" / "config.json").read_text())
+    assert saved["clip_activation"] == {"open_clip:RN50:openai": "quick_gelu"}
+    again = load_model(str(tmp_path / "ck"))
+    assert _quick_gelus(again.text_encoder) == _quick_gelus(model.text_encoder) > 0
+    with pytest.raises(ValueError, match="trained with activation 'quick_gelu'"):
+        RetrievalModel({**cfg.to_dict(), "clip_activation": {"open_clip:RN50:openai": "gelu"}})
+
+
+def test_open_clips_quickgelu_mismatch_warning_is_an_error(monkeypatch):
+    import warnings
+
+    import open_clip
+
+    real = open_clip.create_model
+
+    def warns(*args, **kwargs):
+        warnings.warn("QuickGELU mismatch between final model config (quick_gelu=False) and pretrained tag",
+                      UserWarning, stacklevel=2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(open_clip, "create_model", warns)
+    with pytest.raises(ValueError, match="wrong activation.*QuickGELU mismatch"):
+        build_text_encoder("open_clip:RN50:openai", pretrained=False)

@@ -34,7 +34,9 @@ class ModelConfig:
     ``preprocess`` (``"resize_crop"`` or ``"targetpad"``) and ``target_ratio`` choose the
     image preprocessing (``data.transforms.ImageTransform``). ``encoders_eval_mode`` keeps
     trainable encoders in eval mode while training (BatchNorm statistics and dropout fixed),
-    as CLIP4Cir fine-tunes CLIP.
+    as CLIP4Cir fine-tunes CLIP. ``clip_activation`` records, per open_clip encoder spec,
+    the activation it was built with ("quick_gelu" for OpenAI's weights, "gelu"), filled
+    when the model is built; a rebuild must get the same one.
     """
 
     image_encoder: str = "efficientnet_lite0"
@@ -57,6 +59,7 @@ class ModelConfig:
     preprocess: str = "resize_crop"
     target_ratio: float = 1.25
     encoders_eval_mode: bool = False
+    clip_activation: dict[str, str] = field(default_factory=dict)
     model_type: str = MODEL_TYPE
 
     def __post_init__(self) -> None:

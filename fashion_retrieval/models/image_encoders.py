@@ -17,6 +17,7 @@ carry colour").
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -108,9 +109,16 @@ class ImageEncoder(nn.Module):
         return torch.cat([pooled, grid_descriptor(maps[-1], mid_grid).to(pooled.dtype)], dim=1)
 
 
-def build_image_encoder(name: str, pretrained: bool = True) -> ImageEncoder:
-    """Build the image encoder ``name``; ``pretrained=False`` gives random weights (no download)."""
-    return IMAGE_ENCODERS.get(name)(name, pretrained=pretrained)
+def build_image_encoder(name: str, pretrained: bool = True, activation: str | None = None) -> ImageEncoder:
+    """Build the image encoder ``name``; ``pretrained=False`` gives random weights (no download).
+
+    ``activation`` (open_clip encoders only) is the one a checkpoint recorded; it must match
+    the tag's.
+    """
+    factory = IMAGE_ENCODERS.get(name)
+    if name.startswith("open_clip:"):
+        return factory(name, pretrained=pretrained, activation=activation)
+    return factory(name, pretrained=pretrained)
 
 
 # ----------------------------------------------------------------------------- tiny_cnn
@@ -266,23 +274,68 @@ for _name in _TORCHVISION:
 # ----------------------------------------------------------------------------- open_clip
 
 
-def create_open_clip(spec: str, pretrained: bool = True) -> tuple[nn.Module, str]:
-    """Create the open_clip model of ``open_clip:<model>[:<tag>]``; returns (model, model name).
+CLIP_ACTIVATIONS = ("gelu", "quick_gelu")
 
-    Without a tag, or with ``pretrained=False``, the weights are random (no download).
+
+def open_clip_activation(spec: str) -> str:
+    """The activation the weights of ``open_clip:<model>[:<tag>]`` were trained with.
+
+    A tag's own (OpenAI's CLIP weights: QuickGELU), else the model config's; this holds
+    whether or not the weights are loaded, so a model rebuilt from a checkpoint (random
+    weights, then the state dict) computes what the trained one did. An unknown tag is a
+    ``ValueError`` listing the model's tags.
     """
-    try:
-        import open_clip
-    except ImportError as e:
-        raise ImportError("open_clip encoders need `pip install open-clip-torch`") from e
+    import open_clip
+
+    model_name, tag = _split_open_clip(spec)
+    if tag is None:
+        return "quick_gelu" if (open_clip.get_model_config(model_name) or {}).get("quick_gelu") else "gelu"
+    tag_cfg = open_clip.get_pretrained_cfg(model_name, tag)
+    if not tag_cfg:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        raise ValueError(f"open_clip model {model_name!r} has no pretrained tag {tag!r}; "
+                         f"its tags: {', '.join(tags) or 'none'}")
+    return "quick_gelu" if tag_cfg.get("quick_gelu") else "gelu"
+
+
+def _split_open_clip(spec: str) -> tuple[str, str | None]:
+    """``open_clip:<model>[:<tag>]`` -> (model name, tag or None); a known model name only."""
+    import open_clip
+
     parts = spec.split(":")
     if len(parts) not in (2, 3) or not parts[1]:
         raise ValueError(f"expected 'open_clip:<model>[:<pretrained tag>]', got {spec!r}")
     model_name, tag = parts[1], (parts[2] if len(parts) == 3 and parts[2] else None)
     if model_name not in open_clip.list_models():
         raise ValueError(f"unknown open_clip model {model_name!r}; see open_clip.list_models()")
+    return model_name, tag
+
+
+def create_open_clip(spec: str, pretrained: bool = True, activation: str | None = None) -> tuple[nn.Module, str, str]:
+    """Create the open_clip model of ``open_clip:<model>[:<tag>]``; returns (model, model name, activation).
+
+    Without a tag, or with ``pretrained=False``, the weights are random (no download). The
+    activation is the tag's (``open_clip_activation``) either way; ``activation`` (what a
+    checkpoint recorded) must agree with it. open_clip's "QuickGELU mismatch" warning is
+    raised as an error, never passed over: such a model does not compute what its weights
+    were trained to.
+    """
     try:
-        model = open_clip.create_model(model_name, pretrained=tag if pretrained else None)
+        import open_clip
+    except ImportError as e:
+        raise ImportError("open_clip encoders need `pip install open-clip-torch`") from e
+    model_name, tag = _split_open_clip(spec)
+    expected = open_clip_activation(spec)
+    if activation is not None and activation != expected:
+        raise ValueError(f"{spec} was trained with activation {expected!r}, but {activation!r} was asked "
+                         f"(choose one of {', '.join(CLIP_ACTIVATIONS)} that matches the tag)")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("error", message=".*QuickGELU mismatch.*")
+            model = open_clip.create_model(model_name, pretrained=tag if pretrained else None,
+                                           force_quick_gelu=expected == "quick_gelu")
+    except UserWarning as e:
+        raise ValueError(f"open_clip built {spec} with the wrong activation: {e}") from None
     except Exception as e:
         if not (pretrained and tag):
             raise
@@ -291,7 +344,7 @@ def create_open_clip(spec: str, pretrained: bool = True) -> tuple[nn.Module, str
             "they download from the network. Use 'efficientnet_lite0' offline, or drop the tag "
             "(random weights)."
         ) from e
-    return model, model_name
+    return model, model_name, expected
 
 
 class _OpenCLIPVisual(nn.Module):
@@ -306,12 +359,14 @@ class _OpenCLIPVisual(nn.Module):
 
 
 @IMAGE_ENCODERS.register("open_clip:")
-def _open_clip(name: str, pretrained: bool = True) -> ImageEncoder:
-    """``open_clip:<model>[:<tag>]`` image tower."""
-    model, _ = create_open_clip(name, pretrained)
+def _open_clip(name: str, pretrained: bool = True, activation: str | None = None) -> ImageEncoder:
+    """``open_clip:<model>[:<tag>]`` image tower, with its tag's activation (``create_open_clip``)."""
+    model, _, activation = create_open_clip(name, pretrained, activation)
     visual = model.visual
     cfg = getattr(visual, "preprocess_cfg", {}) or {}
     size = visual.image_size
     size = int(size[0] if isinstance(size, (tuple, list)) else size)
     pre = PreprocessConfig(size, tuple(cfg.get("mean", IMAGENET_MEAN)), tuple(cfg.get("std", IMAGENET_STD)))
-    return ImageEncoder(name, _OpenCLIPVisual(visual), int(visual.output_dim), pre)
+    encoder = ImageEncoder(name, _OpenCLIPVisual(visual), int(visual.output_dim), pre)
+    encoder.activation = activation  # recorded in the checkpoint (ModelConfig.clip_activation)
+    return encoder

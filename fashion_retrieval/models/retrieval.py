@@ -44,7 +44,8 @@ class RetrievalModel(
             config = ModelConfig.from_dict(config)
         config = dataclasses.replace(config or ModelConfig())  # own copy: vocab is filled below
         dim = config.embed_dim
-        self.image_encoder = build_image_encoder(config.image_encoder, pretrained=config.pretrained)
+        self.image_encoder = build_image_encoder(config.image_encoder, pretrained=config.pretrained,
+                                                 activation=config.clip_activation.get(config.image_encoder))
         if config.image_size is not None:
             self.image_encoder.preprocess = dataclasses.replace(self.image_encoder.preprocess, size=config.image_size)
         pre = self.image_encoder.preprocess
@@ -52,6 +53,8 @@ class RetrievalModel(
         # Width of the middle stage's grid (ImageEncoder.forward); 0 when off.
         self.mid_dim = self.image_encoder.mid_channels() * config.mid_grid**2 if config.mid_grid else 0
         text_kw: dict[str, Any] = dict(config.text_kwargs)
+        if config.text_encoder.startswith("open_clip:"):
+            text_kw["activation"] = config.clip_activation.get(config.text_encoder)
         if config.vocab is not None:
             text_kw["vocab"] = config.vocab
         self.text_encoder = build_text_encoder(
@@ -59,6 +62,8 @@ class RetrievalModel(
         )
         if hasattr(self.text_encoder, "vocab"):
             config.vocab = list(self.text_encoder.vocab.words)
+        config.clip_activation = {enc.name: enc.activation for enc in (self.image_encoder, self.text_encoder)
+                                  if getattr(enc, "activation", None)}
         if getattr(self.text_encoder, "known_words", None) is not None:  # the speller's training words
             config.text_kwargs = {**config.text_kwargs, "known_words": list(self.text_encoder.known_words)}
         if config.projection == "none":

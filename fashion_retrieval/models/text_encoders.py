@@ -247,11 +247,11 @@ def _minilm(name: str, texts: list[str] | None = None, pretrained: bool = True, 
 class OpenCLIPTextEncoder(TextEncoder):
     """The text tower of an open_clip model (its image tower is dropped)."""
 
-    def __init__(self, spec: str, pretrained: bool = True) -> None:
+    def __init__(self, spec: str, pretrained: bool = True, activation: str | None = None) -> None:
         super().__init__()
         from .image_encoders import create_open_clip
 
-        model, model_name = create_open_clip(spec, pretrained)
+        model, model_name, self.activation = create_open_clip(spec, pretrained, activation)
         import open_clip
 
         model.visual = None  # keep only the text tower's weights
@@ -269,5 +269,5 @@ class OpenCLIPTextEncoder(TextEncoder):
 
 @TEXT_ENCODERS.register("open_clip:")
 def _open_clip(name: str, texts: list[str] | None = None, pretrained: bool = True, **kw) -> TextEncoder:
-    """``open_clip:<model>[:<tag>]`` text tower."""
+    """``open_clip:<model>[:<tag>]`` text tower, with its tag's activation (QuickGELU for OpenAI's)."""
     return OpenCLIPTextEncoder(name, pretrained=pretrained, **kw)
