@@ -27,7 +27,7 @@ import re
 import string
 import warnings
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from fashion_retrieval.data._skips import SkipLog
@@ -78,15 +78,20 @@ def modification_text(source_caption: str, target_caption: str) -> str | None:
 
 
 def tirg_query_text(source_caption: str, target_caption: str) -> str:
-    """``replace X with Y`` as TIRG's ``get_different_word`` makes it, for any pair.
+    """``replace X with Y`` as TIRG's ``get_different_word`` (google/tirg ``datasets.py``)
+    makes it, for any pair.
 
-    Same as ``modification_text`` when a differing word exists; otherwise TIRG's loops end
-    on the last word of each caption, so the text is ``replace <last> with <last>``.
+    X is the first source word missing from the target and Y the first target word missing
+    from the source, each on its own: TIRG's loop that finds no such word ends on the
+    caption's last word, so ``"a b c"`` -> ``"a x b c"`` gives ``replace c with x`` and a
+    permutation ``replace <last source word> with <last target word>``. An empty caption
+    (TIRG fails on it) gives an empty word.
     """
-    diff = word_difference(source_caption, target_caption)
-    if diff is None:
-        diff = (source_caption.split()[-1], target_caption.split()[-1])
-    return f"replace {diff[0]} with {diff[1]}"
+    source_words, target_words = source_caption.split(), target_caption.split()
+    target_set, source_set = set(target_words), set(source_words)
+    x = next((w for w in source_words if w not in target_set), source_words[-1] if source_words else "")
+    y = next((w for w in target_words if w not in source_set), target_words[-1] if target_words else "")
+    return f"replace {x} with {y}"
 
 
 def label_files(root: str | os.PathLike, split: str) -> dict[str, Path]:
@@ -107,11 +112,16 @@ def label_files(root: str | os.PathLike, split: str) -> dict[str, Path]:
 
 
 def _read_label_file(
-    path: Path, category: str, root: Path, log: SkipLog, seen: set[str],
-    clean: Callable[[str], str] = tirg_caption,
+    path: Path, category: str, root: Path, log: SkipLog, seen: dict[str, list[str]],
+    clean: Callable[[str], str] = tirg_caption, *, keep_duplicates: bool = False,
 ) -> list[Item]:
     """Parse one label file into items (captions through ``clean``); bad lines are logged
-    with file:line and skipped."""
+    with file:line and skipped.
+
+    ``seen`` maps every label path read so far to the ids of its rows. A path listed again
+    is skipped (``duplicate``), or with ``keep_duplicates`` (TIRG keeps every line) kept as
+    one more row, id ``<path>#<n>`` for its n-th line, and noted (``duplicate_row``).
+    """
     items = []
     data = path.read_bytes()
     _check_utf8_family(path, data)
@@ -140,12 +150,16 @@ def _read_label_file(
         if not caption:
             log.skip("empty_caption", where, "caption is empty after clean-up")
             continue
-        if rel_path in seen:
+        rows = seen.setdefault(rel_path, [])
+        if rows and not keep_duplicates:
             log.skip("duplicate", where, f"image {rel_path!r} listed again")
             continue
-        seen.add(rel_path)
+        row_id = f"{rel_path}#{len(rows) + 1}" if rows else rel_path
+        if rows:
+            log.note("duplicate_row", where, f"image {rel_path!r} listed again: one more gallery row, {row_id!r}")
+        rows.append(row_id)
         items.append(
-            Item(id=rel_path, path=str(root / rel_path), caption=caption, category=category)
+            Item(id=row_id, path=str(root / rel_path), caption=caption, category=category)
         )
     return items
 
@@ -258,17 +272,25 @@ def generate_pairs(items: list[Item], seed: int = 0) -> list[Triplet]:
 
 
 def read_test_queries(
-    path: Path, items: list[Item], log: SkipLog, known: set[str], *, keep_all: bool = False
+    path: Path, items: list[Item], log: SkipLog, known: Mapping[str, list[str]], *,
+    keep_all: bool = False,
 ) -> list[Triplet]:
     """Triplets from ``test_queries.txt``, one per line, in file order; lines naming unknown
     images are counted and skipped.
 
-    ``known`` holds every path the label files listed, to tell a missing image file
-    (``query_missing_image``) from a path that is not in the split at all. A pair whose
+    ``known`` maps every path the label files listed to the ids of its rows, to tell a
+    missing image file (``query_missing_image``) from a path that is not in the split at
+    all. A path with several rows names its last loaded one, as TIRG's ``file2imgid``
+    (``generate_test_queries_``) does: that row is the query's source. A pair whose
     captions share every word is skipped (``no_word_difference``), or with ``keep_all``
     (TIRG's protocol) kept with TIRG's text for it (``tirg_query_text``).
     """
     by_id = {it.id: it for it in items}
+    by_path = {}
+    for label_path, ids in known.items():
+        loaded = [i for i in ids if i in by_id]
+        if loaded:
+            by_path[label_path] = by_id[loaded[-1]]
     triplets = []
     for lineno, raw in enumerate(path.read_bytes().splitlines(), start=1):
         where = f"{path}:{lineno}"
@@ -284,7 +306,7 @@ def read_test_queries(
                 "bad_fields", where, f"expected 'source_path target_path', got {len(fields)} fields"
             )
             continue
-        src, tgt = (by_id.get(f) for f in fields)
+        src, tgt = (by_path.get(f) for f in fields)
         if src is None or tgt is None:
             unknown = fields[0] if src is None else fields[1]
             reason = "query_missing_image" if unknown in known else "unknown_query_path"
@@ -299,6 +321,17 @@ def read_test_queries(
         triplets.append(
             Triplet(src.id, tgt.id, text, src.category, (src.caption, tgt.caption), tgt.caption)
         )
+    return triplets
+
+
+def _published_queries(
+    path: Path, items: list[Item], log: SkipLog, known: Mapping[str, list[str]], keep_all: bool, meta: dict
+) -> list[Triplet]:
+    """``read_test_queries``, with the lines read (``query_lines``) and the queries kept
+    without a differing word (``queries_without_word_difference``) recorded in ``meta``."""
+    triplets = read_test_queries(path, items, log, known, keep_all=keep_all)
+    meta["query_lines"] = sum(1 for raw in path.read_bytes().splitlines() if raw.strip())
+    meta["queries_without_word_difference"] = sum(1 for t in triplets if word_difference(*t.captions) is None)
     return triplets
 
 
@@ -319,7 +352,12 @@ def load_fashion200k(
     published protocol, or ``"normalize"``). Triplets are TIRG's parent-caption pairs for
     ``train`` and the lines of ``test_queries.txt`` for ``test`` (generated the training
     way, with a warning, when the file is absent); with ``"tirg"`` every line naming two
-    loaded images is a query, as in TIRG. Bad lines are logged with file and line, skipped
+    loaded images is a query, as in TIRG. An image path listed twice is skipped as a
+    ``duplicate``, except in the ``test`` split under ``"tirg"``: TIRG's gallery keeps every
+    label line (``datasets.py``), so each repeat is one more gallery row (id
+    ``<path>#<n>``) that takes ranks, and a query names the path's last row, the one its
+    ranking leaves out (``test_retrieval.py`` excludes that one index only); ``meta``
+    counts them in ``duplicate_rows``. Bad lines are logged with file and line, skipped
     and counted in ``dataset.skipped``; ``meta`` records the clean-up, the number of query
     lines read (``query_lines``) and of queries kept without a differing word.
     """
@@ -340,24 +378,20 @@ def load_fashion200k(
             )
         files = {c: p for c, p in files.items() if c in set(categories)}
     log = SkipLog(f"Fashion200k {split} at {root}")
-    seen: set[str] = set()
+    seen: dict[str, list[str]] = {}
+    keep_duplicates = split == "test" and caption_cleanup == "tirg"
     items = [
         it
         for cat, path in files.items()
-        for it in _read_label_file(path, cat, root, log, seen, clean)
+        for it in _read_label_file(path, cat, root, log, seen, clean, keep_duplicates=keep_duplicates)
     ]
     if check_images:
         items = _drop_missing(items, log)
     queries_file = root / "test_queries.txt"
     meta: dict = {"categories": sorted(files), "seed": seed, "queries_generated": False,
-                  "caption_cleanup": caption_cleanup}
+                  "caption_cleanup": caption_cleanup, "duplicate_rows": log.notes["duplicate_row"]}
     if split == "test" and queries_file.is_file():
-        keep_all = caption_cleanup == "tirg"
-        triplets = read_test_queries(queries_file, items, log, seen, keep_all=keep_all)
-        meta["query_lines"] = sum(1 for raw in queries_file.read_bytes().splitlines() if raw.strip())
-        meta["queries_without_word_difference"] = sum(
-            1 for t in triplets if word_difference(*t.captions) is None
-        )
+        triplets = _published_queries(queries_file, items, log, seen, caption_cleanup == "tirg", meta)
     else:
         if split == "test":
             warnings.warn(

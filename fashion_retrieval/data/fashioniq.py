@@ -29,8 +29,17 @@ IMAGE_EXTENSIONS = (".jpg", ".png", ".jpeg")
 _CAPTION_RE = re.compile(r"^cap\.(?P<category>[^.]+)\.(?P<split>[^.]+)\.json$")
 
 
+CLIP4CIR_STRIP = ".?, "  # the characters CLIP4Cir strips from both ends of each caption
+
+
 def _join_captions(captions: list[str]) -> list[str]:
-    """One query text per annotation: "c1 and c2" (the standard protocol)."""
+    """One query text per annotation: "c1 and c2", the captions as annotated (whitespace
+    stripped), as DESIGN's standard protocol states it.
+
+    Neither google/tirg (no FashionIQ loader) nor the FashionIQ starter kit defines a text
+    string: the starter kit (``start_kit/data_loader.py``, ``Dataset.__getitem__``) lower-cases
+    and tokenizes c1, adds an ``<and>`` token, then c2; this is that join in plain words.
+    """
     return [" and ".join(captions)]
 
 
@@ -39,10 +48,57 @@ def _separate_captions(captions: list[str]) -> list[str]:
     return list(captions)
 
 
+def clip4cir_caption_forms(captions: list[str] | tuple[str, ...]) -> list[str]:
+    """CLIP4Cir's FashionIQ texts, in order: "C1 and c2", "C2 and c1", "C1", "C2".
+
+    Each caption is stripped of ".?, " at both ends and the leading one goes through
+    ``str.capitalize`` (first letter upper case, the rest lower case), as CLIP4Cir's
+    ``generate_randomized_fiq_caption`` (src/utils.py, its four training forms) and
+    ``generate_fiq_val_predictions`` (src/validate.py, the first form) do. One caption
+    gives the one form "C1".
+    """
+    caps = [c.strip(CLIP4CIR_STRIP) for c in captions]
+    if len(caps) == 1:
+        return [caps[0].capitalize()]
+    first, second = caps[0], caps[1]
+    return [f"{first.capitalize()} and {second}", f"{second.capitalize()} and {first}",
+            first.capitalize(), second.capitalize()]
+
+
+def _clip4cir_captions(captions: list[str]) -> list[str]:
+    """One query text per annotation: CLIP4Cir's validation text "C1 and c2" (stripped)."""
+    return clip4cir_caption_forms(captions)[:1]
+
+
+# The one definition of a FashionIQ query text: the loader makes the triplets' texts with
+# it (evaluation and the fixed training texts) and training/data.py draws from it.
 CAPTION_MODES: dict[str, Callable[[list[str]], list[str]]] = {
     "join": _join_captions,
     "separate": _separate_captions,
+    "clip4cir": _clip4cir_captions,
 }
+
+# The loader caption mode that evaluates a run trained with each ``train_caption_mode``:
+# the text it trained on (``join``), or CLIP4Cir's validation text for its random forms.
+TRAIN_CAPTION_LOADER_MODES = {"join": "join", "random": "clip4cir"}
+
+
+def query_texts(captions: list[str] | tuple[str, ...], caption_mode: str = "join") -> list[str]:
+    """The query texts of one annotation's (whitespace-stripped, non-empty) captions under
+    ``caption_mode`` (``CAPTION_MODES``); an unknown mode raises a ValueError listing them."""
+    if caption_mode not in CAPTION_MODES:
+        raise ValueError(
+            f"unknown caption_mode {caption_mode!r}; valid: {', '.join(CAPTION_MODES)}"
+        )
+    return CAPTION_MODES[caption_mode](list(captions))
+
+
+def loader_caption_mode(train_caption_mode: str) -> str:
+    """The loader ``caption_mode`` whose query texts match a run's ``train_caption_mode``."""
+    if train_caption_mode not in TRAIN_CAPTION_LOADER_MODES:
+        raise ValueError(f"train_caption_mode={train_caption_mode!r} is not valid; "
+                         f"choose one of {', '.join(TRAIN_CAPTION_LOADER_MODES)}")
+    return TRAIN_CAPTION_LOADER_MODES[train_caption_mode]
 
 
 def read_json(path: Path) -> Any:
@@ -209,7 +265,7 @@ def _load_category(
         else:
             items.append(ctx.item(image_id, path, category))
     cap_path = ctx.root / "captions" / f"cap.{category}.{split}.json"
-    make_texts, triplets = CAPTION_MODES[caption_mode], []
+    triplets = []
     for n, entry in enumerate(read_json_list(cap_path)):
         where = f"{cap_path} entry {n}"
         parsed = _parse_annotation(entry, where, split == "test", ctx.log)
@@ -225,7 +281,7 @@ def _load_category(
             ctx.log.add("missing_image", 1)
             continue
         target_caption = ctx.caption_of(target) if target is not None else ""
-        for text in make_texts(captions):
+        for text in query_texts(captions, caption_mode):
             triplets.append(
                 Triplet(source, target, text, category, tuple(captions), target_caption)
             )
@@ -245,7 +301,9 @@ def load_fashioniq(
     ``categories=None`` takes every category with a caption file for ``split``. The
     gallery is each category's whole ``image_splits`` list (an id listed by two categories
     gives one item per category). ``caption_mode="join"`` makes one query "c1 and c2" per
-    annotation, ``"separate"`` one query per caption. The test split has no targets.
+    annotation, ``"clip4cir"`` one query "C1 and c2" stripped of ".?, " (CLIP4Cir's
+    validation text), ``"separate"`` one query per caption (``query_texts``). The test
+    split has no targets.
     Missing images (``check_images=False`` skips the check) and bad entries are skipped,
     counted in ``dataset.skipped`` and reported in one warning. An annotation with one empty
     caption is kept with the other and counted apart, in ``meta["one_caption_empty"]``.

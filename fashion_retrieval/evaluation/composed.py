@@ -130,10 +130,11 @@ def fashion200k_protocol(
     source: EmbeddingSource, dataset: RetrievalDataset, *, chunk: int = 1024
 ) -> dict[str, Any]:
     """Fashion200k: whole-split gallery, caption-equality hits, source excluded; the loader's
-    ``caption_cleanup``, ``query_lines`` and ``queries_without_word_difference`` are reported
-    beside ``queries`` (how many were ranked)."""
+    ``caption_cleanup``, ``query_lines``, ``queries_without_word_difference`` and
+    ``duplicate_rows`` (repeated label lines kept as gallery rows, as TIRG does; only the
+    query's own row is left out) are reported beside ``queries`` (how many were ranked)."""
     result = _whole_gallery(source, dataset, FASHION200K_KS, chunk, "fashion200k")
-    keys = ("caption_cleanup", "query_lines", "queries_without_word_difference")
+    keys = ("caption_cleanup", "query_lines", "queries_without_word_difference", "duplicate_rows")
     result.update({k: dataset.meta[k] for k in keys if k in dataset.meta})
     return result
 
@@ -191,10 +192,12 @@ def _per_category(
 def fashioniq_protocol(
     source: EmbeddingSource, dataset: RetrievalDataset, *, chunk: int = 1024
 ) -> dict[str, Any]:
-    """FashionIQ: per-category galleries, target-id hits; R@10, R@50 and their average."""
+    """FashionIQ: per-category galleries, target-id hits; R@10, R@50 and their average, and
+    the loader's ``caption_mode`` (which query text was ranked) when it recorded one."""
     recall, per_cat, ranked, skipped = _per_category(source, dataset, ks=FASHIONIQ_KS, protocol="fashioniq", chunk=chunk)
     recall["avg"] = (recall["R@10"] + recall["R@50"]) / 2
-    return protocol_result(recall, per_cat, ranked, skipped)
+    extra = {"caption_mode": dataset.meta["caption_mode"]} if "caption_mode" in dataset.meta else {}
+    return protocol_result(recall, per_cat, ranked, skipped, **extra)
 
 
 @EVAL_PROTOCOLS.register("synthetic")

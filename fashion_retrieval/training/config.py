@@ -67,12 +67,23 @@ def loader_settings(config: Mapping[str, Any]) -> dict[str, Any]:
 def dataset_loader_options(config: Mapping[str, Any]) -> dict[str, Any]:
     """The options a training config (``TrainConfig.to_dict()`` or a saved ``train_config.json``)
     passes its data set's loader: ``dataset_options``, ``categories`` and the ``loader_settings``
-    the data set takes."""
+    the data set takes.
+
+    A data set with annotator captions (a ``caption_mode`` option) gets the query text of
+    the run's ``train_caption_mode`` (``fashioniq.loader_caption_mode``: ``random`` ->
+    ``clip4cir``, CLIP4Cir's validation text) unless ``dataset_options`` names one, so the
+    run's evaluation, and ``training/evaluate.py`` reading the saved config, rank the texts
+    it was trained on."""
     entry = DATASETS.get(config.get("dataset") or TrainConfig.dataset)
     options: dict[str, Any] = dict(config.get("dataset_options") or {})
     if config.get("categories"):
         options["categories"] = list(config["categories"])
     options.update(entry.pick_settings(loader_settings(config)))
+    train_mode = config.get("train_caption_mode") or TrainConfig.train_caption_mode
+    if "caption_mode" in entry.options and "caption_mode" not in options and train_mode != "join":
+        from fashion_retrieval.data.fashioniq import loader_caption_mode
+
+        options["caption_mode"] = loader_caption_mode(train_mode)  # "join" is the loader's default
     return options
 
 
@@ -100,7 +111,7 @@ class TrainConfig:
     # Per-sample training draws (training/data.py SampleDraw). Fashion200k: a fresh sibling
     # target and "replace X with Y" text at every sample, as TIRG (false: one frozen pair per
     # source). FashionIQ: "join" ("c1 and c2") or CLIP4Cir's "random" (c1 and c2 / c2 and c1 /
-    # c1 / c2); evaluation always uses "c1 and c2".
+    # c1 / c2), evaluated on CLIP4Cir's "C1 and c2" (``dataset_loader_options``).
     resample_pairs: bool = True
     train_caption_mode: str = "join"
     train_augment: bool = True  # random resized crop + flip on the image path; false: resize + centre crop
