@@ -79,6 +79,14 @@ def _recall_table(metrics: dict | None) -> tuple[dict[str, float], dict[str, Any
     return values, {k: metrics[k] for k in ("dataset", "split", "protocol") if k in metrics}
 
 
+def _best_note(metrics: dict) -> str:
+    """", the best of the run by <metric> (kept as best/)" when ``metrics`` records a best checkpoint."""
+    best = metrics.get("best")
+    if not isinstance(best, dict) or best.get("step") != metrics.get("step"):
+        return ""
+    return f", the run's best validation {best.get('metric')} ({best.get('value', 0):.2f})"
+
+
 def build_model_card(config, *, metrics: dict | None = None, dataset_name: str | None = None,
                      train_config: dict | None = None):
     """A ``huggingface_hub.ModelCard``: description, training data, results (as model-index), usage, limits."""
@@ -103,6 +111,8 @@ def build_model_card(config, *, metrics: dict | None = None, dataset_name: str |
     rows = "\n".join(f"| {k} | {v:.2f} |" for k, v in recall.items())
     table = f"| metric | value (%) |\n|---|---|\n{rows}" if rows else "No evaluation results were recorded."
     data_line = f"{dataset} (protocol {ctx['protocol']}, split {ctx.get('split')})" if ctx.get("protocol") else str(dataset)
+    if isinstance((metrics or {}).get("step"), int):
+        table += f"\n\nMeasured at training step {metrics['step']}" + _best_note(metrics) + "."
     body = f"""
 # {name}
 

@@ -65,7 +65,8 @@ def test_model_card_keeps_only_metrics(tmp_path):
     out = hub.save_checkpoint(tiny(), tmp_path / "c", metrics={"R@10": 5.0, "step": 100, "loss": 0.3},
                               dataset_name="fashioniq")
     card = (out / "README.md").read_text()
-    assert "R@10" in card and "step" not in card and "fashioniq" in card
+    assert "R@10" in card and "| step" not in card and "loss" not in card and "fashioniq" in card
+    assert "Measured at training step 100." in card  # which step the figures are of
 
 
 def test_save_over_existing_keeps_old_if_interrupted(saved, monkeypatch):

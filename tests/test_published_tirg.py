@@ -318,7 +318,31 @@ def test_tirg_fashion200k_yaml_is_the_published_setting():
     )
     assert {k: getattr(cfg, k) for k in want} == want
     assert cfg.text_encoder_options == {"word_dim": 512, "hidden": 512}
+    assert cfg.scale_both_sides is True and cfg.projection == "image"
     assert re.search(r"R@1 / R@10 / R@50 = 14\.1 / 42\.5 / 63\.8", path.read_text())
+
+
+@pytest.mark.parametrize("recipe", ["tirg_fashion200k", "tirg_fashioniq"])
+def test_tirg_scale_is_one_learnable_scale_of_4_on_both_sides(recipe):
+    """google/tirg: NormalizationLayer(normalize_scale=4.0, learn_scale=True) on the composed
+    query and on the target, so the logits are s**2 * cos and SGD moves s, not s**2; the LSTM's
+    own output layer feeds the compositor (no second text Linear), the ResNet's fc the image side."""
+    from fashion_retrieval.training.trainer import build_model
+
+    cfg = TrainConfig.load(REPO / "training" / "configs" / f"{recipe}.yaml").replace(
+        image_encoder="tiny_cnn", pretrained=False)
+    model = build_model(cfg, ["replace red with blue", "make it longer"])
+    assert isinstance(model.scale, torch.nn.Parameter) and float(model.scale.detach()) == pytest.approx(4.0)
+    assert float(model.logit_scale.detach()) == pytest.approx(16.0)
+    assert isinstance(model.text_proj, torch.nn.Identity) and isinstance(model.image_proj, torch.nn.Linear)
+    assert model.text_encoder.output_dim == model.config.embed_dim == 512
+    # d(s**2 cos)/ds = 2 s cos: the gradient reaching the scale is that of a scale on both sides
+    q = torch.nn.functional.normalize(torch.randn(4, 512), dim=-1)
+    t = torch.nn.functional.normalize(torch.randn(4, 512), dim=-1)
+    logits = (model.scale * q) @ (model.scale * t).T
+    torch.testing.assert_close(model.logit_scale * (q @ t.T), logits)
+    model.logit_scale.backward()
+    assert float(model.scale.grad) == pytest.approx(8.0)
 
 
 # ----------------------------------------------------------------- FashionIQ

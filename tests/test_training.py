@@ -317,3 +317,93 @@ def test_training_with_shared_value_batches_resumes_exactly(data_root: Path, tmp
     a, b = _weights(full), _weights(resumed)
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_save_best_keeps_the_best_evaluation_and_says_which_step(data_root: Path, tmp_path: Path) -> None:
+    """As CLIP4Cir's --save-best: best/ holds the evaluation with the highest metric, named by step."""
+    from safetensors.torch import load_file
+
+    from fashion_retrieval.training import train
+    from fashion_retrieval.training.trainer import read_best
+
+    out = tmp_path / "run"
+    train(tiny_config(data_root, out, max_steps=40, save_every=10, eval_every=5, save_best="avg",
+                      optimizer="adamw", lr=0.01, lr_schedule="constant", modality_dropout=0.0))
+    evals = [(m["step"], m["eval"]["avg"]) for m in _metrics(out) if "eval" in m]
+    assert [s for s, _ in evals] == list(range(5, 41, 5))
+    top = max(v for _, v in evals)
+    best_step = next(s for s, v in evals if v == top)  # the earliest of equal values
+    best = read_best(out)
+    assert best == {"metric": "avg", "value": pytest.approx(top), "step": best_step}
+    saved = json.loads((out / "best" / "metrics.json").read_text())
+    assert saved["step"] == best_step and saved["recall"]["avg"] == pytest.approx(top)
+    assert f"Measured at training step {best_step}, the run's best validation avg" in (out / "best" / "README.md").read_text()
+    assert json.loads((out / "eval.json").read_text())["best"]["step"] == best_step
+    if best_step != 40:  # best/ is not the last step's weights
+        assert any(not torch.equal(load_file(str(out / "best" / "model.safetensors"))[k], w)
+                   for k, w in load_file(str(out / "final" / "model.safetensors")).items())
+
+
+def test_save_best_rejects_a_metric_the_evaluation_does_not_report(data_root: Path, tmp_path: Path) -> None:
+    from fashion_retrieval.training import train
+
+    with pytest.raises(ValueError, match="save_best 'R@7' is not a metric of this evaluation; it reports R@10, R@50"):
+        train(tiny_config(data_root, tmp_path / "run", max_steps=4, eval_every=2, save_best="R@7"))
+    with pytest.raises(ValueError, match="needs an eval_split"):
+        tiny_config(data_root, tmp_path / "run2", eval_split="", save_best="avg")
+
+
+def test_init_from_a_run_folder_reads_its_best_checkpoint(data_root: Path, tmp_path: Path) -> None:
+    """CLIP4Cir's stage 2 starts from stage 1's best CLIP, not its last step."""
+    from fashion_retrieval.models import RetrievalModel
+
+    stage1 = tmp_path / "stage1"
+    for sub, seed in (("final", 0), ("best", 1)):
+        torch.manual_seed(seed)
+        RetrievalModel(_model_config()).save_pretrained(stage1 / sub)
+    model = RetrievalModel(_model_config())
+    model.load_encoders(stage1)
+    best = RetrievalModel.from_pretrained(str(stage1 / "best"))
+    for k, w in best.image_encoder.state_dict().items():
+        torch.testing.assert_close(model.image_encoder.state_dict()[k], w, rtol=0, atol=0)
+
+
+def _model_config():
+    from fashion_retrieval.models import ModelConfig
+
+    return ModelConfig(image_encoder="tiny_cnn", text_encoder="lstm", compositor="concat", embed_dim=16,
+                       pretrained=False, vocab=["<pad>", "<unk>", "red"], text_kwargs={"word_dim": 8, "hidden": 8})
+
+
+def test_evaluation_runs_in_float32_under_mixed_precision_training(data_root: Path, tmp_path: Path, monkeypatch) -> None:
+    """The reference evaluates in fp32: bf16 training must not lower the evaluation's precision."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    from fashion_retrieval import evaluation
+    from fashion_retrieval.models import feature_cache
+    from fashion_retrieval.training import train
+
+    seen: list[tuple[str, str]] = []
+    real_eval, real_cache = evaluation.evaluate, feature_cache.cached_image_features
+
+    def spy_eval(*args, **kwargs):
+        seen.append(("evaluate", kwargs.get("mixed_precision", "no")))
+        return real_eval(*args, **kwargs)
+
+    def spy_cache(model, items, *args, **kwargs):
+        seen.append((f"features:{len(items)}", kwargs.get("mixed_precision", "no")))
+        return real_cache(model, items, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate", spy_eval)
+    monkeypatch.setattr(feature_cache, "cached_image_features", spy_cache)
+    AcceleratorState._reset_state(reset_partial_state=True)  # its precision is fixed once set
+    GradientState._reset_state()
+    try:
+        train(tiny_config(data_root, tmp_path / "run", max_steps=4, eval_every=2, mixed_precision="bf16",
+                          feature_cache_dir=str(tmp_path / "features")))
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+    assert [p for name, p in seen if name == "evaluate"] == ["no", "no"]
+    features = [p for name, p in seen if name.startswith("features")]
+    assert features == ["bf16", "no"]  # training features at the run's precision, evaluation's in float32

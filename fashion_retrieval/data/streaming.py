@@ -233,24 +233,37 @@ def stream_published(
     return ds
 
 
-def triplet_stream(dataset: RetrievalDataset, *, decode: bool = True) -> Any:
+class InCategories:
+    """A picklable row filter: keeps the rows whose ``category`` is one of ``categories``."""
+
+    def __init__(self, categories: Sequence[str]) -> None:
+        self.categories = frozenset(categories)
+
+    def __call__(self, row: dict[str, Any]) -> bool:
+        """Whether ``row`` is kept."""
+        return row["category"] in self.categories
+
+
+def triplet_stream(dataset: RetrievalDataset, *, decode: bool = True, images: bool = True) -> Any:
     """The triplets of a loaded split as a stream: from the parquet shards of a published
     data set (``dataset.meta["published"]``), else from the image files.
 
     Both yield the same rows, so training reads either through one path. A published set
-    loaded with ``categories`` streams only the triplets of those categories.
+    loaded with ``categories`` streams only the triplets of those categories. ``images=False``
+    drops the image columns (a published set then reads no image bytes at all): what
+    counting the rows needs. The stream has the same shards either way.
     """
     published = dataset.meta.get("published")
     if not published:
-        return to_iterable_dataset(dataset, "triplets", decode=decode)
+        ds = to_iterable_dataset(dataset, "triplets", decode=decode)
+        return ds if images else ds.remove_columns(["source", "target"])
     ds = stream_published(
-        published["source"], "triplets", dataset.split, decode=decode,
+        published["source"], "triplets", dataset.split, images=images, decode=decode,
         revision=published.get("revision"),
     )
     kept = published.get("categories")
     if kept:
-        keep = set(kept)
-        ds = ds.filter(lambda row: row["category"] in keep)
+        ds = ds.filter(InCategories(kept))  # a class, not a lambda: spawned workers unpickle it
     return ds
 
 
@@ -293,30 +306,42 @@ def shard_for_accelerator(ds: Any, accelerator: Any) -> Any:
     return shard_for_process(ds, accelerator.process_index, accelerator.num_processes)
 
 
+class ImageColumns:
+    """A picklable row map: the image ``columns`` through ``load_image`` then ``transform``.
+
+    A None image (test-split targets) stays None; an undecoded ``Image()`` value (a
+    ``{"bytes", "path"}`` dict) is read from its bytes, else its path.
+    """
+
+    def __init__(self, transform: Callable[[Any], Any], columns: Sequence[str]) -> None:
+        self.transform, self.columns = transform, list(columns)
+
+    def __call__(self, row: dict[str, Any]) -> dict[str, Any]:
+        """``row`` with its image columns as tensors ``(3, size, size)``."""
+        from fashion_retrieval.data.images import load_image
+
+        for c in self.columns:
+            value = row[c]
+            if value is None:
+                continue
+            if isinstance(value, dict):  # an undecoded Image(): {"path", "bytes"}
+                value = value.get("bytes") or value.get("path")
+            row[c] = self.transform(load_image(value))  # (3, size, size)
+        return row
+
+
 def with_image_transform(
     ds: Any, transform: Callable[[Any], Any], columns: Sequence[str] | None = None
 ) -> Any:
     """Map the image columns of stream ``ds`` through ``load_image`` then ``transform``.
 
     ``columns`` defaults to the ``Image()`` columns of ``ds``'s features. A None image
-    (test-split targets) stays None. The result yields tensors, ready for a DataLoader.
+    (test-split targets) stays None. The result yields tensors, ready for a DataLoader,
+    and pickles (an ``ImageColumns`` map, no closure) for ``spawn`` and ``forkserver``
+    workers when ``transform`` does.
     """
-    from fashion_retrieval.data.images import load_image
-
     if columns is None:
         columns = image_columns(ds.features)
     if not columns:
         raise ValueError("no image columns to transform: pass columns=[...]")
-    cols = list(columns)
-
-    def apply(row: dict[str, Any]) -> dict[str, Any]:
-        for c in cols:
-            value = row[c]
-            if value is None:
-                continue
-            if isinstance(value, dict):  # an undecoded Image(): {"path", "bytes"}
-                value = value.get("bytes") or value.get("path")
-            row[c] = transform(load_image(value))  # (3, size, size)
-        return row
-
-    return ds.map(apply, features=None)
+    return ds.map(ImageColumns(transform, columns), features=None)

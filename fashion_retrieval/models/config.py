@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MODEL_TYPE = "fashion_retrieval"
-PROJECTIONS = ("linear", "none")  # between the encoders and the compositor
+PROJECTIONS = ("linear", "image", "none")  # between the encoders and the compositor
 
 
 @dataclass
@@ -30,7 +30,11 @@ class ModelConfig:
     ``projection``: ``"linear"`` puts a learned linear map from each encoder's features to
     ``embed_dim`` (TIRG); ``"none"`` uses the encoders' outputs as they are (CLIP4Cir: the
     aligned CLIP spaces feed the compositor directly, and ``embed_dim`` becomes their common
-    width). ``learn_scale=False`` makes ``model.scale`` a fixed buffer, not a parameter.
+    width); ``"image"`` maps the image features only and takes the text encoder's output
+    as it is (TIRG: the LSTM's own output layer gives ``embed_dim``). ``scale_both_sides``:
+    ``model.scale`` multiplies both normalised embeddings, so logits are ``scale**2 * cos``
+    (TIRG's NormalizationLayer on each side); else logits are ``scale * cos``.
+    ``learn_scale=False`` makes ``model.scale`` a fixed buffer, not a parameter.
     ``preprocess`` (``"resize_crop"`` or ``"targetpad"``) and ``target_ratio`` choose the
     image preprocessing (``data.transforms.ImageTransform``). ``encoders_eval_mode`` keeps
     trainable encoders in eval mode while training (BatchNorm statistics and dropout fixed),
@@ -51,6 +55,7 @@ class ModelConfig:
     compositor_kwargs: dict[str, Any] = field(default_factory=dict)
     normalize_scale: float = 4.0
     learn_scale: bool = True
+    scale_both_sides: bool = False
     modality_dropout: float = 0.0
     colour_features: str = "none"
     mid_grid: int = 0

@@ -69,6 +69,12 @@ class RetrievalModel(
         if config.projection == "none":
             dim = config.embed_dim = self._shared_width(config)
             self.image_proj, self.text_proj = nn.Identity(), nn.Identity()
+        elif config.projection == "image":
+            if self.text_encoder.output_dim != dim:
+                raise ValueError(f"projection 'image' takes the text features as they are, but {config.text_encoder} "
+                                 f"gives {self.text_encoder.output_dim}-d features and embed_dim is {dim}; make them "
+                                 "equal (lstm: hidden = embed_dim) or use projection 'linear'")
+            self.image_proj, self.text_proj = nn.Linear(self.feature_dim, dim), nn.Identity()
         else:
             self.image_proj = nn.Linear(self.feature_dim, dim)
             self.text_proj = nn.Linear(self.text_encoder.output_dim, dim)
@@ -107,6 +113,12 @@ class RetrievalModel(
         return self.feature_dim
 
     @property
+    def logit_scale(self) -> torch.Tensor:
+        """What losses multiply cosine similarities by: ``scale``, or ``scale**2`` when the scale
+        multiplies both sides (``scale_both_sides``, TIRG)."""
+        return self.scale * self.scale if self.config.scale_both_sides else self.scale
+
+    @property
     def device(self) -> torch.device:
         """The device of the trainable heads."""
         return self.null_image.device
@@ -133,14 +145,15 @@ class RetrievalModel(
     def load_encoders(self, source: str | Path) -> None:
         """Copy the image and text encoder weights of checkpoint ``source`` into this model.
 
-        ``source``: a checkpoint folder (or a run folder holding ``final/``) or a Hub repo id,
+        ``source``: a checkpoint folder (or a run folder: its ``best/`` when the run kept one,
+        ``save_best``, else its ``final/``) or a Hub repo id,
         e.g. a CLIP4Cir stage-1 run whose fine-tuned CLIP a stage-2 combiner trains on. The
         checkpoint's encoders must be the same architectures as this model's; the rest of it
         (projections, compositor) is ignored.
         """
         path = Path(source)
-        if path.is_dir() and not (path / "config.json").is_file() and (path / "final" / "config.json").is_file():
-            path = path / "final"
+        if path.is_dir() and not (path / "config.json").is_file():
+            path = next((path / sub for sub in ("best", "final") if (path / sub / "config.json").is_file()), path)
         text = str(source)
         if not path.exists() and (text.startswith((".", "/", "~")) or text.count("/") > 1):
             # Not a Hub repo id ("name" or "owner/name"): a local checkpoint that is not there.

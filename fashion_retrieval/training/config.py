@@ -140,6 +140,9 @@ class TrainConfig:
     # a checkpoint folder, a run folder or a Hub repo id; only its encoders are used).
     projection: str = "linear"
     learn_scale: bool = True
+    # TIRG: one learnable scale on both normalised sides, logits scale**2 * cos; it starts at
+    # sqrt(1 / temperature) (4 for temperature 1/16), as google/tirg's NormalizationLayer.
+    scale_both_sides: bool = False
     preprocess: str = "resize_crop"
     target_ratio: float = 1.25
     encoders_eval_mode: bool = False
@@ -186,6 +189,9 @@ class TrainConfig:
     output_dir: str = "runs/default"
     save_every: int = 500
     eval_every: int = 500
+    # Keep <output_dir>/best: the checkpoint of the evaluation with the highest value of this
+    # recall key ("avg" = (R@10 + R@50) / 2 on FashionIQ, "R@1", ...), as CLIP4Cir's --save-best.
+    save_best: str | None = None
     log_every: int = 10
     eval_batch_size: int = 64
     resume: str | None = None
@@ -244,6 +250,8 @@ class TrainConfig:
             raise ValueError("num_workers and warmup_steps must be >= 0")
         if self.generated_pairs < 0 or self.generated_descriptions < 0:
             raise ValueError("generated_pairs and generated_descriptions must be >= 0")
+        if self.save_best is not None and not self.eval_split:
+            raise ValueError(f"save_best {self.save_best!r} needs an eval_split to choose the best checkpoint on")
         if self.train_caption_mode != "join" and entry.sample_draw == "siblings":
             raise ValueError(f"train_caption_mode 'random' is for FashionIQ's two captions; {self.dataset} "
                              "texts are 'replace X with Y'")

@@ -14,7 +14,6 @@ two captions as CLIP4Cir does (``train_caption_mode: random``, ``RandomCaptions`
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
@@ -23,6 +22,11 @@ from typing import Any
 import torch
 
 from fashion_retrieval.data import DATASETS
+from fashion_retrieval.data.fashioniq import (
+    TRAIN_CAPTION_LOADER_MODES,
+    clip4cir_caption_forms,
+    query_texts,
+)
 from fashion_retrieval.data.records import RetrievalDataset
 
 
@@ -107,24 +111,23 @@ def description_examples(dataset: RetrievalDataset, config: Any) -> list[Example
 
 
 # ----------------------------------------------------------------- per-sample draws
-TRAIN_CAPTION_MODES = ("join", "random")
-_CLIP4CIR_STRIP = ".?, "  # the characters CLIP4Cir strips from both ends of a caption
+TRAIN_CAPTION_MODES = tuple(TRAIN_CAPTION_LOADER_MODES)  # ("join", "random")
 
 
 def join_captions(captions: tuple[str, ...]) -> str:
-    """The ``join`` training text: "c1 and c2" (what evaluation uses too)."""
-    return " and ".join(captions)
+    """The ``join`` training text: "c1 and c2", the loader's ``join`` query text, which
+    evaluation uses too (``fashioniq.query_texts``)."""
+    return query_texts(captions, "join")[0]
 
 
 def random_caption_forms(captions: tuple[str, ...]) -> list[str]:
     """Every text ``random_caption`` can draw from ``captions``, in its order: "C1 and c2",
-    "C2 and c1", "C1", "C2" (one caption: just "C1"); what a frozen text cache needs."""
-    caps = [c.strip(_CLIP4CIR_STRIP) for c in captions]
-    if len(caps) == 1:
-        return [caps[0].capitalize()]
-    first, second = caps[0], caps[1]
-    return [f"{first.capitalize()} and {second}", f"{second.capitalize()} and {first}",
-            first.capitalize(), second.capitalize()]
+    "C2 and c1", "C1", "C2" (one caption: just "C1"); what a frozen text cache needs.
+
+    The first form is the loader's ``clip4cir`` query text, which a ``random`` run is
+    evaluated on (``fashioniq.loader_caption_mode``), as CLIP4Cir validates.
+    """
+    return clip4cir_caption_forms(captions)
 
 
 def random_caption(captions: tuple[str, ...], rng: random.Random) -> str:
@@ -194,7 +197,8 @@ def build_sample_draw(dataset: RetrievalDataset, config: Any) -> SampleDraw | No
     A data set whose entry draws ``"siblings"`` (Fashion200k), task ``composed``,
     ``resample_pairs``: a fresh sibling per sample. ``train_caption_mode: random``
     (annotator captions: FashionIQ layout, task ``composed``): CLIP4Cir's randomised
-    captions. The streaming path keeps the fixed triplets (logged).
+    captions. The streaming path applies the same draw per streamed row
+    (``training/stream.py``); a draw it cannot do raises a ValueError here, before training.
     """
     mode = getattr(config, "train_caption_mode", "join")
     if mode not in TRAIN_CAPTION_MODES:
@@ -215,11 +219,31 @@ def build_sample_draw(dataset: RetrievalDataset, config: Any) -> SampleDraw | No
     if rule is None:
         return None
     if getattr(config, "streaming", False):
-        logging.getLogger(__name__).warning(
-            "streaming: per-sample draws (%s) are not applied; the fixed triplets are used", type(rule).__name__
-        )
-        return None
+        check_streamable_draw(rule, dataset)
     return SampleDraw(rule, config.seed)
+
+
+def check_streamable_draw(rule: Callable[[Example, random.Random], Example], dataset: RetrievalDataset) -> None:
+    """Raise a ValueError when the streaming path cannot apply ``rule`` to ``dataset``.
+
+    A streamed row brings its own two images (parquet bytes or file paths), and the draw
+    runs on the example the row stands for (``training/stream.py``). Random captions change
+    only the text: always possible. A fresh Fashion200k sibling is any image whose caption
+    is one word apart (the index is built from the items' captions, which a stream-loaded
+    split has), so its pixels must be readable at random: every gallery item needs a local
+    file. A published split loaded for streaming has none unless its images were cached.
+    """
+    if not isinstance(rule, Fashion200kSiblings):
+        return
+    missing = sum(1 for it in dataset.items if not it.path)
+    if missing:
+        raise ValueError(
+            f"streaming with resample_pairs (a fresh sibling target per sample, as TIRG) reads any gallery image "
+            f"at random, but {missing} of the {len(dataset.items)} {dataset.split} items of {dataset.name} have "
+            "no local file (their images are only inside the stream): set dataset_options {images: true} "
+            "(the published gallery is cached locally once), or streaming: false, or resample_pairs: false "
+            "(the one fixed pair per source)"
+        )
 
 
 class StepBatchSampler:

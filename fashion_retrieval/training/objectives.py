@@ -45,7 +45,7 @@ def _pair_loss(module: TrainingModule, q: torch.Tensor, t: torch.Tensor, batch: 
     if module.loss.pair is None:
         raise ValueError(f"loss {module.loss.name!r} is not a pair loss; task {module.task.name!r} needs one")
     labels = batch["label"].to(q.device)
-    return module.loss.pair(q, t, labels, module.model.scale)
+    return module.loss.pair(q, t, labels, module.model.logit_scale)
 
 
 def composed_objective(module: TrainingModule, batch: dict[str, Any]) -> torch.Tensor:

@@ -122,7 +122,7 @@ class RelevanceBank:
         rows = self.rows(targets, step)
         relevant = self.relevance.mask(sources, targets, rows).to(query.device)  # (B, M)
         candidates = self.embeddings if rows is None else self.embeddings[rows.to(self.embeddings.device)]
-        return relevant_mass_loss(query, candidates.to(query.device), relevant, model.scale)
+        return relevant_mass_loss(query, candidates.to(query.device), relevant, model.logit_scale)
 
     def rows(self, targets: Sequence[str], step: int) -> torch.Tensor | None:
         """The items ranked at ``step``: the targets' rows, then the seeded draw (None: all)."""

@@ -4,76 +4,227 @@ The stream is the train split's triplets: read from the parquet shards of a publ
 (``--dataset published --data-root FOLDER_OR_REPO_ID``, a ``--out`` folder or a Hub repo, the
 same code) or made from the image files of any other data set; the rows are the same.
 
+The same recipe as the in-memory path (``training/data.py``): each row stands for one
+composed example of ``run.examples`` (found by source, target and text), the main process
+groups rows into micro-batches, so every example has its (micro-step, index), and the run's
+``SampleDraw`` redraws it exactly as the in-memory path would (random captions, a fresh
+Fashion200k sibling). Workers then decode the batch from the rows' own images (the drawn
+sibling from its file) under the in-memory path's per-batch RNG and ``train_augment``
+transform, so a resumed run sees the same pixels. The rows are read in the main process
+(no image is decoded there); everything handed to workers is picklable (``spawn``,
+``forkserver``) and the batches in flight are bounded (``image_loader_options``).
+
 The stream is not passed through ``accelerator.prepare`` (that would shard it again). Every
-process takes the same number of batches per epoch (the smallest share, agreed with an
-all-reduce) so that DDP steps stay in lockstep. Resuming skips the consumed batches by
-reading past them: the order is exact, augmentation draws are not replayed.
+process takes the same number of batches per epoch: the fewest whole batches any process's
+share can hold in any epoch, counted once from a stream without image columns. Resuming
+skips the consumed batches by reading past their rows without decoding them.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from fashion_retrieval.devices import loader_options
+from fashion_retrieval.training.data import Example, ImageBatches
+
+SHM_FRACTION = 0.5  # of /dev/shm's free space that the loaders of one machine may fill
 
 
-def _collate(rows: list[dict[str, Any]], rows_of: dict[str, int]) -> dict[str, Any]:
-    """Rows of ``with_image_transform`` -> the trainer's dict batch."""
-    return {
-        "source": torch.stack([r["source"] for r in rows]),  # (B, 3, H, W)
-        "target": torch.stack([r["target"] for r in rows]),  # (B, 3, H, W)
-        "text": [r["text"] for r in rows],
-        "label": torch.tensor([rows_of[r["target_id"]] for r in rows], dtype=torch.long),
-        "source_ids": [r["source_id"] for r in rows],
-        "target_ids": [r["target_id"] for r in rows],
-        "index": [],
-    }
+def shared_memory_free(path: str = "/dev/shm") -> int | None:
+    """Free bytes of the shared-memory file system that DataLoader workers hand tensors
+    back through (None where there is none to measure, e.g. macOS)."""
+    try:
+        st = os.statvfs(path)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
 
 
-def _batches_per_epoch(ds: Any, batch_size: int, accelerator: Any) -> int:
-    """The smallest number of whole batches any process's share holds."""
-    count = sum(1 for _ in ds.select_columns(["target_id"]))
-    mine = torch.tensor(count // batch_size, device=accelerator.device)
-    agreed = int(accelerator.gather(mine.reshape(1)).min().item())
-    if agreed < 1:
-        raise ValueError(f"a process's share of the stream ({count} triplets) is under one batch of {batch_size}")
-    return agreed
+def image_loader_options(
+    device: str | torch.device, num_workers: int, batch_bytes: int, *,
+    prefetch_factor: int = 2, multiprocessing_context: str | None = None,
+) -> dict[str, Any]:
+    """DataLoader keyword arguments for workers that decode whole image batches of ``batch_bytes``.
+
+    ``loader_options`` plus a bounded ``prefetch_factor``. Each worker hands its decoded
+    batch back through shared memory (/dev/shm on Linux) and up to ``num_workers x
+    prefetch_factor`` batches wait there: CLIP4Cir's stage 1 (128 pairs at 288 px, float32:
+    255 MB a batch) with 8 workers and torch's default prefetch of 2 holds 4 GB, more than a
+    container's /dev/shm (64 MB by default in Docker), and a worker then dies with a bus error.
+    The batch stays whole in the worker (one RNG per batch makes the augmentation replay
+    exactly on resume, and the main process only trains); instead the prefetch is lowered
+    until the batches in flight fit in ``SHM_FRACTION`` of the free space, shared by the
+    ``LOCAL_WORLD_SIZE`` training processes of the machine. When not even one batch per
+    worker fits, a ValueError says what would. ``num_workers=0`` decodes in the main process
+    and uses no shared memory. Workers may be started by ``fork``, ``spawn`` or
+    ``forkserver`` (``multiprocessing_context``; None: the platform's default): what is
+    handed to them (``ImageBatches``, ``ImageTransform``, ``SampleDraw``) is picklable. The
+    in-memory image path's ``ImageBatches`` are the same batches and fit the same options.
+    """
+    options = loader_options(device, num_workers)
+    if num_workers == 0:
+        return options
+    free = shared_memory_free()
+    if free is not None:
+        processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        budget = int(free * SHM_FRACTION) // processes
+        fits = budget // (num_workers * max(1, batch_bytes))
+        if fits < 1:
+            raise ValueError(
+                f"num_workers={num_workers} DataLoader workers each hand back decoded batches of "
+                f"{batch_bytes / 2**20:.0f} MiB through shared memory, but /dev/shm has {free / 2**20:.0f} MiB "
+                f"free ({processes} training process(es) here share {SHM_FRACTION:.0%} of it): lower num_workers "
+                "or batch_size, set num_workers: 0 (decoding in the main process uses no shared memory), "
+                "or give the machine more shared memory (e.g. docker run --shm-size=8g)"
+            )
+        prefetch_factor = min(prefetch_factor, fits)
+    return {**options, "prefetch_factor": prefetch_factor, "multiprocessing_context": multiprocessing_context}
 
 
-def stream_batches(run: Any, start_micro_step: int) -> Iterator[dict[str, Any]]:
-    """This process's streamed batches of composed triplets from ``start_micro_step`` on."""
-    from fashion_retrieval.data.streaming import (
-        shard_for_process,
-        shuffle,
-        triplet_stream,
-        with_image_transform,
-    )
+def image_batch_bytes(batch_size: int, image_size: int, images_per_example: int = 2) -> int:
+    """Bytes of one decoded batch: ``batch_size`` examples of float32 ``(3, size, size)`` images."""
+    return batch_size * images_per_example * 3 * image_size * image_size * 4
+
+
+RowKey = tuple[str, str, str]  # (source id, target id, text): which example a stream row is
+
+
+def _row_key(row: dict[str, Any]) -> RowKey:
+    return row["source_id"], row["target_id"], row["text"]
+
+
+def example_lookup(examples: list[Example]) -> dict[RowKey, int]:
+    """The index in ``examples`` of each (source, target, text); the first of equal ones."""
+    lookup: dict[RowKey, int] = {}
+    for i, e in enumerate(examples):
+        if e.source is not None and e.text is not None:
+            lookup.setdefault((e.source, e.target, e.text), i)
+    return lookup
+
+
+def image_ref(value: Any) -> Any:
+    """What ``load_image`` reads for an undecoded ``Image()`` value: its bytes, else its path."""
+    if isinstance(value, dict):
+        return value.get("bytes") or value.get("path")
+    return value
+
+
+def batches_per_epoch(rows: Any, lookup: dict[RowKey, int], batch_size: int, world_size: int) -> int:
+    """The whole batches that every process's share of stream ``rows`` holds, in every epoch.
+
+    ``rows`` is the stream without image columns (``triplet_stream(images=False)``): counting
+    reads no image. Counted per shard: when the shards divide among the processes, each
+    process gets whole shards, reshuffled every epoch, so the bound is the smallest
+    ``n_shards / world_size`` shards; otherwise each takes every ``world_size``-th row, and
+    the rows of no example (skipped after the split) may all fall in one share.
+    Every process computes the same number; no collective is needed.
+    """
+    n = rows.n_shards
+    read = [[_row_key(r) in lookup for r in rows.shard(num_shards=n, index=i)] for i in range(n)]
+    kept = [sum(shard) for shard in read]
+    if n % world_size == 0:
+        share = sum(sorted(kept)[: n // world_size])
+    else:
+        total = sum(len(shard) for shard in read)
+        share = total // world_size - (total - sum(kept))
+    if share < batch_size:
+        raise ValueError(f"a process's share of the stream ({share} of {sum(kept)} triplets) "
+                         f"is under one batch of {batch_size}")
+    return share // batch_size
+
+
+class StreamKeys:
+    """``(micro_step, example indices, {item id: image})`` for this process's batches, from
+    ``start_step`` on, forever: the sampler of a ``StreamedImageBatches`` loader.
+
+    Iterated in the main process: reads the rows of ``stream`` (shuffled and sharded,
+    images undecoded) epoch after epoch (``set_epoch``), ``per_epoch`` whole batches each.
+    """
+
+    def __init__(self, stream: Any, lookup: dict[RowKey, int], batch_size: int, per_epoch: int,
+                 start_step: int = 0) -> None:
+        self.stream, self.lookup, self.batch_size = stream, lookup, batch_size
+        self.per_epoch, self.start_step = per_epoch, start_step
+
+    def _epoch(self, epoch: int) -> Iterator[list[dict[str, Any]]]:
+        """The rows of epoch ``epoch``, ``batch_size`` at a time (rows of no example skipped)."""
+        self.stream.set_epoch(epoch)
+        rows = (r for r in self.stream if _row_key(r) in self.lookup)
+        while len(batch := list(itertools.islice(rows, self.batch_size))) == self.batch_size:
+            yield batch
+
+    def __iter__(self) -> Iterator[tuple[int, list[int], dict[str, Any]]]:
+        epoch, skip = divmod(self.start_step, self.per_epoch)
+        step = self.start_step
+        while True:
+            for rows in itertools.islice(self._epoch(epoch), skip, self.per_epoch):
+                images = {r["source_id"]: image_ref(r["source"]) for r in rows}
+                images.update({r["target_id"]: image_ref(r["target"]) for r in rows})
+                yield step, [self.lookup[_row_key(r)] for r in rows], images
+                step += 1
+            epoch, skip = epoch + 1, 0
+
+
+class StreamedImageBatches(ImageBatches):
+    """``ImageBatches`` whose keys also carry the streamed rows' images.
+
+    A key is ``(micro_step, indices, {item id: bytes or path})``; an image the draw asks
+    for that the rows do not bring (a fresh sibling target) is read from its item's file.
+    Batches carry no ``index``: they were read from the stream, not looked up.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._images: dict[str, Any] = {}
+
+    def __getitem__(self, key: tuple[int, list[int], dict[str, Any]]) -> dict[str, Any]:
+        step, indices, self._images = key
+        try:
+            batch = super().__getitem__((step, indices))
+        finally:
+            self._images = {}
+        return {**batch, "index": []}
+
+    def _pixels(self, ids: list[str]) -> torch.Tensor:
+        from fashion_retrieval.data.images import load_image
+
+        return torch.stack([self.transform(load_image(self._image(i))) for i in ids])  # (B, 3, H, W)
+
+    def _image(self, item_id: str) -> Any:
+        ref = self._images.get(item_id) or self.paths.get(item_id)
+        if not ref:
+            raise ValueError(f"item {item_id!r}: its image is neither in the streamed rows nor a local file")
+        return ref
+
+
+def stream_loader(run: Any, start_micro_step: int, multiprocessing_context: str | None = None) -> Any:
+    """The DataLoader of this process's streamed batches from ``start_micro_step`` on."""
+    from fashion_retrieval.data.streaming import shard_for_process, shuffle, triplet_stream
 
     acc, cfg = run.accelerator, run.config
     if cfg.task != "composed":
         raise ValueError(f"streaming reads triplets: it supports task 'composed', not {cfg.task!r}")
-    labelled = [t for t in run.train_set.triplets if t.target is not None]
-    if len(labelled) != len(run.train_set.triplets):
+    if any(t.target is None for t in run.train_set.triplets):
         raise ValueError("streaming training needs a split whose triplets all have targets")
+    lookup = example_lookup(run.examples)
+    rank, world = acc.process_index, acc.num_processes
+    per_epoch = batches_per_epoch(triplet_stream(run.train_set, images=False), lookup, cfg.batch_size, world)
     # A published data set streams its parquet shards (images inside), any other the files.
-    ds = triplet_stream(run.train_set, decode=False)
-    ds = shard_for_process(shuffle(ds, seed=cfg.seed), acc.process_index, acc.num_processes)
-    per_epoch = _batches_per_epoch(ds, cfg.batch_size, acc)
-    ds = with_image_transform(ds, run.model.transform(train=True), columns=["source", "target"])
-    rows_of = {it.id: i for i, it in enumerate(run.train_set.items)}
-    epoch, skip = divmod(start_micro_step, per_epoch)
-    step = start_micro_step
-    while True:
-        ds.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(
-            ds, batch_size=cfg.batch_size, drop_last=True, collate_fn=lambda rows: _collate(rows, rows_of),
-            **loader_options(acc.device, cfg.num_workers),  # workers; pinned memory on CUDA
-        )
-        for batch in itertools.islice(loader, skip, per_epoch):
-            yield {**batch, "step": step}
-            step += 1
-        epoch, skip = epoch + 1, 0
+    stream = shard_for_process(shuffle(triplet_stream(run.train_set, decode=False), seed=cfg.seed), rank, world)
+    transform = run.model.transform(train=cfg.train_augment)
+    decode = StreamedImageBatches(run.examples, {it.id: it.path for it in run.train_set.items}, transform,
+                                  cfg.seed, getattr(run, "draw", None))
+    options = image_loader_options(acc.device, cfg.num_workers, image_batch_bytes(cfg.batch_size, transform.size),
+                                   multiprocessing_context=multiprocessing_context)
+    keys = StreamKeys(stream, lookup, cfg.batch_size, per_epoch, start_micro_step)
+    return torch.utils.data.DataLoader(decode, sampler=keys, batch_size=None, **options)
+
+
+def stream_batches(run: Any, start_micro_step: int) -> Iterator[dict[str, Any]]:
+    """This process's streamed batches of composed triplets from ``start_micro_step`` on."""
+    yield from stream_loader(run, start_micro_step)

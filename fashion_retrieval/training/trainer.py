@@ -18,7 +18,7 @@ import torch
 
 from fashion_retrieval.data import dataset_entry
 from fashion_retrieval.data.records import RetrievalDataset
-from fashion_retrieval.devices import loader_options, to_device
+from fashion_retrieval.devices import to_device
 from fashion_retrieval.training.config import TrainConfig, dataset_loader_options
 from fashion_retrieval.training.data import (
     Example,
@@ -65,6 +65,7 @@ class Run:
     metrics: MetricsLog | None = None
     draw: Any = None  # a SampleDraw: examples redrawn per sample (Fashion200k siblings, random captions)
     last_eval: dict[str, Any] = field(default_factory=dict)
+    best: dict[str, Any] | None = None  # {"metric", "value", "step"} of <output_dir>/best (save_best)
 
 
 def tracker_name() -> str | None:
@@ -117,8 +118,9 @@ def build_model(config: TrainConfig, texts: list[str]) -> Any:
         pretrained=config.pretrained and not config.init_from,
         freeze_image_encoder=config.freeze_image_encoder,
         freeze_text_encoder=config.freeze_text_encoder,
-        normalize_scale=1.0 / config.temperature,
+        normalize_scale=(1.0 / config.temperature) ** (0.5 if config.scale_both_sides else 1.0),
         learn_scale=config.learn_scale,
+        scale_both_sides=config.scale_both_sides,
         modality_dropout=config.modality_dropout,
         projection=config.projection,
         preprocess=config.preprocess,
@@ -152,15 +154,18 @@ def uses_cached_features(config: TrainConfig) -> bool:
 
 
 def split_features(
-    model: Any, dataset: RetrievalDataset, config: TrainConfig, device: torch.device | None = None
+    model: Any, dataset: RetrievalDataset, config: TrainConfig, device: torch.device | None = None,
+    mixed_precision: str | None = None,
 ) -> torch.Tensor:
     """(N, Dimg) backbone features of the data set's items, from the on-disk cache (a miss runs
-    the backbone on ``device`` under the config's precision, ``num_workers`` decoding)."""
+    the backbone on ``device`` under ``mixed_precision``, default the config's; ``num_workers``
+    decoding)."""
     from fashion_retrieval.models.feature_cache import cached_image_features
 
+    precision = config.mixed_precision if mixed_precision is None else mixed_precision
     return cached_image_features(
         model, dataset.items, feature_dir(config), batch_size=config.eval_batch_size,
-        num_workers=config.num_workers, device=device, mixed_precision=config.mixed_precision,
+        num_workers=config.num_workers, device=device, mixed_precision=precision,
     ).float()
 
 
@@ -192,13 +197,15 @@ def setup_run(config: TrainConfig, accelerator: Any) -> Run:
         device = accelerator.device  # the backbone runs there, not on the CPU before prepare
         model.to(device)
         with accelerator.main_process_first():  # the main process fills the cache, the others read it
+            # Evaluation sees float32 features, as the reference code evaluates; the frozen text
+            # features serve training and evaluation both, so they are float32 too.
             if config.freeze_text_encoder:
                 texts = frozen_text_inputs(examples, eval_set, config)
                 model.remember_text_features(texts, cached_text_features(
-                    model, texts, feature_dir(config), device=device, mixed_precision=config.mixed_precision))
+                    model, texts, feature_dir(config), device=device, mixed_precision="no"))
             run.train_features = split_features(model, train_set, config, device).to(device)
             if eval_set is not None and accelerator.is_main_process:
-                run.eval_features = split_features(model, eval_set, config, device).to(device)
+                run.eval_features = split_features(model, eval_set, config, device, mixed_precision="no").to(device)
         if config.relevance_weight > 0:
             from fashion_retrieval.training.relevance import Relevance, RelevanceBank
 
@@ -237,13 +244,14 @@ def batches(run: Run, start_micro_step: int) -> Iterator[dict[str, Any]]:
         for step, indices in sampler:
             yield make(step, indices)
         return
-    dataset = ImageBatches(
-        run.examples, {it.id: it.path for it in run.train_set.items}, run.model.transform(train=cfg.train_augment),
-        cfg.seed, run.draw,
-    )
+    from fashion_retrieval.training.stream import image_batch_bytes, image_loader_options
+
+    transform = run.model.transform(train=cfg.train_augment)
+    dataset = ImageBatches(run.examples, {it.id: it.path for it in run.train_set.items}, transform, cfg.seed, run.draw)
+    # Whole decoded batches cross the worker queues: the prefetch is bounded by /dev/shm.
+    options = image_loader_options(acc.device, cfg.num_workers, image_batch_bytes(cfg.batch_size, transform.size))
     loader = torch.utils.data.DataLoader(
-        dataset, sampler=sampler, batch_size=None, persistent_workers=cfg.num_workers > 0,
-        **loader_options(acc.device, cfg.num_workers),
+        dataset, sampler=sampler, batch_size=None, persistent_workers=cfg.num_workers > 0, **options,
     )
     yield from loader
 
@@ -262,17 +270,52 @@ def run_eval(run: Run, step: int) -> dict[str, Any]:
         from fashion_retrieval.evaluation import evaluate
         from fashion_retrieval.io_utils import atomic_write_json
 
+        # In float32 whatever the training precision, as the reference code evaluates.
         result = evaluate(
             run.model, run.eval_set, protocol=TASKS.get(cfg.task).protocol,
             batch_size=cfg.eval_batch_size, features=run.eval_features, num_workers=cfg.num_workers,
-            device=acc.device, mixed_precision=cfg.mixed_precision,
+            device=acc.device, mixed_precision="no",
         )
         result = {**result, "step": step}
+        if cfg.save_best:
+            keep_best(run, result)
+            result["best"] = dict(run.best)
         atomic_write_json(Path(cfg.output_dir) / "eval.json", result)
         run.metrics.write(step, {"eval": result.get("recall", {}), "eval_categories": result.get("categories", {})})
         run.last_eval = result
     acc.wait_for_everyone()
     return result
+
+
+def read_best(output_dir: str | Path) -> dict[str, Any] | None:
+    """``{"metric", "value", "step"}`` of the run's ``best/`` checkpoint, or None when there is none."""
+    path = Path(output_dir) / "best" / "metrics.json"
+    if not path.is_file():
+        return None
+    best = json.loads(path.read_text(encoding="utf-8")).get("best")
+    return best if isinstance(best, dict) else None
+
+
+def keep_best(run: Run, result: dict[str, Any]) -> None:
+    """Save ``<output_dir>/best`` when ``result`` beats the best evaluation so far on ``save_best``.
+
+    As CLIP4Cir's ``--save-best``: strictly greater replaces (the earliest of equal values
+    stays). A metric the evaluation does not report is a ``ValueError`` naming those it does.
+    """
+    from fashion_retrieval.hub import save_checkpoint
+
+    cfg = run.config
+    recall = result.get("recall", {})
+    if cfg.save_best not in recall:
+        raise ValueError(f"save_best {cfg.save_best!r} is not a metric of this evaluation; "
+                         f"it reports {', '.join(recall) or 'none'}")
+    value = float(recall[cfg.save_best])
+    if run.best is not None and value <= run.best["value"]:
+        return
+    run.best = {"metric": cfg.save_best, "value": value, "step": int(result["step"])}
+    save_checkpoint(run.model, Path(cfg.output_dir) / "best", train_config=cfg.to_dict(),
+                    metrics={**result, "best": dict(run.best)})
+    logger.info("best %s %.2f at step %d: saved %s/best", cfg.save_best, value, run.best["step"], cfg.output_dir)
 
 
 def _debug_ids(run: Run, step: int, batch: dict[str, Any]) -> None:
@@ -365,6 +408,9 @@ def finish(run: Run, step: int) -> Path:
 def train(config: TrainConfig) -> Path:
     """Train as ``config`` says; returns the final checkpoint folder ``<output_dir>/final``.
 
+    With ``save_best`` every evaluation that beats the best so far is also saved as
+    ``<output_dir>/best`` (its ``metrics.json`` and model card name the step).
+
     Saves the resolved config as ``<output_dir>/config.yaml``, the Accelerate state every
     ``save_every`` steps under ``<output_dir>/state/step_N`` (the last two kept), metrics
     to ``metrics.jsonl`` and the evaluation to ``eval.json``. ``config.resume`` ("latest" or
@@ -381,6 +427,7 @@ def train(config: TrainConfig) -> Path:
     run.metrics = MetricsLog(accelerator, out)
     start = 0
     if resume_dir is not None:
+        run.best = read_best(out) if config.save_best else None
         accelerator.load_state(str(resume_dir))
         start = int(read_trainer_state(resume_dir)["step"])
         if accelerator.is_main_process:
