@@ -74,7 +74,7 @@ def evaluate_embeddings(
     dashboard reads it)::
 
         {"dataset", "split", "protocol", "model", "recall": {...}, "categories": {...},
-         "queries": n, "skipped": {reason: count}, ...the protocol's extra keys}
+         "queries": n, "gallery": n, "skipped": {reason: count}, ...the protocol's extra keys}
 
     with recall in percent. ``skipped`` merges what the data loader skipped (``data:``
     reasons, e.g. missing images) with the queries the protocol could not rank.
@@ -92,5 +92,6 @@ def evaluate_embeddings(
         "protocol": name,
         "model": model,
         **result,
+        "gallery": len(dataset.items),  # images ranked (per-category protocols: all categories)
         "skipped": dict(sorted(skipped.items())),
     }

@@ -222,7 +222,10 @@ def stream_loader(run: Any, start_micro_step: int, multiprocessing_context: str 
     options = image_loader_options(acc.device, cfg.num_workers, image_batch_bytes(cfg.batch_size, transform.size),
                                    multiprocessing_context=multiprocessing_context)
     keys = StreamKeys(stream, lookup, cfg.batch_size, per_epoch, start_micro_step)
-    return torch.utils.data.DataLoader(decode, sampler=keys, batch_size=None, **options)
+    # Its own generator: the loader's base seed is not drawn from the global RNG (dropout's),
+    # so a resumed run draws what the whole one did.
+    return torch.utils.data.DataLoader(decode, sampler=keys, batch_size=None,
+                                       generator=torch.Generator().manual_seed(run.config.seed), **options)
 
 
 def stream_batches(run: Any, start_micro_step: int) -> Iterator[dict[str, Any]]:

@@ -250,8 +250,11 @@ def batches(run: Run, start_micro_step: int) -> Iterator[dict[str, Any]]:
     dataset = ImageBatches(run.examples, {it.id: it.path for it in run.train_set.items}, transform, cfg.seed, run.draw)
     # Whole decoded batches cross the worker queues: the prefetch is bounded by /dev/shm.
     options = image_loader_options(acc.device, cfg.num_workers, image_batch_bytes(cfg.batch_size, transform.size))
+    # A generator of its own: starting the loader draws its workers' base seed from it, not
+    # from the global RNG that dropout uses, so a resumed run draws what the whole one did.
     loader = torch.utils.data.DataLoader(
-        dataset, sampler=sampler, batch_size=None, persistent_workers=cfg.num_workers > 0, **options,
+        dataset, sampler=sampler, batch_size=None, persistent_workers=cfg.num_workers > 0,
+        generator=torch.Generator().manual_seed(cfg.seed), **options,
     )
     yield from loader
 
