@@ -114,7 +114,7 @@ def test_training_module_runs_the_tasks_objective_with_the_registered_loss() -> 
     class Stub(nn.Module):
         """Embeds features by identity: enough for the objectives of the pair losses."""
 
-        scale = torch.tensor(10.0)
+        scale = logit_scale = torch.tensor(10.0)
 
         def encode_query(self, images=None, texts=None, image_features=None):
             return image_features if image_features is not None else torch.eye(3)[: len(texts)]

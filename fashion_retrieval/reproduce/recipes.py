@@ -14,6 +14,7 @@ from typing import Any
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "training" / "configs"
 RECIPES_FILE = CONFIG_DIR / "published" / "recipes.yaml"
+RECIPE_KEYS = ("dataset", "stages", "published")  # what every entry of the file must have
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,9 @@ def load_recipes(path: str | Path | None = None) -> dict[str, Recipe]:
 def _recipe(name: str, entry: Any, path: Path) -> Recipe:
     """One entry of the recipes file as a ``Recipe``."""
     where = f"{path}: recipe {name!r}"
-    if not isinstance(entry, dict) or not {"dataset", "stages", "published"} <= set(entry):
-        raise ValueError(f"{where} needs dataset, stages and published")
+    missing = [key for key in RECIPE_KEYS if key not in entry] if isinstance(entry, dict) else list(RECIPE_KEYS)
+    if missing:
+        raise ValueError(f"{where} needs {', '.join(RECIPE_KEYS)}; missing {', '.join(missing)}")
     stages = tuple(Stage(s["config"], s.get("init_from")) for s in entry["stages"])
     names = [s.name for s in stages]
     for i, stage in enumerate(stages):

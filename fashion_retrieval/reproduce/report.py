@@ -78,9 +78,9 @@ def build_report(recipe: Recipe, evaluation: dict[str, Any], *, checkpoint: Path
         notes.append("--tiny: a tiny random encoder trained a few steps; the figures test the chain "
                      "(training, checkpoint, the official protocol), not the paper")
     if standins:
-        what = ("the real FashionIQ annotations with generated pictures" if recipe.dataset == "fashioniq"
-                else f"a small synthetic catalogue in {recipe.dataset}'s layout")
-        notes.append(f"stand-in data under {data_root}: {what}")
+        from fashion_retrieval.reproduce.standins import standin_description
+
+        notes.append(f"stand-in data under {data_root}: {standin_description(recipe.dataset)}")
     return {
         "recipe": recipe.name, "source": recipe.source, "dataset": evaluation.get("dataset"),
         "split": evaluation.get("split"), "protocol": evaluation.get("protocol"),

@@ -81,11 +81,20 @@ def fashion200k_standins(out: Path, products: int = 96) -> Path:
     return out
 
 
-STANDINS = {"fashioniq": fashioniq_standins, "fashion200k": fashion200k_standins}
+# Per data set: the writer of its stand-in copy, and what that copy is (said in the report).
+STANDINS = {
+    "fashioniq": (fashioniq_standins, "the real FashionIQ annotations with generated pictures"),
+    "fashion200k": (fashion200k_standins, "a small synthetic catalogue in Fashion200k's layout"),
+}
 
 
 def standin_root(dataset: str, out: Path) -> Path:
     """The stand-in copy of ``dataset`` under ``out`` (written when missing)."""
     if dataset not in STANDINS:
         raise ValueError(f"no stand-in data for {dataset!r}; give --data-root")
-    return STANDINS[dataset](out)
+    return STANDINS[dataset][0](out)
+
+
+def standin_description(dataset: str) -> str:
+    """What the stand-in copy of ``dataset`` is, in words."""
+    return STANDINS[dataset][1]
