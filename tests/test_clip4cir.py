@@ -305,5 +305,7 @@ def test_configs_carry_the_reference_settings() -> None:
     assert (s2.compositor, s2.freeze_image_encoder, s2.freeze_text_encoder) == ("combiner", True, True)
     assert s2.compositor_options == {"proj_factor": 4, "hidden_factor": 8, "dropout": 0.5}
     assert (s2.optimizer, s2.lr, s2.weight_decay) == ("adam", 2e-5, 0.0)
-    assert s2.cache_features and s2.init_from == "runs/clip4cir_stage1_fashioniq/final" == s1.output_dir + "/final"
+    # --save-best on both stages; stage 2 starts from stage 1's best CLIP (--clip-model-path tuned_clip_best.pt)
+    assert s1.save_best == s2.save_best == "avg"
+    assert s2.cache_features and s2.init_from == "runs/clip4cir_stage1_fashioniq/best" == s1.output_dir + "/best"
     assert s2.batch_size == 4096 and s2.max_steps == 300 * (18000 // 4096)

@@ -251,7 +251,9 @@ def test_cached_training_caches_trains_and_evaluates_on_the_accelerators_device(
     # backbone there, and both feature tables kept there.
     assert boundary.moved_to_given() >= 2 + 2 + 2 and GIVEN in boundary.modules
     assert boundary.loader_settings() == [(1, False), (1, False)]
-    assert boundary.dtypes and set(boundary.dtypes) == {torch.bfloat16}
+    # The training gallery at the run's precision, the evaluation gallery in float32 (as the reference evaluates).
+    assert boundary.dtypes[0] == torch.bfloat16 and boundary.dtypes[-1] == torch.float32
+    assert set(boundary.dtypes) == {torch.bfloat16, torch.float32}
 
     boundary.clear()
     assert train_loop(run, 0) == 2
@@ -262,7 +264,7 @@ def test_cached_training_caches_trains_and_evaluates_on_the_accelerators_device(
     result = run_eval(run, 2)
     assert "R@10" in result["recall"]
     # The cached features of 5 gallery items (2 batches) and of 20 query sources (5 batches).
-    assert boundary.moved_to_given() >= 2 + 5 and set(boundary.dtypes) == {torch.bfloat16}
+    assert boundary.moved_to_given() >= 2 + 5 and set(boundary.dtypes) == {torch.float32}  # evaluation: float32
 
 
 def test_end_to_end_training_decodes_in_workers_and_evaluates_on_the_device(

@@ -88,7 +88,7 @@ class _Model(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.proj = torch.nn.Linear(6, 4)
-        self.scale = torch.tensor(10.0)
+        self.scale = self.logit_scale = torch.tensor(10.0)
         self.calls = 0
 
     def encode_target(self, image_features: torch.Tensor) -> torch.Tensor:
