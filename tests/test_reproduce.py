@@ -54,6 +54,10 @@ def test_tiny_reproduction_runs_the_chain_and_reports_in_the_published_shape(rec
     assert isinstance(report["skipped"], dict) and isinstance(report["seconds"], float)
     assert Path(report["checkpoint"], "config.json").is_file()
     assert report["commit"] and report["hardware"]["cpu_count"] >= 1
+    for stage in report["stages"]:
+        assert all(isinstance(n, int) and n > 0 for n in stage["train_skipped"].values())
+    if recipe.endswith("fashioniq"):  # stand-in pictures for the first 64 training triplets of each category only
+        assert report["stages"][-1]["train_skipped"]["missing_image"] > 0
     if recipe.endswith("fashioniq"):  # the whole val protocol of the real annotations
         assert (report["queries"], report["gallery"]) == _fashioniq_val_counts(FASHIONIQ_ANNOTATIONS)
         assert set(report["categories"]) == {"dress", "shirt", "toptee"}

@@ -324,7 +324,7 @@ def test_save_best_keeps_the_best_evaluation_and_says_which_step(data_root: Path
     from safetensors.torch import load_file
 
     from fashion_retrieval.training import train
-    from fashion_retrieval.training.trainer import read_best
+    from fashion_retrieval.training.state import read_best
 
     out = tmp_path / "run"
     train(tiny_config(data_root, out, max_steps=40, save_every=10, eval_every=5, save_best="avg",

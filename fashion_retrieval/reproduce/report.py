@@ -4,7 +4,11 @@
 
     {"recipe": str, "metrics": {name: {"published": float, "measured": float | None,
      "difference": float | None}}, "queries": int, "gallery": int, "skipped": {reason: int},
-     "checkpoint": path, "step": int | None, "seconds": float, ...}
+     "checkpoint": path, "step": int | None, "seconds": float,
+     "stages": [{"stage", "checkpoint", "seconds_trained", "train_skipped": {reason: int}}], ...}
+
+``skipped`` is the evaluation's (queries and gallery images it could not use); each stage's
+``train_skipped`` is what its training split left out.
 
 and ``reproduction.md``, the same as a markdown table.
 """
@@ -102,6 +106,7 @@ def markdown(report: dict[str, Any]) -> str:
     rows = "\n".join(f"| {name} | {_number(m['published'])} | {_number(m['measured'])} | "
                      f"{_number(m['difference'], '+')} |" for name, m in report["metrics"].items())
     skipped = ", ".join(f"{k}: {v}" for k, v in report["skipped"].items()) or "none"
+    train_skipped = ", ".join(f"{k}: {v}" for k, v in report["stages"][-1]["train_skipped"].items()) or "none"
     hw = report["hardware"]
     device = hw.get("gpu") or f"{hw['cpu']} ({hw['cpu_count']} cores, no GPU)"
     lines = [
@@ -110,7 +115,8 @@ def markdown(report: dict[str, Any]) -> str:
         "| metric | published | measured | difference |", "|---|---:|---:|---:|", rows, "",
         f"- {report['dataset']} {report['split']} split, protocol `{report['protocol']}`: "
         f"{report['queries']} queries ranked, gallery of {report['gallery']} images",
-        f"- skipped: {skipped}",
+        f"- skipped in the evaluation: {skipped}",
+        f"- skipped in the training split: {train_skipped}",
         f"- checkpoint: `{report['checkpoint']}` (step {report['step']})",
         f"- commit {report['commit']}, {device}, torch {hw['torch']}; {report['seconds']:.0f} s wall time",
     ]

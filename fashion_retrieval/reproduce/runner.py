@@ -87,6 +87,13 @@ def run_stage(config: Any) -> tuple[Path, float]:
     return finished_checkpoint(output_dir), time.monotonic() - start
 
 
+def training_skips(config: Any) -> dict[str, int]:
+    """What the training split's loader skipped, by reason (missing images, bad entries, ...)."""
+    from fashion_retrieval.training.trainer import load_split
+
+    return dict(sorted(load_split(config, config.train_split).skipped.items()))
+
+
 def evaluate_checkpoint(checkpoint: Path, config: Any, out: Path) -> dict[str, Any]:
     """The official evaluation of ``checkpoint`` (``training/evaluate.py``), written to ``OUT/evaluation.json``."""
     import json
@@ -122,7 +129,8 @@ def reproduce(name: str, out: str | Path, data_root: str | Path | None = None, t
     for stage in recipe.stages:
         config = stage_config(recipe, stage, data_root, out, tiny)
         checkpoint, seconds = run_stage(config)
-        stages.append({"stage": stage.name, "checkpoint": str(checkpoint), "seconds_trained": round(seconds, 1)})
+        stages.append({"stage": stage.name, "checkpoint": str(checkpoint), "seconds_trained": round(seconds, 1),
+                       "train_skipped": training_skips(config)})
     evaluation = evaluate_checkpoint(checkpoint, config, out)
     report = build_report(recipe, evaluation, checkpoint=checkpoint, stages=stages, data_root=data_root,
                           tiny=tiny, standins=standins, seconds=time.monotonic() - start)

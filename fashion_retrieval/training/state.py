@@ -1,8 +1,9 @@
-"""Run-folder bookkeeping: early checks, atomic ``save_state`` rotation, resume, metrics log."""
+"""Run-folder bookkeeping: early checks, atomic ``save_state`` rotation, resume, metrics log, ``best/``."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -115,3 +116,34 @@ def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def read_best(output_dir: str | Path) -> dict[str, Any] | None:
+    """``{"metric", "value", "step"}`` of the run's ``best/`` checkpoint, or None when there is none."""
+    path = Path(output_dir) / "best" / "metrics.json"
+    if not path.is_file():
+        return None
+    best = json.loads(path.read_text(encoding="utf-8")).get("best")
+    return best if isinstance(best, dict) else None
+
+
+def keep_best(run: Any, result: dict[str, Any]) -> None:
+    """Save ``<output_dir>/best`` when ``result`` beats the best evaluation so far on ``save_best``.
+
+    As CLIP4Cir's ``--save-best``: strictly greater replaces (the earliest of equal values
+    stays). A metric the evaluation does not report is a ``ValueError`` naming those it does.
+    """
+    from fashion_retrieval.hub import save_checkpoint
+
+    cfg = run.config
+    recall = result.get("recall", {})
+    if cfg.save_best not in recall:
+        raise ValueError(f"save_best {cfg.save_best!r} is not a metric of this evaluation; "
+                         f"it reports {', '.join(recall) or 'none'}")
+    value = float(recall[cfg.save_best])
+    if run.best is not None and value <= run.best["value"]:
+        return
+    run.best = {"metric": cfg.save_best, "value": value, "step": int(result["step"])}
+    save_checkpoint(run.model, Path(cfg.output_dir) / "best", train_config=cfg.to_dict(),
+                    metrics={**result, "best": dict(run.best)})
+    logging.getLogger(__name__).info("best %s %.2f at step %d: saved %s/best", cfg.save_best, value, run.best["step"], cfg.output_dir)
