@@ -89,7 +89,7 @@ def build_report(recipe: Recipe, evaluation: dict[str, Any], *, checkpoint: Path
         "recipe": recipe.name, "source": recipe.source, "dataset": evaluation.get("dataset"),
         "split": evaluation.get("split"), "protocol": evaluation.get("protocol"),
         "metrics": metrics, "queries": int(evaluation.get("queries", 0)),
-        "gallery": int(evaluation.get("gallery", 0)), "skipped": dict(evaluation.get("skipped", {})),
+        "gallery": int(evaluation.get("gallery", 0)), "skipped": {k: v for k, v in evaluation.get("skipped", {}).items() if v},
         "categories": {c: {k: round(v, 2) for k, v in m.items()} for c, m in evaluation.get("categories", {}).items()},
         "checkpoint": str(checkpoint), "step": _checkpoint_step(checkpoint), "stages": stages,
         "data_root": str(data_root), "tiny": tiny, "notes": notes,
