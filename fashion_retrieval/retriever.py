@@ -523,6 +523,25 @@ class Retriever:
         hits = self._ranked(emb, k, [set(q.exclude) for q in queries])
         return [h[: q.k] for h, q in zip(hits, queries, strict=True)]
 
+    def search_session(
+        self, image: Any, texts: Sequence[str], k: int = 10, *, policy: str = "history",
+        exclude_ids: Iterable[str] = (),
+    ) -> list[Hit]:
+        """Hits of one refinement turn: the current ``image`` (a picked result, best a
+        :class:`CatalogueImage`) with every request so far, ``texts`` (oldest first), made one
+        query by the history ``policy`` (``models.history``); ``exclude_ids`` (the results
+        already shown and passed over, the pictures picked) are left out."""
+        from fashion_retrieval.models.history import session_query
+
+        if image is None:
+            raise ValueError("a refinement turn needs a picture: the result picked last")
+        cleaned = [_clean_text(t, f"request {i + 1}") for i, t in enumerate(texts)]
+        if not cleaned or any(t is None for t in cleaned):
+            raise ValueError("every turn of a refinement needs words: what is still wrong")
+        k = _check_k(k, len(self))
+        turns = self.encode_queries([image] * len(cleaned), cleaned)  # (T, D)
+        return self._ranked(session_query(policy, turns)[None], k, [set(exclude_ids)])[0]
+
     def _encode_mixed(self, images: list[Any], texts: list[str | None]) -> torch.Tensor:
         """``(n, D)`` embeddings of queries that may mix image-only, text-only and both
         (encoded in one batch per kind)."""

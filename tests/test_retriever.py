@@ -201,3 +201,32 @@ def test_from_checkpoint_keeps_index_beside_it(gallery, tmp_path) -> None:
     a = retriever.search(image=gallery[1].path, text="red dress", k=3)
     b = direct.search(image=gallery[1].path, text="red dress", k=3)
     assert [h.id for h in a] == [h.id for h in b]
+
+
+def test_a_refinement_turn_ranks_the_history_policys_query_and_leaves_out_what_was_shown(tirg, gallery) -> None:
+    """search_session: the current picture with every request so far, one query by the
+    policy (brute force: the normalised weighted mean), results already shown left out."""
+    import torch.nn.functional as F
+
+    from fashion_retrieval.models.history import EARLIER_WEIGHT
+
+    picture, texts = gallery[3].path, ["blue dress", "make it green", "shirt"]
+    targets = tirg.embed_items(gallery)  # (N, D)
+    turns = tirg.encode_queries([picture] * 3, texts)  # (3, D)
+    for policy, query in (("last_turn", turns[-1]),
+                          ("history", F.normalize(turns[-1] + EARLIER_WEIGHT * turns[:2].mean(0), dim=0))):
+        order = [gallery[i].id for i in torch.argsort(targets @ query, descending=True).tolist()]
+        hits = tirg.search_session(picture, texts, k=5, policy=policy)
+        _check_hits(hits, 5)
+        assert [h.id for h in hits] == order[:5]
+        shown = order[:4]
+        again = tirg.search_session(picture, texts, k=5, policy=policy, exclude_ids=shown)
+        assert [h.id for h in again] == [i for i in order if i not in shown][:5]
+    one = tirg.search_session(picture, texts[:1], k=5, policy="history")  # one turn: both policies agree
+    assert [h.id for h in one] == [h.id for h in tirg.search_session(picture, texts[:1], k=5, policy="last_turn")]
+    with pytest.raises(ValueError, match="unknown history policy 'newest'"):
+        tirg.search_session(picture, texts, policy="newest")
+    with pytest.raises(ValueError, match="every turn of a refinement needs words"):
+        tirg.search_session(picture, ["red", "  "])
+    with pytest.raises(ValueError, match="needs a picture"):
+        tirg.search_session(None, ["red"])
