@@ -1,9 +1,9 @@
-"""The Streamlit comparison dashboard's logic: results, shopper reports, curves, embedding maps,
-query browser.
+"""The Streamlit comparison dashboard's logic: results, shopper reports, refinement sessions,
+curves, embedding maps, query browser.
 
 Only the page modules import Streamlit: :mod:`~fashion_retrieval.dashboard.ui` (the sidebar
-and ``main``, which ``streamlit_app/app.py`` calls), :mod:`~fashion_retrieval.dashboard.views`
-and :mod:`~fashion_retrieval.dashboard.loaders` (the cached loaders both use). Galleries and
+and ``main``, which ``streamlit_app/app.py`` calls), :mod:`~fashion_retrieval.dashboard.views`,
+:mod:`~fashion_retrieval.dashboard.refinement_view` and :mod:`~fashion_retrieval.dashboard.loaders` (the cached loaders both use). Galleries and
 models come through the serving layer (``fashion_retrieval.serving``), as in the demo.
 """
 
@@ -11,6 +11,7 @@ from .browse import compare_models, hits_frame, is_correct
 from .curves import combine_runs, load_metrics, metric_groups
 from .embedmap import color_options, embedding_frame, project_gallery
 from .projection import PROJECTIONS, ProjectionUnavailable, available_projections, project
+from .replay import Replay, replay, replay_choices
 from .results import (
     EvalResult,
     ResultFileError,
@@ -20,6 +21,13 @@ from .results import (
     load_eval_result,
     recall_long,
     recall_table,
+)
+from .sessions import (
+    SessionsReport,
+    load_sessions_report,
+    sessions_payload,
+    sessions_table,
+    success_long,
 )
 from .shopper import (
     ShopperReport,
@@ -38,7 +46,9 @@ __all__ = [
     "Discovery",
     "EvalResult",
     "ProjectionUnavailable",
+    "Replay",
     "ResultFileError",
+    "SessionsReport",
     "ShopperReport",
     "available_projections",
     "category_table",
@@ -56,6 +66,7 @@ __all__ = [
     "is_recall_metric",
     "load_eval_result",
     "load_metrics",
+    "load_sessions_report",
     "load_shopper_report",
     "metric_groups",
     "one_gallery_table",
@@ -64,7 +75,12 @@ __all__ = [
     "project_gallery",
     "recall_long",
     "recall_table",
+    "replay",
+    "replay_choices",
     "report_kind",
     "scan_result_dirs",
+    "sessions_payload",
+    "sessions_table",
+    "success_long",
     "words_table",
 ]

@@ -111,3 +111,19 @@ def control_chart(
     )
     ceiling = base.mark_tick(color="black", thickness=2).encode(y="ceiling:Q")
     return alt.layer(bars, ceiling)
+
+
+def success_chart(long: pd.DataFrame, title: str = "Success by turn (%)") -> Any:
+    """success@T against the turn, one line per model; ``long`` has model, turn, success (see
+    ``sessions.success_long``)."""
+    alt = _alt()
+    return (
+        alt.Chart(long, title=title)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("turn:O", title="turn", axis=alt.Axis(labelAngle=0)),
+            y=alt.Y("success:Q", title="success@T (%)", scale=alt.Scale(domain=[0, 100])),
+            color=alt.Color("model:N", title="model", sort=None),
+            tooltip=["model", "turn", alt.Tooltip("success:Q", format=".1f", title="success (%)")],
+        )
+    )

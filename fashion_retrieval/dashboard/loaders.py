@@ -1,5 +1,6 @@
 """What the sidebar chose (:class:`Settings`) and the cached loaders the page and the views
-share: results, shopper reports, training logs, checkpoints, galleries and retrievers.
+share: results, shopper reports, refinement sessions, training logs, checkpoints, galleries
+and retrievers.
 
 :mod:`fashion_retrieval.dashboard.ui` draws the sidebar, fills a ``Settings`` and calls a view;
 :mod:`fashion_retrieval.dashboard.views` reads the ``Settings`` through these loaders. Both
@@ -17,6 +18,7 @@ import streamlit as st
 from . import models as dm
 from .curves import load_metrics
 from .results import EvalResult, load_eval_result
+from .sessions import SessionsReport, load_sessions_report
 from .shopper import ShopperReport, load_shopper_report
 from .sources import Discovery, scan_result_dirs
 
@@ -28,6 +30,7 @@ class Settings:
     discovery: Discovery
     eval_files: dict[str, Path] = field(default_factory=dict)
     shopper_files: dict[str, Path] = field(default_factory=dict)
+    sessions_files: dict[str, Path] = field(default_factory=dict)
     metrics_files: dict[str, Path] = field(default_factory=dict)
     checkpoints: dict[str, Path] = field(default_factory=dict)
     gallery: dm.GallerySpec | None = None
@@ -60,6 +63,12 @@ def cached_eval(path: str, label: str, mtime: float) -> EvalResult:
 def cached_shopper(path: str, label: str, mtime: float) -> ShopperReport:
     """Read one comparison or default-quality report."""
     return load_shopper_report(path, label=label)
+
+
+@st.cache_data(show_spinner=False)
+def cached_sessions(path: str, label: str, mtime: float) -> SessionsReport:
+    """Read one sessions file (or a comparison report's sessions)."""
+    return load_sessions_report(path, label=label)
 
 
 @st.cache_data(show_spinner=False)
@@ -105,6 +114,11 @@ def load_results(files: dict[str, Path]) -> list[EvalResult]:
 def load_shopper_reports(files: dict[str, Path]) -> list[ShopperReport]:
     """Read the chosen shopper reports; each unreadable one becomes an ``st.error``."""
     return _load_each(files, cached_shopper, "Shopper report")
+
+
+def load_sessions_reports(files: dict[str, Path]) -> list[SessionsReport]:
+    """Read the chosen sessions files; each unreadable one becomes an ``st.error``."""
+    return _load_each(files, cached_sessions, "Sessions file")
 
 
 def load_retrievers(settings: Settings) -> dict[str, Any]:

@@ -1,5 +1,5 @@
-"""Finding what the dashboard shows: evaluation JSONs, shopper reports, metrics.jsonl logs and
-checkpoints."""
+"""Finding what the dashboard shows: evaluation JSONs, shopper reports, refinement sessions,
+metrics.jsonl logs and checkpoints."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..paths import default_dir
+from .sessions import sessions_payload
 from .shopper import report_kind
 
 RUNS_ENV = "FASHION_RETRIEVAL_RUNS"  # extra result folders, separated by os.pathsep
@@ -36,10 +37,13 @@ def is_checkpoint_dir(path: Path) -> bool:
 class Discovery:
     """What a scan found, each as label -> path, and readable problems (missing folders).
 
-    ``shopper_files`` are comparison and default-quality reports (see ``shopper``)."""
+    ``shopper_files`` are comparison and default-quality reports (see ``shopper``);
+    ``sessions_files`` hold refinement sessions (see ``sessions``): a sessions file, or a
+    comparison report with a ``"sessions"`` object, which is then in both."""
 
     eval_files: dict[str, Path] = field(default_factory=dict)
     shopper_files: dict[str, Path] = field(default_factory=dict)
+    sessions_files: dict[str, Path] = field(default_factory=dict)
     metrics_files: dict[str, Path] = field(default_factory=dict)
     checkpoints: dict[str, Path] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -69,8 +73,8 @@ def _walk(root: Path, max_depth: int):
 
 
 def scan_result_dirs(dirs: list[str | Path], max_depth: int = 4) -> Discovery:
-    """Scan folders for ``*.json`` evaluation results and shopper reports, ``metrics.jsonl``
-    logs and checkpoints.
+    """Scan folders for ``*.json`` evaluation results, shopper reports and refinement sessions,
+    ``metrics.jsonl`` logs and checkpoints.
 
     A metrics log is labelled by its run folder; an evaluation file by its path without the
     suffix; a checkpoint by its folder. A missing folder is reported in ``errors``.
@@ -93,27 +97,37 @@ def scan_result_dirs(dirs: list[str | Path], max_depth: int = 4) -> Discovery:
                     found.metrics_files[_label(root, here, roots, strip_suffix=False)] = path
                 elif not (name.endswith(".json") and _small(path)):
                     continue
-                elif (kind := _json_kind(path)) == "eval":
+                elif "eval" in (kinds := _json_kinds(path)):
                     # <run>/eval.json is labelled by its run; other files by their own name
                     target = here if name == "eval.json" else path
                     found.eval_files[_label(root, target, roots, strip_suffix=target is path)] = (
                         path
                     )
-                elif kind == "shopper":
-                    found.shopper_files[_label(root, path, roots)] = path
+                else:
+                    if "shopper" in kinds:
+                        found.shopper_files[_label(root, path, roots)] = path
+                    if "sessions" in kinds:
+                        found.sessions_files[_label(root, path, roots)] = path
     return found
 
 
-def _json_kind(path: Path) -> str | None:
-    """What a JSON file holds: ``"eval"`` (an object with 'recall'), ``"shopper"`` (a comparison
-    or default-quality report) or None (anything else); read once while scanning."""
+def _json_kinds(path: Path) -> set[str]:
+    """What a JSON file holds: ``{"eval"}`` (an object with 'recall'), else ``"shopper"`` (a
+    comparison or default-quality report) and/or ``"sessions"`` (refinement sessions, alone or
+    inside a comparison report); empty for anything else. Read once while scanning. A file
+    named like a sessions file (``*sessions*.json``) that holds none is still listed, so the
+    page says what is wrong with it instead of leaving it out silently."""
+    named_sessions = {"sessions"} if "sessions" in path.stem.lower() else set()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return None
+        return named_sessions
     if isinstance(data, dict) and "recall" in data:
-        return "eval"
-    return "shopper" if report_kind(data) is not None else None
+        return {"eval"}
+    kinds = {"shopper"} if report_kind(data) is not None else set()
+    if sessions_payload(data) is not None:
+        return kinds | {"sessions"}
+    return kinds or named_sessions
 
 
 def _small(path: Path) -> bool:

@@ -89,6 +89,8 @@ def sidebar(args: argparse.Namespace) -> Settings:
     settings.eval_files = _pick("Evaluation results", found.eval_files, "eval_files")
     if found.shopper_files:  # comparison / default-quality reports: the shopper view
         settings.shopper_files = _pick("Shopper reports", found.shopper_files, "shopper_files")
+    if found.sessions_files:  # refinement sessions: the sessions view
+        settings.sessions_files = _pick("Refinement sessions", found.sessions_files, "sessions_files")
     settings.metrics_files = _pick("Training runs", found.metrics_files, "metrics_files")
     settings.checkpoints = _pick("Checkpoints", found.checkpoints, "checkpoints", limit=6)
     try:

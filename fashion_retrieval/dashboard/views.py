@@ -1,5 +1,6 @@
 """The dashboard's views, each a function of the sidebar's ``Settings``; the shopper view
-only when a comparison or default-quality report was found."""
+only when a comparison or default-quality report was found, the refinement sessions view
+(:mod:`~fashion_retrieval.dashboard.refinement_view`) only when a sessions file was found."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from .loaders import (
 )
 from .models import gallery_embeddings
 from .projection import PROJECTIONS, ProjectionUnavailable
+from .refinement_view import SESSIONS_VIEW, sessions_view
 from .results import (
     category_table,
     group_results,
@@ -256,7 +258,11 @@ VIEWS: dict[str, Callable[[Settings], None]] = {
 
 
 def available_views(settings: Settings) -> dict[str, Callable[[Settings], None]]:
-    """The views to offer: the four always, the shopper view when a report was found."""
+    """The views to offer: the four always, the shopper view when a report was found, the
+    refinement sessions view when a sessions file was found."""
+    views = dict(VIEWS)
     if settings.discovery.shopper_files:
-        return {**VIEWS, SHOPPER_VIEW: shopper_view}
-    return VIEWS
+        views[SHOPPER_VIEW] = shopper_view
+    if settings.discovery.sessions_files:
+        views[SESSIONS_VIEW] = sessions_view
+    return views
