@@ -195,6 +195,44 @@ def test_page_has_the_three_tabs_and_search_api(client, models):
     info = client.view_api(print_info=False, return_format="dict")
     assert "/search" in info["named_endpoints"]
     assert [p["label"] for p in info["named_endpoints"]["/search"]["parameters"]] == ["image", "text", "model", "k"]
+    labels = {name: [p["label"] for p in info["named_endpoints"][name]["parameters"]]
+              for name in ("/refine", "/refine_back")}
+    assert labels == {"/refine": ["session", "picture", "words", "models", "k", "policy"],
+                      "/refine_back": ["session", "step"]}
+
+
+def test_api_refinement_session_by_catalogue_ids(client, models, catalogue):
+    """/refine: a catalogue item id as the picture (nothing uploaded), the words, a session
+    id ("" starts one); each model's hits are the Retriever's session search leaving out what
+    that model showed; /refine_back gives an earlier step's hits again."""
+    from fashion_retrieval.retriever import CatalogueImage
+
+    t, by_id = catalogue.triplets[0], catalogue.item_by_id()
+    first = client.predict("", t.source, t.text, "tirg, image_only", 3, "", api_name="/refine")
+    assert first["step"] == 1 and first["policy"] == "history" and set(first["results"]) == {"tirg", "image_only"}
+    assert all(h["correct"] == (h["caption"] == t.target_caption) for h in first["results"]["tirg"])
+    sid, pick = first["session"], first["results"]["image_only"][0]["id"]
+    second = client.predict(sid, pick, "is striped", "", 3, "last_turn", api_name="/refine")
+    assert second["session"] == sid and second["step"] == 2 and second["policy"] == "last_turn"
+    assert [s["picture"] for s in second["steps"]] == [t.source, pick] and set(second["results"]) == set(models)
+    for name in ("tirg", "image_only"):
+        shown = {h["id"] for h in first["results"][name]}
+        want = models[name].search_session(CatalogueImage(pick, by_id[pick].path), [t.text, "is striped"], 3,
+                                           policy="last_turn", exclude_ids=shown | {t.source, pick})
+        assert [h["id"] for h in second["results"][name]] == [h.id for h in want]
+    back = client.predict(sid, 1, api_name="/refine_back")
+    assert back["step"] == 1 and back["results"] == first["results"]
+    cases = [
+        (("/refine", sid, "no_such_item", "is red", "", 3, ""), "There is no catalogue item 'no_such_item'"),
+        (("/refine", sid, pick, "   ", "", 3, ""), "Say what should change"),
+        (("/refine", "stale", pick, "is red", "", 3, ""), "has ended (or never existed)"),
+        (("/refine", sid, pick, "is red", "nope", 3, ""), "Unknown model 'nope'"),
+        (("/refine_back", sid, 3), "There is no step 3 in this session"),
+    ]
+    for (api, *args), message in cases:
+        with pytest.raises(Exception) as info:
+            client.predict(*args, api_name=api)
+        assert message in str(info.value) and "Traceback" not in str(info.value), str(info.value)
 
 
 # ---------------------------------------------------------------- the embedded default

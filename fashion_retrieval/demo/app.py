@@ -1,16 +1,17 @@
-"""The Gradio demo: Compose, Text to image and Image to image tabs, and a ``search`` API.
+"""The Gradio demo: Compose (with refinement), Text to image and Image to image tabs, and the
+``search``, ``refine`` and ``refine_back`` API endpoints.
 
 ``build_demo`` builds the page from a dict of Retrievers (or the embedded default);
 ``launch_demo`` serves it with the catalogue folders allowed and the queue configured.
-The logic lives in :mod:`fashion_retrieval.demo.handlers`; this file is only layout and
-the glue that turns :class:`DemoInputError` into a message in the page.
+The logic lives in :mod:`fashion_retrieval.demo.handlers` (and the serving layer); this
+file, ``compose.py`` (the Compose tab) and ``widgets.py`` are only layout and glue.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 import gradio as gr
 
 from fashion_retrieval.data.records import RetrievalDataset
+from fashion_retrieval.demo.compose import DEFAULT_MODELS as DEFAULT_MODELS
+from fashion_retrieval.demo.compose import compose_tab, session_api
 from fashion_retrieval.demo.handlers import (
     DemoBackend,
     DemoInputError,
@@ -25,13 +28,13 @@ from fashion_retrieval.demo.handlers import (
     gallery_value,
     summary_markdown,
 )
+from fashion_retrieval.demo.widgets import catalogue_picker, guard, query_image
 from fashion_retrieval.serving.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, batched
 from fashion_retrieval.serving.catalogue import Catalogue
 
-DEFAULT_MODELS = ("tirg", "text_only", "image_only")
 CSS = """
 .fr-status {min-height: 2.5em}
-.fr-results .caption-label {
+.fr-results .caption-label, .fr-strip .caption-label {
   font-size: 11px; line-height: 1.25; white-space: normal; overflow: hidden;
   display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: vertical; max-height: 2.6em;
 }
@@ -40,114 +43,10 @@ footer {visibility: hidden}
 INTRO = (
     "# Fashion retrieval: picture + words\n"
     "Pick a catalogue image (or upload your own), say what should be different, and see "
-    "how each model answers. ✓ marks a correct hit when the query comes from the catalogue "
-    "with a known target."
+    "how each model answers. Then click any result to refine from it: the session's steps "
+    "stay above the results, click one to go back. ✓ marks a correct hit when the query "
+    "comes from the catalogue with a known target."
 )
-
-
-def query_image(**kwargs: Any) -> gr.Image:
-    """An image input (file path) that passes undecodable uploads on instead of failing.
-
-    Gradio's own decoding would fail with a bare "Error"; the search handler decodes with
-    ``load_image`` and says what is wrong with the file. (The instance's ``preprocess`` is
-    wrapped rather than subclassing ``gr.Image``: Gradio writes a ``.pyi`` stub beside
-    every component subclass when it is defined.)
-    """
-    image = gr.Image(type="filepath", image_mode=None, **kwargs)
-    strict = image.preprocess
-
-    def lenient(payload: Any) -> Any:
-        try:
-            return strict(payload)
-        except Exception:  # any decoder error: the handler reports it readably
-            return None if payload is None else getattr(payload, "path", None)
-
-    image.preprocess = lenient  # type: ignore[method-assign]
-    return image
-
-
-def _guard(fn: Callable[..., Any], on_error: Callable[[str], Any]) -> Callable[..., Any]:
-    """Wrap a UI handler: a DemoInputError shows a warning toast and a status message."""
-
-    def wrapper(*args: Any) -> Any:
-        try:
-            return fn(*args)
-        except DemoInputError as err:
-            gr.Warning(str(err))
-            return on_error(f"⚠ {err}")
-
-    wrapper.__name__ = getattr(fn, "__name__", "handler")
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
-
-
-def _compose_tab(backend: DemoBackend, max_k: int, default_k: int) -> None:
-    """The Compose tab: catalogue picker, query, model choice, one gallery per model."""
-    names = backend.model_names
-    chosen = [n for n in DEFAULT_MODELS if n in names] or names[:3]
-    showcase = backend.showcase_items(24)
-    with gr.Row():
-        with gr.Column(scale=2):
-            image = query_image(label="Picture", height=260)
-            text = gr.Textbox(label="What should change?", placeholder="e.g. is blue with long sleeves")
-            models = gr.CheckboxGroup(names, value=chosen, label="Models")
-            k = gr.Slider(1, max_k, value=default_k, step=1, label="K (results per model)")
-            button = gr.Button("Search", variant="primary")
-        with gr.Column(scale=3):
-            _catalogue_picker(showcase, image, api_name="ui_pick", columns=6, height=330)
-            examples = backend.example_triplets(8)
-            if examples:
-                gr.Examples(
-                    [[backend.by_id[t.source].path, t.text] for t in examples],
-                    inputs=[image, text], label="Catalogue queries with a known answer",
-                    examples_per_page=4,
-                )
-    status = gr.Markdown(elem_classes="fr-status")
-    galleries, columns = [], []
-    with gr.Row(elem_classes="fr-results"):
-        for name in names:
-            with gr.Column(visible=name in chosen, min_width=220) as col:
-                galleries.append(gr.Gallery(label=name, columns=2, height=560, object_fit="contain"))
-            columns.append(col)
-
-    def search(image_path: str | None, query: str, selected: list[str], k_value: float) -> list[Any]:
-        return _compose_results(backend, names, image_path, query, selected, k_value)
-
-    def failed(message: str) -> list[Any]:
-        return [message, *([gr.skip()] * len(names)), *([gr.skip()] * len(names))]
-
-    io = dict(inputs=[image, text, models, k], outputs=[status, *galleries, *columns])
-    for i, trigger in enumerate((button.click, text.submit)):
-        trigger(_guard(search, failed), **io, api_name=f"ui_compose_{i}", api_visibility="private")
-    models.change(lambda sel: [gr.update(visible=n in sel) for n in names],
-                  inputs=models, outputs=columns, api_name="ui_models", api_visibility="private")
-
-
-def _catalogue_picker(showcase: list[Any], image: Any, *, api_name: str, columns: int, height: int) -> None:
-    """Catalogue thumbnails; clicking one makes it the query ``image`` (a catalogue pick: its
-    stored features are used, nothing is decoded)."""
-    catalogue = gr.Gallery(
-        [(it.path, it.caption or it.id) for it in showcase],
-        label="Catalogue: click an image to use it as the picture",
-        columns=columns, height=height, allow_preview=False, object_fit="contain",
-    )
-
-    def pick(evt: gr.SelectData) -> str:
-        return showcase[evt.index].path
-
-    catalogue.select(pick, outputs=image, api_name=api_name, api_visibility="private")
-
-
-def _compose_results(
-    backend: DemoBackend, names: list[str], image_path: str | None, query: str, selected: list[str], k: float
-) -> list[Any]:
-    """Status text, then one gallery value per model, then one column visibility per model."""
-    if not selected:
-        raise DemoInputError("Choose at least one model.")
-    outcomes = backend.search_many([n for n in names if n in selected], image_path, query, k)
-    by_name = {o.model: gallery_value(o) for o in outcomes}
-    status = summary_markdown(outcomes, outcomes[0].k)
-    return [status, *(by_name.get(n, []) for n in names), *(gr.update(visible=n in by_name) for n in names)]
 
 
 def _single_tab(backend: DemoBackend, max_k: int, default_k: int, *, mode: str) -> None:
@@ -162,7 +61,7 @@ def _single_tab(backend: DemoBackend, max_k: int, default_k: int, *, mode: str) 
                 query = query_image(label="Picture", height=260)
                 showcase = backend.showcase_items(24)
                 if showcase:
-                    _catalogue_picker(showcase, query, api_name="ui_image_pick", columns=4, height=250)
+                    catalogue_picker(showcase, query, api_name="ui_image_pick", columns=4, height=250)
             model = gr.Dropdown(names, value=default, label="Model")
             k = gr.Slider(1, max_k, value=default_k, step=1, label="K")
             button = gr.Button("Search", variant="primary")
@@ -185,7 +84,7 @@ def _single_tab(backend: DemoBackend, max_k: int, default_k: int, *, mode: str) 
 
     triggers = [button.click] + ([query.submit] if mode == "text" else [])
     for i, trigger in enumerate(triggers):
-        trigger(_guard(search, lambda m: (m, gr.skip())), inputs=[query, model, k],
+        trigger(guard(search, lambda m: (m, gr.skip())), inputs=[query, model, k],
                 outputs=[status, gallery], api_name=f"ui_{mode}_{i}", api_visibility="private")
 
 
@@ -259,12 +158,13 @@ def build_demo(
         gr.Markdown(INTRO)
         with gr.Tabs():
             with gr.Tab("Compose"):
-                _compose_tab(backend, max_k, default_k)
+                compose_tab(demo, backend, max_k, default_k)
             with gr.Tab("Text to image"):
                 _single_tab(backend, max_k, default_k, mode="text")
             with gr.Tab("Image to image"):
                 _single_tab(backend, max_k, default_k, mode="image")
         _api(backend)
+        session_api(backend)
     for key, value in QUEUE_ANALYTICS.items():  # read by the Queue that demo.queue() creates
         os.environ.setdefault(key, value)
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)

@@ -16,6 +16,7 @@ from typing import Any
 
 from fashion_retrieval.data.records import Item, RetrievalDataset, Triplet
 from fashion_retrieval.evaluation.hits import is_correct
+from fashion_retrieval.retriever import Hit
 from fashion_retrieval.serving.catalogue import Catalogue
 from fashion_retrieval.serving.query import (
     DEFAULT_MAX_K,
@@ -25,6 +26,7 @@ from fashion_retrieval.serving.query import (
     check_k,
     clean_text,
 )
+from fashion_retrieval.serving.refine import RefinementSessions, SessionView
 
 DemoInputError = QueryError  # the name the UI layer catches
 
@@ -53,6 +55,7 @@ class SearchOutcome:
     truth: QueryTruth | None = None
     notes: list[str] = field(default_factory=list)
     k: int = 0
+    hits: tuple[Hit, ...] = ()
 
     def first_correct_rank(self) -> int | None:
         """Rank (1-based) of the first correct hit, or None (also when truth is unknown)."""
@@ -61,6 +64,23 @@ class SearchOutcome:
                 return int(row["rank"])
         return None
 
+
+
+@dataclass
+class SessionOutcome:
+    """A refinement session at its current step: the session and each model's outcome."""
+
+    session: SessionView
+    outcomes: list[SearchOutcome]
+
+    def strip(self) -> list[tuple[str | None, str]]:
+        """The steps as (picture file or None, caption), oldest first."""
+        return [(s.picture_path, f"{i}. {s.words or '(the picture alone)'}")
+                for i, s in enumerate(self.session.steps, 1)]
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's JSON: the session (id, step, policy, steps) and each model's hits."""
+        return {**self.session.to_dict(), "results": {o.model: api_rows(o) for o in self.outcomes}}
 
 def normalize_text(text: str) -> str:
     """Lower-case, collapse whitespace and drop trailing punctuation (for truth lookup)."""
@@ -107,6 +127,7 @@ class DemoBackend:
         self.items: list[Item] = list(catalogue.items)
         self.by_id: dict[str, Item] = catalogue.by_id
         self.preparer = QueryPreparer(catalogue, max_k=self.max_k)
+        self.sessions = RefinementSessions(self.models, catalogue, max_k=self.max_k)
         self._truth: dict[tuple[str, str], list[Triplet]] = defaultdict(list)
         for t in catalogue.dataset.triplets if catalogue.dataset is not None else []:
             if t.target is not None and t.source in self.by_id:
@@ -190,37 +211,48 @@ class DemoBackend:
         """The query, prepared once for every model (see ``serving.query``)."""
         return self.preparer.prepare(image_path, text, k, allow_text=allow_text)
 
-    def answer(self, model_name: str, query: Query) -> SearchOutcome:
-        """One model's answer to a prepared query; the query's own picture is left out."""
+    def word_notes(self, model_name: str, text: str, *, has_picture: bool = True) -> list[str]:
+        """Notes on words ``model_name`` cannot read; a DemoInputError when it reads none of
+        them and there is no picture to rely on."""
         retriever = self.validate_model(model_name)
-        notes: list[str] = []
-        text = query.text or ""
         unknown = self.unknown_words(retriever, text)
-        if unknown is not None and text:
-            from fashion_retrieval.models.vocab import tokenize
+        if unknown is None or not text:
+            return []
+        from fashion_retrieval.models.vocab import tokenize
 
-            # Emoji or symbols only tokenise to no word at all: nothing the model can read.
-            if len(unknown) == len(tokenize(text)):
-                if query.image is None:
-                    raise DemoInputError(
-                        f"Model {model_name!r} knows none of the words in {text!r}; "
-                        "try words from the catalogue (colours, patterns, garment types)."
-                    )
-                notes.append("none of the words are known to this model; it relies on the picture.")
-            elif unknown:
-                notes.append(f"unknown words ignored: {', '.join(sorted(set(unknown)))}.")
-        truth = self.truth_for(query.source_id, text) if text else None
-        try:
-            hits = retriever.search_queries([query])[0]
-        except ValueError as err:  # the Retriever's own input checks
-            raise DemoInputError(f"{model_name}: {err}") from None
+        # Emoji or symbols only tokenise to no word at all: nothing the model can read.
+        if len(unknown) == len(tokenize(text)):
+            if not has_picture:
+                raise DemoInputError(
+                    f"Model {model_name!r} knows none of the words in {text!r}; "
+                    "try words from the catalogue (colours, patterns, garment types)."
+                )
+            return ["none of the words are known to this model; it relies on the picture."]
+        return [f"unknown words ignored: {', '.join(sorted(set(unknown)))}."] if unknown else []
+
+    def outcome(
+        self, model_name: str, hits: Sequence[Hit], truth: QueryTruth | None, notes: list[str], k: int
+    ) -> SearchOutcome:
+        """One model's hits as the UI and the API show them (correct hits marked)."""
         rows = []
         for hit in hits:
             row = hit.to_dict()
             row["score"] = round(float(hit.score), 4)
             row["correct"] = truth.is_hit(hit.id, hit.caption) if truth else None
             rows.append(row)
-        return SearchOutcome(model_name, rows, truth, notes, query.k)
+        return SearchOutcome(model_name, rows, truth, notes, k, tuple(hits))
+
+    def answer(self, model_name: str, query: Query) -> SearchOutcome:
+        """One model's answer to a prepared query; the query's own picture is left out."""
+        retriever = self.validate_model(model_name)
+        text = query.text or ""
+        notes = self.word_notes(model_name, text, has_picture=query.image is not None)
+        truth = self.truth_for(query.source_id, text) if text else None
+        try:
+            hits = retriever.search_queries([query])[0]
+        except ValueError as err:  # the Retriever's own input checks
+            raise DemoInputError(f"{model_name}: {err}") from None
+        return self.outcome(model_name, hits, truth, notes, query.k)
 
     def search_many(
         self, model_names: Sequence[str], image_path: Any, text: Any, k: Any, *, allow_text: bool = True
@@ -236,6 +268,49 @@ class DemoBackend:
     ) -> SearchOutcome:
         """Search one model; the query's own catalogue image is left out of its results."""
         return self.search_many([model_name], image_path, text, k, allow_text=allow_text)[0]
+
+    # ------------------------------------------------------------------ refinement
+    def compose(
+        self, model_names: Sequence[str], image_path: Any, text: Any, k: Any, *, policy: Any = None
+    ) -> SessionOutcome:
+        """The Compose search: the chosen models answer one query (prepared once), and it
+        becomes step 1 of a new refinement session (``serving.refine``)."""
+        if not model_names:
+            raise DemoInputError("Choose at least one model.")
+        for name in model_names:
+            self.validate_model(name)
+        query = self.prepare(image_path, text, k)
+        outcomes = [self.answer(name, query) for name in model_names]
+        shown_as = self.by_id[query.source_id].path if query.source_id else image_path or None
+        view = self.sessions.begin(query.source_id, query.text or "", {o.model: o.hits for o in outcomes},
+                                   policy=policy, k=query.k, picture_path=shown_as)
+        return SessionOutcome(view, outcomes)
+
+    def refine(
+        self, session_id: Any, picture: Any, words: Any, model_names: Any, k: Any, *, policy: Any = None
+    ) -> SessionOutcome:
+        """The next step of a session (none: a new one) from a catalogue picture and words."""
+        return self.session_outcome(
+            self.sessions.refine(session_id, picture, words, models=model_names, k=k, policy=policy))
+
+    def back(self, session_id: Any, step: Any) -> SessionOutcome:
+        """The session back at ``step`` (1-based), with that step's results."""
+        return self.session_outcome(self.sessions.back(session_id, step))
+
+    def restore(self, session_id: Any) -> SessionOutcome | None:
+        """The session as it stands (a reloaded page), or None when it is unknown or dropped."""
+        view = self.sessions.get(session_id)
+        return self.session_outcome(view) if view is not None else None
+
+    def session_outcome(self, view: SessionView) -> SessionOutcome:
+        """The current step of ``view`` as each model's outcome (known targets marked)."""
+        step = view.current
+        truth = self.truth_for(step.picture, step.words) if step.words else None
+        outcomes = [
+            self.outcome(name, hits, truth, self.word_notes(name, step.words), step.k)
+            for name, hits in step.results.items() if name in self.models
+        ]
+        return SessionOutcome(view, outcomes)
 
 
 def api_rows(outcome: SearchOutcome) -> list[dict[str, Any]]:
@@ -277,3 +352,22 @@ def summary_markdown(outcomes: Sequence[SearchOutcome], k: int) -> str:
             by_note[note].append(o.model)
     lines.extend(f"- ⚠ {', '.join(names)}: {note}" for note, names in by_note.items())
     return "\n".join(lines)
+
+
+POLICY_NOTES = {
+    "history": "the earlier requests still count",
+    "last_turn": "only the newest request counts",
+}
+
+
+def session_markdown(result: SessionOutcome) -> str:
+    """The status of a session step: the requests so far and how they are read, then
+    :func:`summary_markdown` of its results."""
+    view = result.session
+    requests = " → ".join(f"“{w}”" for w in view.requests()) or "none yet"
+    how = POLICY_NOTES.get(view.current.policy, view.current.policy)
+    head = (f"**Step {view.step}** of this session. Requests so far: {requests} "
+            f"(`{view.current.policy}`: {how}). Click any result to refine from it; "
+            "each model leaves out what it already showed.")
+    k = result.outcomes[0].k if result.outcomes else 0
+    return head + "\n\n" + summary_markdown(result.outcomes, k)
