@@ -5,7 +5,7 @@
 
 Every step runs in its own Python process (so its peak memory is its own); the parent
 collects the rows into one JSON and writes the README table from it (benchmarks/report.py).
-Steps: embedding, latency, ann, evaluation, training, startup, realscale. ``--tiny`` runs every step
+Steps: embedding, latency, session, ann, evaluation, training, startup, realscale. ``--tiny`` runs every step
 at toy sizes (seconds each) to check that the steps work; its figures mean nothing, so it
 never writes the README.
 ``--gpu`` runs the GPU steps instead (gpu_features, gpu_training, gpu_evaluation: feature
@@ -48,6 +48,7 @@ from benchmarks.common import (  # noqa: E402
 STEP_MODULES = (
     "benchmarks.bench_embedding",
     "benchmarks.bench_latency",
+    "benchmarks.bench_session",
     "benchmarks.bench_ann",
     "benchmarks.bench_eval",
     "benchmarks.bench_training",

@@ -207,3 +207,18 @@ def test_run_rejects_unknown_step(tmp_path):
     proc = _run(["--only", "nope", "--json", str(tmp_path / "x.json")], tmp_path)
     assert proc.returncode == 2
     assert "unknown benchmark 'nope'" in proc.stderr and "latency" in proc.stderr
+
+
+def test_run_the_session_step_small(tmp_path):
+    """One refinement step (issue 24) through the harness at a small size: p50 and p95 in ms."""
+    out = tmp_path / "bench.json"
+    proc = _run(["--quick", "--only", "session", "--json", str(out), "--no-readme",
+                 "--options", json.dumps({"session_size": 3000})], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    step = json.loads(out.read_text())["steps"]["session"]
+    assert step["status"] == "ok", step.get("error")
+    (row,) = step["rows"]
+    assert row["unit"] == "ms" and "3,000 gallery" in row["measure"] and row["target"] == "reported"
+    m = row["extra"]
+    assert m["p95"] >= m["p50"] > 0 and m["pick_p50"] > 0 and m["last_turn_p50"] > 0
+    assert (m["turn"], m["k"], m["excluded"]) == (3, 8, 18) and m["index"] == "flat"

@@ -39,7 +39,7 @@ UNSET = ("GRADIO_SERVER_PORT", "GRADIO_SERVER_NAME", "FASHION_RETRIEVAL_DEFAULT_
 TINY_TRAIN = ["--preset", "easy", "--products", "24", "--image-encoder", "tiny_cnn", "--pretrained", "false",
               "--embed-dim", "32", "--text-encoder-options", '{"word_dim": 16, "hidden": 32}',
               "--eval-every", "100", "--log-every", "1", "--lr-decay-steps", "3"]
-BENCH_STEPS = ("embedding", "latency", "ann", "evaluation", "training", "startup", "realscale")
+BENCH_STEPS = ("embedding", "latency", "session", "ann", "evaluation", "training", "startup", "realscale")
 # The real FashionIQ annotation files the realscale step reads (.ci/run exports the variable).
 ANNOTATIONS = os.environ.get("FASHIONIQ_ANNOTATIONS") or str(ROOT.parent / "shared" / "data" / "fashioniq")
 
@@ -312,6 +312,9 @@ def test_compare_tiny(tmp_path):
         assert (Path(r["checkpoint"]) / "model.safetensors").is_file()
     table = readme.read_text()
     assert "<!-- comparison:start -->" in table and "| tirg |" in table and "| image_only |" in table
+    sessions = report["sessions"]  # refinement sessions on the eval split (evaluation/sessions/)
+    assert list(sessions["models"]) == ["tirg", "image_only", "random"] and sessions["k"] == 8
+    assert all(len(r["success"]) == 5 for per in sessions["models"].values() for r in per.values())
 
 
 # ---------------------------------------------------------------- reliability and benchmarks
@@ -358,6 +361,9 @@ def test_benchmark_step_tiny(bench, step):
         assert flat["extra"]["p99"] >= flat["extra"]["p50"] > 0
         assert "catalogue pick" in pick["measure"] and "upload" in upload["measure"]
         assert pick["extra"]["pick_p99"] >= pick["extra"]["pick_p50"] > 0 and upload["extra"]["upload_p50"] > 0
+    elif step == "session":
+        (row,) = rows
+        assert "2,000 gallery" in row["measure"] and row["extra"]["p95"] >= row["extra"]["p50"] > 0
     elif step == "ann":
         assert [r["extra"]["kind"] for r in rows] == ["ivf", "hnsw"]
         for r in rows:

@@ -5,7 +5,10 @@
 Trains image-only, text-only, concat and TIRG (and the combiner and complex-rotation
 compositors) on the same rendered catalogue with the offline EfficientNet-Lite0 backbone
 frozen; its features are computed once and shared by every run. Writes the results JSON
-and a Markdown table between ``<!-- comparison:start -->`` and ``<!-- comparison:end -->``.
+(with ``sessions``: refinement sessions with a simulated shopper on the eval split, per
+model and history policy, as ``python -m fashion_retrieval.evaluation.sessions`` writes them;
+``--sessions 0`` leaves them out) and a Markdown table between ``<!-- comparison:start -->``
+and ``<!-- comparison:end -->``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ START, END = "<!-- comparison:start -->", "<!-- comparison:end -->"
 RECALL_KEYS = ("R@1", "R@10", "R@50")
 ORDERING_FAILED = 3  # the exit status when the published ordering does not hold
 BASELINES = ("concat", "text_only", "image_only")  # what the TIRG paper compares against
+SESSIONS = 500  # refinement sessions per model and history policy (evaluation/sessions/); 0: none
 
 
 # What every compared run shares beyond the catalogue: the backbone's input size, the
@@ -82,9 +86,11 @@ def run_comparison(
     models: tuple[str, ...], work_dir: Path, preset: str = "hard", steps: int = 1600,
     products: int | None = 2400, seed: int = 0, generated_pairs: int = 20000,
     image_encoder: str = "efficientnet_lite0", control_queries: int = 400, text_encoder: str = "minilm",
-    word_knowledge: bool = True, relevance: float | None = None,
+    word_knowledge: bool = True, relevance: float | None = None, sessions: int = 0,
 ) -> dict[str, Any]:
-    """Train and evaluate each model in turn; returns the comparison JSON."""
+    """Train and evaluate each model in turn; returns the comparison JSON (with ``sessions``
+    refinement sessions per model and history policy on the eval split, when not 0)."""
+    from fashion_retrieval.evaluation.shopper import shopper_metrics
     from fashion_retrieval.training.trainer import train
 
     def config(name: str) -> TrainConfig:
@@ -95,14 +101,22 @@ def run_comparison(
     counts = prepare_shared(config(models[0]))
     prepare_seconds = time.perf_counter() - start
     print(f"[compare] catalogue and backbone features ready in {prepare_seconds:.0f} s: {counts}", flush=True)
-    rows = []
+    rows, session_report = [], None
     for name in models:
         cfg = config(name)
         start = time.perf_counter()
         final = train(cfg)
         seconds = time.perf_counter() - start
         result = json.loads((Path(cfg.output_dir) / "eval.json").read_text(encoding="utf-8"))
-        shopper = shopper_figures(final, cfg, control_queries, seed)
+        source, dataset = eval_source(final, cfg)
+        shopper = shopper_metrics(source, dataset, n=control_queries, seed=seed)
+        if sessions:
+            session_report = session_report or session_runner(dataset, sessions, seed)
+        if session_report is not None:
+            t = time.perf_counter()
+            figures = session_report.add(name, source)
+            print(f"[compare] {name}: sessions success@T {json.dumps({p: f['success'] for p, f in figures.items()})} "
+                  f"in {time.perf_counter() - t:.0f} s", flush=True)
         rows.append({
             "model": name, "loss": cfg.loss, "relevance_weight": cfg.relevance_weight, "recall": result["recall"],
             "categories": result.get("categories", {}), **shopper,
@@ -117,20 +131,37 @@ def run_comparison(
         "text_encoder": text_label(text_encoder, word_knowledge), "relevance": relevance, "steps": steps, "batch_size": 64, "seed": seed, "products": products,
         "generated_pairs": generated_pairs, "prepare_seconds": round(prepare_seconds, 1), **counts,
         "results": rows, "ordering": ordering_check(rows),
+        **({"sessions": _with_random(session_report)} if session_report is not None else {}),
     }
 
 
-def shopper_figures(checkpoint: Path, cfg: TrainConfig, control_queries: int, seed: int) -> dict[str, Any]:
-    """One gallery, composition control and phrasing gap of a trained checkpoint (cached features)."""
+def session_runner(dataset: Any, sessions: int, seed: int) -> Any:
+    """Sessions drawn on the eval split (``evaluation/sessions/``), or None when the split is
+    too small to draw any (said once)."""
+    from fashion_retrieval.evaluation.sessions import SessionReport, SessionSpec
+
+    try:
+        return SessionReport(dataset, SessionSpec(sessions=sessions, seed=seed))
+    except ValueError as e:
+        print(f"[compare] no refinement sessions: {e}", flush=True)
+        return None
+
+
+def _with_random(report: Any) -> dict[str, Any]:
+    """The sessions' JSON with the random baseline beside the models."""
+    report.random_baseline()
+    return report.to_dict()
+
+
+def eval_source(checkpoint: Path, cfg: TrainConfig) -> tuple[Any, Any]:
+    """A trained checkpoint's embeddings over the eval split (cached features), and the split."""
     from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
-    from fashion_retrieval.evaluation.shopper import shopper_metrics
     from fashion_retrieval.hub import load_model
     from fashion_retrieval.training.trainer import load_split, split_features
 
     model = load_model(str(checkpoint)).eval()
     dataset = load_split(cfg, cfg.eval_split)
-    source = ModelEmbeddings(model, dataset.items, features=split_features(model, dataset, cfg))
-    return shopper_metrics(source, dataset, n=control_queries, seed=seed)
+    return ModelEmbeddings(model, dataset.items, features=split_features(model, dataset, cfg)), dataset
 
 
 def prepare_shared(config: TrainConfig) -> dict[str, int]:
@@ -247,13 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--relevance-weight", type=float, default=None,
                    help="weight of the relevance term (training/relevance.py) for every model; "
                         "default: each compositor's tuned weight (training/relevance.py RELEVANCE_WEIGHTS); 0: the pair loss alone")
+    p.add_argument("--sessions", type=int, default=SESSIONS,
+                   help="refinement sessions with a simulated shopper per model and history policy, on the "
+                        "eval split (the JSON's 'sessions'; python -m fashion_retrieval.evaluation.sessions); 0: none")
     args = p.parse_args(argv)
     from fashion_retrieval.io_utils import atomic_write_json
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     report = run_comparison(models, Path(args.work_dir), args.preset, args.steps, args.products, args.seed,
                             args.generated_pairs, args.image_encoder, args.control_queries, args.text_encoder,
-                            not args.no_word_knowledge, args.relevance_weight)
+                            not args.no_word_knowledge, args.relevance_weight, args.sessions)
     atomic_write_json(args.json, report)
     table = markdown_table(report)
     print(table)
