@@ -44,6 +44,15 @@ class EvalResult:
     categories: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
+def figure(value: Any, where: str) -> float:
+    """A figure of a result file as a float (None becomes NaN); anything else is an error naming ``where``."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ResultFileError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
 def _numeric_metrics(raw: Any, where: str) -> dict[str, float]:
     """The numeric entries of a metric dict (counts such as "queries" are kept too)."""
     if not isinstance(raw, dict):

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from .results import ResultFileError, read_json
+from .results import ResultFileError, figure, read_json
 
 ANY_POLICY = "(any)"  # the policy of figures given without a policy level
 FIGURE_KEYS = ("success", "mean_turns", "target_rank")
@@ -74,22 +74,13 @@ def sessions_payload(data: Any) -> dict[str, Any] | None:
     return None
 
 
-def _number(value: Any, where: str) -> float:
-    """A figure as a float (None becomes NaN); anything else is an error naming ``where``."""
-    if value is None:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ResultFileError(f"{where}: expected a number, got {value!r}")
-    return float(value)
-
-
 def _numbers(value: Any, where: str) -> list[float]:
     """A list of figures (missing: empty)."""
     if value is None:
         return []
     if not isinstance(value, list):
         raise ResultFileError(f"{where}: expected a list of numbers, got {type(value).__name__}")
-    return [_number(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return [figure(v, f"{where}[{i}]") for i, v in enumerate(value)]
 
 
 def _figures(raw: Any, where: str) -> dict[str, Any]:
@@ -100,7 +91,7 @@ def _figures(raw: Any, where: str) -> dict[str, Any]:
         raise ResultFileError(f"{where}: no 'success' list")
     return {
         "success": _numbers(raw["success"], f"{where}.success"),
-        "mean_turns": _number(raw.get("mean_turns"), f"{where}.mean_turns"),
+        "mean_turns": figure(raw.get("mean_turns"), f"{where}.mean_turns"),
         "target_rank": _numbers(raw.get("target_rank"), f"{where}.target_rank"),
     }
 

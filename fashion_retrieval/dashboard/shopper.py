@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from .results import ResultFileError, read_json, sort_metrics
+from .results import ResultFileError, figure, read_json, sort_metrics
 
 COMPARISON, DEFAULT_QUALITY = "comparison", "default quality"
 # Control shares in display order: the headline (type and asked value) first, then its parts.
@@ -78,15 +78,6 @@ def report_kind(data: Any) -> str | None:
     return None
 
 
-def _number(value: Any, where: str) -> float:
-    """A figure as a float (None and NaN become NaN); anything else is an error."""
-    if value is None:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ResultFileError(f"{where}: expected a number, got {value!r}")
-    return float(value)
-
-
 def _figures(raw: Any, where: str) -> dict[str, Any]:
     """A section as numbers; nested objects (phrasing's train/heldout) one level down."""
     if not isinstance(raw, dict):
@@ -98,7 +89,7 @@ def _figures(raw: Any, where: str) -> dict[str, Any]:
         elif key in TEXT_FIELDS and isinstance(value, str):
             out[key] = value
         else:
-            out[key] = _number(value, f"{where}.{key}")
+            out[key] = figure(value, f"{where}.{key}")
     return out
 
 
