@@ -6,7 +6,7 @@
 - ``train_augment: false`` is honoured; batches are counted without reading an image, and
   the count holds for every process in every epoch; a resumed run sees the same pixels;
 - the stream's callables pickle, and both image paths decode in a ``spawn`` worker with
-  shared memory bounded (``stream.image_loader_options``).
+  shared memory bounded (``devices.image_loader_options``).
 """
 
 from __future__ import annotations
@@ -211,11 +211,8 @@ def test_stream_and_in_memory_loaders_start_spawn_workers(tmp_path):
     rows = next(iter(torch.utils.data.DataLoader(mapped, batch_size=2, num_workers=1,
                                                  multiprocessing_context="spawn")))
     assert rows["source"].shape == (2, 3, SIZE, SIZE)
-    from fashion_retrieval.training.stream import (
-        image_batch_bytes,
-        image_loader_options,
-        stream_loader,
-    )
+    from fashion_retrieval.devices import image_batch_bytes, image_loader_options
+    from fashion_retrieval.training.stream import stream_loader
 
     ds = _fashion200k(tmp_path)
     run = _run(ds, num_workers=1)
@@ -229,7 +226,7 @@ def test_stream_and_in_memory_loaders_start_spawn_workers(tmp_path):
 
 
 def test_shared_memory_bounds_the_prefetch(monkeypatch):
-    from fashion_retrieval.training import stream as data
+    from fashion_retrieval import devices as data
 
     mib = 2**20
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)

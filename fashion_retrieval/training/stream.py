@@ -23,73 +23,13 @@ skips the consumed batches by reading past their rows without decoding them.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-from fashion_retrieval.devices import loader_options
+from fashion_retrieval.devices import image_batch_bytes, image_loader_options
 from fashion_retrieval.training.data import Example, ImageBatches
-
-SHM_FRACTION = 0.5  # of /dev/shm's free space that the loaders of one machine may fill
-
-
-def shared_memory_free(path: str = "/dev/shm") -> int | None:
-    """Free bytes of the shared-memory file system that DataLoader workers hand tensors
-    back through (None where there is none to measure, e.g. macOS)."""
-    try:
-        st = os.statvfs(path)
-    except (OSError, AttributeError):
-        return None
-    return st.f_bavail * st.f_frsize
-
-
-def image_loader_options(
-    device: str | torch.device, num_workers: int, batch_bytes: int, *,
-    prefetch_factor: int = 2, multiprocessing_context: str | None = None,
-) -> dict[str, Any]:
-    """DataLoader keyword arguments for workers that decode whole image batches of ``batch_bytes``.
-
-    ``loader_options`` plus a bounded ``prefetch_factor``. Each worker hands its decoded
-    batch back through shared memory (/dev/shm on Linux) and up to ``num_workers x
-    prefetch_factor`` batches wait there: CLIP4Cir's stage 1 (128 pairs at 288 px, float32:
-    255 MB a batch) with 8 workers and torch's default prefetch of 2 holds 4 GB, more than a
-    container's /dev/shm (64 MB by default in Docker), and a worker then dies with a bus error.
-    The batch stays whole in the worker (one RNG per batch makes the augmentation replay
-    exactly on resume, and the main process only trains); instead the prefetch is lowered
-    until the batches in flight fit in ``SHM_FRACTION`` of the free space, shared by the
-    ``LOCAL_WORLD_SIZE`` training processes of the machine. When not even one batch per
-    worker fits, a ValueError says what would. ``num_workers=0`` decodes in the main process
-    and uses no shared memory. Workers may be started by ``fork``, ``spawn`` or
-    ``forkserver`` (``multiprocessing_context``; None: the platform's default): what is
-    handed to them (``ImageBatches``, ``ImageTransform``, ``SampleDraw``) is picklable. The
-    in-memory image path's ``ImageBatches`` are the same batches and fit the same options.
-    """
-    options = loader_options(device, num_workers)
-    if num_workers == 0:
-        return options
-    free = shared_memory_free()
-    if free is not None:
-        processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-        budget = int(free * SHM_FRACTION) // processes
-        fits = budget // (num_workers * max(1, batch_bytes))
-        if fits < 1:
-            raise ValueError(
-                f"num_workers={num_workers} DataLoader workers each hand back decoded batches of "
-                f"{batch_bytes / 2**20:.0f} MiB through shared memory, but /dev/shm has {free / 2**20:.0f} MiB "
-                f"free ({processes} training process(es) here share {SHM_FRACTION:.0%} of it): lower num_workers "
-                "or batch_size, set num_workers: 0 (decoding in the main process uses no shared memory), "
-                "or give the machine more shared memory (e.g. docker run --shm-size=8g)"
-            )
-        prefetch_factor = min(prefetch_factor, fits)
-    return {**options, "prefetch_factor": prefetch_factor, "multiprocessing_context": multiprocessing_context}
-
-
-def image_batch_bytes(batch_size: int, image_size: int, images_per_example: int = 2) -> int:
-    """Bytes of one decoded batch: ``batch_size`` examples of float32 ``(3, size, size)`` images."""
-    return batch_size * images_per_example * 3 * image_size * image_size * 4
-
 
 RowKey = tuple[str, str, str]  # (source id, target id, text): which example a stream row is
 

@@ -18,7 +18,7 @@ import torch
 
 from fashion_retrieval.data import dataset_entry
 from fashion_retrieval.data.records import RetrievalDataset
-from fashion_retrieval.devices import to_device
+from fashion_retrieval.devices import image_batch_bytes, image_loader_options, to_device
 from fashion_retrieval.training.config import TrainConfig, dataset_loader_options
 from fashion_retrieval.training.data import (
     Example,
@@ -246,8 +246,6 @@ def batches(run: Run, start_micro_step: int) -> Iterator[dict[str, Any]]:
         for step, indices in sampler:
             yield make(step, indices)
         return
-    from fashion_retrieval.training.stream import image_batch_bytes, image_loader_options
-
     transform = run.model.transform(train=cfg.train_augment)
     dataset = ImageBatches(run.examples, {it.id: it.path for it in run.train_set.items}, transform, cfg.seed, run.draw)
     # Whole decoded batches cross the worker queues: the prefetch is bounded by /dev/shm.
