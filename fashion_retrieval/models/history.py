@@ -37,7 +37,7 @@ HISTORY_POLICIES: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("h
 #   0.5        54.2 90.3 97.9 99.2 | 53.2 90.2 97.8 99.3
 # (1.0 on 1,000 sessions, seed 0: 51.9 89.7 96.8 98.9.) A larger weight pulls turn 2 back
 # towards the picture, which usually has the earlier request already; the gain is small
-# because the simulated shopper's pick rarely loses what was asked before (README, "A shopper
+# because the simulated shopper's pick rarely loses what was asked before (docs/RESULTS.md, "a shopper
 # who keeps talking"). A sum instead of the mean (the earlier weight growing with the turn)
 # measured the same within 0.3 points, so the mean stays.
 EARLIER_WEIGHT = 0.15
