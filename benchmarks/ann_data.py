@@ -105,7 +105,7 @@ def ivf_recall_curve(
     queries: np.ndarray, gallery: np.ndarray, nlist: int = 32, nprobes=(1, 2, 4, 8), k: int = 10
 ) -> dict[str, float]:
     """Recall@k of the exact top ``k`` for IVF-flat with ``nlist`` cells at each nprobe."""
-    from fashion_retrieval.index import GalleryIndex
+    from fashion_retrieval.search.index import GalleryIndex
 
     ids = [str(i) for i in range(len(gallery))]
     _, truth = GalleryIndex.build(gallery, ids, "flat").search(queries, k)
@@ -141,8 +141,8 @@ def real_embeddings(home: str | None = None, spec: Any = None) -> tuple[np.ndarr
     Train and val splits together; builds the default first if it is not cached.
     ``spec``: a ``DefaultSpec`` other than the product default (e.g. a tiny one for tests).
     """
+    from fashion_retrieval.checkpoints import load_model
     from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
-    from fashion_retrieval.hub import load_model
     from fashion_retrieval.models.feature_cache import cached_image_features
     from fashion_retrieval.serving.default import DefaultSpec, build_default, synthetic_catalogue
 

@@ -1,6 +1,6 @@
 """Approximate search: IVF and HNSW against the exact index, queries/s and recall@10.
 
-Both approximate kinds are built through ``fashion_retrieval.index.GalleryIndex``: IVF with
+Both approximate kinds are built through ``fashion_retrieval.search.index.GalleryIndex``: IVF with
 4-bit PQ codes re-ranked on the full vectors, and HNSW. Their search-time knobs (``nprobe``
 and ``rerank``, ``efSearch``) are swept and the fastest setting that keeps recall@10 of the
 exact top 10 at 0.95 or more is reported. The vectors come from ``benchmarks.ann_data``: a
@@ -69,7 +69,7 @@ def timed_search(index: Any, queries, k: int) -> tuple[float, Any]:
     The warm-up batch is large enough to take the same batched path as the timed search
     (a flat index answers fewer than ``FEW_QUERIES`` queries another way).
     """
-    from fashion_retrieval.index import FEW_QUERIES
+    from fashion_retrieval.search.index import FEW_QUERIES
 
     index.search(queries[: 2 * FEW_QUERIES], k)
     t0 = time.perf_counter()
@@ -175,7 +175,7 @@ def bench_ann(ctx: StepContext) -> list[Row]:
     ``ctx.options["ann_intrinsic"]`` overrides the mixture's intrinsic dimension (e.g. 32
     for data harder than the calibration asks for).
     """
-    from fashion_retrieval.index import GalleryIndex
+    from fashion_retrieval.search.index import GalleryIndex
 
     size = ctx.size(SIZES, TINY_SIZE)
     n, nq = size["n"], size["queries"]

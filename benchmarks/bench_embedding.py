@@ -45,7 +45,7 @@ def retriever_rate(model, items: list, batch: int, workers: int, amp: bool = Fal
     """Images/s of building a ``Retriever`` over ``items`` (decode, backbone, heads, index)."""
     import torch
 
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.search.retriever import Retriever
 
     device = model.device.type
     ctx = (

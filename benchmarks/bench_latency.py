@@ -38,8 +38,8 @@ def measure_size(model, n: int, image, repeats: int) -> dict:
     """Latencies (ms) of composed search, encoding alone and index search alone at size ``n``."""
     import torch
 
-    from fashion_retrieval.index import GalleryIndex
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.search.index import GalleryIndex
+    from fashion_retrieval.search.retriever import Retriever
 
     emb = random_unit_embeddings(n, model.config.embed_dim, seed=n)  # (N, D)
     items = fake_items(n)
@@ -71,7 +71,7 @@ def measure_serving(model, n: int, image: str, workdir, repeats: int) -> dict:
 
     import numpy as np
 
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.search.retriever import Retriever
     from fashion_retrieval.serving.catalogue import Catalogue
     from fashion_retrieval.serving.query import QueryPreparer
 

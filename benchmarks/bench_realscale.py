@@ -112,7 +112,7 @@ class Commands:
         (measured once per step)."""
         if self._floor_mb is None:
             code = ("import fashion_retrieval.training.trainer, fashion_retrieval.evaluation, "
-                    "fashion_retrieval.hub, fashion_retrieval.data, fashion_retrieval.models")
+                    "fashion_retrieval.checkpoints, fashion_retrieval.data, fashion_retrieval.models")
             self._floor_mb = self.run([sys.executable, "-c", code], "import_floor")["peak_rss_mb"]
         return self._floor_mb
 

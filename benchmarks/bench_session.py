@@ -27,7 +27,7 @@ def measure_step(model, n: int, repeats: int) -> dict:
 
     import numpy as np
 
-    from fashion_retrieval.retriever import CatalogueImage, Retriever
+    from fashion_retrieval.search.retriever import CatalogueImage, Retriever
 
     items = fake_items(n)
     rng = np.random.default_rng(n)

@@ -55,8 +55,8 @@ def default_sources(home: Path | None) -> dict[str, Any]:
 
 def tiny_sources(root: Path) -> dict[str, Any]:
     """Tiny untrained checkpoints over a 12-image catalogue (what the browser tests use)."""
-    from fashion_retrieval.hub import load_model
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.checkpoints import load_model
+    from fashion_retrieval.search.retriever import Retriever
 
     tiny = make_tiny_results(root)
     items = tiny["dataset"].items

@@ -80,7 +80,7 @@ def tiny_model(compositor: str = "tirg", seed: int = 0):
 
 def write_tiny_checkpoint(out: Path, compositor: str = "tirg") -> Path:
     """Save a tiny model as a checkpoint folder (loadable by ``hub.load_model``)."""
-    from fashion_retrieval.hub import save_checkpoint
+    from fashion_retrieval.checkpoints import save_checkpoint
 
     save_checkpoint(tiny_model(compositor), out)
     return out

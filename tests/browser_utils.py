@@ -219,9 +219,9 @@ def make_tiny_results(root: Path, models: tuple[str, ...] = TINY_MODELS) -> dict
     ``metrics.jsonl``. Returns the paths and the environment the dashboard needs."""
     from _demo_data import write_tiny_checkpoint, write_tiny_fashioniq
 
+    from fashion_retrieval.checkpoints import load_model
     from fashion_retrieval.data import load_retrieval_dataset
     from fashion_retrieval.evaluation import evaluate
-    from fashion_retrieval.hub import load_model
 
     data = write_tiny_fashioniq(root / "catalogue")
     dataset = load_retrieval_dataset("fashioniq", data, "val")

@@ -3,7 +3,7 @@
 Images and texts go through ``load_image`` / the text encoder, ``Retriever.search`` and the
 demo's ``/search`` endpoint (served on loopback, called with gradio_client: the message a
 user sees). Data sets and checkpoints go through their loaders. Every case is recorded for
-the README's reliability table (``python -m fashion_retrieval.reliability``).
+the README's reliability table (``python -m benchmarks.reliability``).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import pytest
 import torch
 from _demo_data import tiny_model, write_tiny_checkpoint, write_tiny_fashioniq
 
+from benchmarks.reliability import expect, short
+from benchmarks.reliability.corpus import TEXT_CASES, write_image_cases
 from fashion_retrieval.data.images import ImageLoadError, load_image
-from fashion_retrieval.reliability import expect, short
-from fashion_retrieval.reliability.corpus import TEXT_CASES, write_image_cases
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -43,7 +43,7 @@ def catalogue(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def retriever(catalogue):
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.search.retriever import Retriever
 
     return Retriever(tiny_model("tirg"), catalogue.items)
 
@@ -323,7 +323,7 @@ CHECKPOINT_CASES = {
 
 @pytest.mark.parametrize("how", list(CHECKPOINT_CASES))
 def test_broken_checkpoint(how, tmp_path):
-    from fashion_retrieval.hub import load_model
+    from fashion_retrieval.checkpoints import load_model
 
     ckpt = write_tiny_checkpoint(tmp_path / "ckpt")
     _break_checkpoint(ckpt, how)

@@ -47,7 +47,7 @@ class Call:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     from fashion_retrieval.data.fashioniq import load_fashioniq
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.search.retriever import Retriever
 
     root = tmp_path_factory.mktemp("batching")
     catalogue = load_fashioniq(write_tiny_fashioniq(root / "fiq"), "val")

@@ -116,7 +116,7 @@ def test_library_and_numpy_evaluation_agree():
 
 
 def test_ann_sweep_picks_a_setting_that_meets_recall():
-    from fashion_retrieval.index import GalleryIndex
+    from fashion_retrieval.search.index import GalleryIndex
 
     gallery = structured_unit_embeddings(3000, 32, intrinsic=8, clusters=30, seed=0)
     queries = structured_unit_embeddings(50, 32, intrinsic=8, clusters=30, seed=1)

@@ -44,7 +44,7 @@ def _catalogue_captions(tiny) -> set[str]:
 
 def test_gradio_demo_search_in_browser(tiny, artifacts, monkeypatch):
     from fashion_retrieval.demo import build_demo
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.search.retriever import Retriever
 
     monkeypatch.setenv("FASHION_RETRIEVAL_HOME", tiny["env"]["FASHION_RETRIEVAL_HOME"])
     items = tiny["dataset"].items
@@ -91,7 +91,7 @@ def _gallery_captions(page, scope: str, k: int) -> list[str]:
 
 
 def _load(tiny, name):
-    from fashion_retrieval.hub import load_model
+    from fashion_retrieval.checkpoints import load_model
 
     return load_model(tiny["runs"] / name / "final")
 

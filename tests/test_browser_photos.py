@@ -63,8 +63,8 @@ def app_server(args: list[str], env: dict[str, str], log_path: Path) -> Iterator
 
 
 def test_app_searches_a_photo_folder_from_a_catalogue_pick(tmp_path):
-    from fashion_retrieval.hub import load_model
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.checkpoints import load_model
+    from fashion_retrieval.search.retriever import Retriever
     from fashion_retrieval.serving.photos import scan_photo_folder
 
     shop = tmp_path / "shop_photos"
@@ -140,8 +140,8 @@ def test_app_searches_a_photo_folder_from_a_catalogue_pick(tmp_path):
 def test_dashboard_searches_the_same_photo_folder(tmp_path):
     from browser_utils import streamlit_screenshot, streamlit_server, wait_streamlit_idle
 
-    from fashion_retrieval.hub import load_model
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.checkpoints import load_model
+    from fashion_retrieval.search.retriever import Retriever
     from fashion_retrieval.serving.photos import scan_photo_folder
 
     shop = tmp_path / "shop_photos"

@@ -30,7 +30,7 @@ PICKS = [("tirg", 1), ("image_only", 0), ("tirg", 2)]  # which result each refin
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
     """A photo folder (no captions) and a tiny model per compositor over it."""
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.search.retriever import Retriever
     from fashion_retrieval.serving.catalogue import open_catalogue
 
     root = tmp_path_factory.mktemp("refine") / "shop"
@@ -49,7 +49,7 @@ class Expected:
         self.shown = {n: set() for n in models}
 
     def step(self, picture: str) -> dict[str, list[str]]:
-        from fashion_retrieval.retriever import CatalogueImage
+        from fashion_retrieval.search.retriever import CatalogueImage
 
         self.pictures.append(picture)
         requests = WORDS[: len(self.pictures)]

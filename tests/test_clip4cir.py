@@ -216,7 +216,7 @@ def test_projection_none_needs_one_width(tiny_clip: str) -> None:
 
 
 def test_stage2_starts_from_stage1_encoders(tiny_clip: str, tmp_path: Path) -> None:
-    from fashion_retrieval.hub import save_checkpoint
+    from fashion_retrieval.checkpoints import save_checkpoint
 
     torch.manual_seed(1)
     stage1 = build_model(stage(1, tiny_clip), TEXTS)
@@ -242,8 +242,8 @@ def test_stage2_run_reads_both_sides_from_caches(tiny_clip: str, tmp_path: Path)
     """A real (tiny) stage-2 run: encoders from a stage-1 checkpoint, image and text features cached."""
     from test_training import make_tiny_fashioniq
 
+    from fashion_retrieval.checkpoints import load_model, save_checkpoint
     from fashion_retrieval.data.fashioniq import load_fashioniq
-    from fashion_retrieval.hub import load_model, save_checkpoint
     from fashion_retrieval.training import train
     from fashion_retrieval.training.tasks import build_examples
     from fashion_retrieval.training.trainer import frozen_text_inputs

@@ -274,8 +274,8 @@ def _captions(at) -> list[str]:
 
 
 def test_app_with_tiny_checkpoints(tiny, monkeypatch):
-    from fashion_retrieval.hub import load_model
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.checkpoints import load_model
+    from fashion_retrieval.search.retriever import Retriever
 
     bad = tiny["runs"].parent / "broken_ckpt"
     bad.mkdir(exist_ok=True)

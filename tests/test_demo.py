@@ -37,7 +37,7 @@ def catalogue(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def models(catalogue):
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.search.retriever import Retriever
 
     return {name: Retriever(tiny_model(name, seed=i), catalogue.items)
             for i, name in enumerate(("tirg", "text_only", "image_only"))}
@@ -205,7 +205,7 @@ def test_api_refinement_session_by_catalogue_ids(client, models, catalogue):
     """/refine: a catalogue item id as the picture (nothing uploaded), the words, a session
     id ("" starts one); each model's hits are the Retriever's session search leaving out what
     that model showed; /refine_back gives an earlier step's hits again."""
-    from fashion_retrieval.retriever import CatalogueImage
+    from fashion_retrieval.search.retriever import CatalogueImage
 
     t, by_id = catalogue.triplets[0], catalogue.item_by_id()
     first = client.predict("", t.source, t.text, "tirg, image_only", 3, "", api_name="/refine")

@@ -290,7 +290,7 @@ def test_end_to_end_training_decodes_in_workers_and_evaluates_on_the_device(
 
 
 def test_evaluate_cli_runs_on_the_named_device(boundary, fiq_root, tmp_path, capsys):
-    from fashion_retrieval.hub import save_checkpoint
+    from fashion_retrieval.checkpoints import save_checkpoint
     from fashion_retrieval.training.cli import evaluate_main
 
     save_checkpoint(tiny_model(), tmp_path / "ckpt")
@@ -313,7 +313,7 @@ def test_evaluate_cli_runs_on_the_named_device(boundary, fiq_root, tmp_path, cap
 
 def test_retriever_embeds_the_gallery_and_encodes_queries_on_its_device(boundary, fiq_root):
     from fashion_retrieval.data import load_retrieval_dataset
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.search.retriever import Retriever
 
     items = load_retrieval_dataset("fashioniq", str(fiq_root), "val").items
     retriever = Retriever(tiny_model(), items, device="cpu:0", num_workers=1, batch_size=4,
@@ -331,8 +331,8 @@ def test_retriever_embeds_the_gallery_and_encodes_queries_on_its_device(boundary
 
 
 def test_demo_models_load_onto_the_device(boundary, fiq_root, tmp_path):
+    from fashion_retrieval.checkpoints import save_checkpoint
     from fashion_retrieval.demo.cli import parse_args
-    from fashion_retrieval.hub import save_checkpoint
     from fashion_retrieval.serving.service import open_service
 
     assert parse_args([], env={}).device == str(resolve_device(None))

@@ -259,7 +259,7 @@ def _quick_gelus(module: torch.nn.Module) -> int:
 def test_open_clip_gets_its_tags_activation_with_or_without_weights(tmp_path):
     """OpenAI's CLIP weights were trained with QuickGELU: a model built for the tag uses it even
     with random weights (a rebuild before loading a checkpoint), and the checkpoint records it."""
-    from fashion_retrieval.hub import load_model
+    from fashion_retrieval.checkpoints import load_model
     from fashion_retrieval.models import ModelConfig, RetrievalModel
     from fashion_retrieval.models.image_encoders import open_clip_activation
 

@@ -189,9 +189,9 @@ def test_app_py_builds_the_tiny_default_and_answers_search(tiny_home, tmp_path):
 @pytest.mark.slow
 def test_demo_module_serves_a_checkpoint_over_a_gallery(tiny_run, tmp_path):
     """``python -m fashion_retrieval.demo --checkpoint DIR --gallery ROOT``, port 0 from the environment."""
+    from fashion_retrieval.checkpoints import load_model
     from fashion_retrieval.data.fashioniq import load_fashioniq
-    from fashion_retrieval.hub import load_model
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.search.retriever import Retriever
 
     checkpoint = tmp_path / "tirg-tiny"
     shutil.copytree(tiny_run / "final", checkpoint)  # the demo saves its index beside it
@@ -320,7 +320,7 @@ def test_compare_tiny(tmp_path):
 # ---------------------------------------------------------------- reliability and benchmarks
 def test_reliability_tiny(tmp_path):
     readme, results = tmp_path / "README.md", tmp_path / "reliability.jsonl"
-    run(["-m", "fashion_retrieval.reliability", "--readme", str(readme), "--results", str(results),
+    run(["-m", "benchmarks.reliability", "--readme", str(readme), "--results", str(results),
          "--tests", "tests/test_properties.py"], _env(tmp_path / "home"), timeout=300)
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     cases = [r for r in rows if r["kind"] == "case"]

@@ -21,7 +21,7 @@ import pytest
 import torch
 from _demo_data import tiny_model, write_tiny_fashioniq
 
-from fashion_retrieval.reliability import expect, short
+from benchmarks.reliability import expect, short
 
 REPO = Path(__file__).resolve().parent.parent
 UNWRITABLE = Path("/sys/fashion_retrieval_run")  # refused even to root (sysfs)
@@ -152,7 +152,7 @@ def test_interrupted_eval_json_write_keeps_previous(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("fail_at", [1, 2])
 def test_interrupted_checkpoint_save_keeps_previous(tmp_path, monkeypatch, fail_at):
-    from fashion_retrieval.hub import load_model, save_checkpoint
+    from fashion_retrieval.checkpoints import load_model, save_checkpoint
 
     out = tmp_path / "ckpt"
     old, new = tiny_model("tirg", seed=0), tiny_model("tirg", seed=1)
@@ -170,7 +170,7 @@ def test_interrupted_checkpoint_save_keeps_previous(tmp_path, monkeypatch, fail_
 
 @pytest.mark.parametrize("fail_at", [1, 2, 3])
 def test_interrupted_index_save_never_mixes_versions(tmp_path, monkeypatch, fail_at):
-    from fashion_retrieval.index import GalleryIndex, IndexLoadError
+    from fashion_retrieval.search.index import GalleryIndex, IndexLoadError
 
     rng = np.random.default_rng(0)
     ids = [f"item{i}" for i in range(20)]
@@ -201,7 +201,7 @@ def test_sigkill_during_write_loops_leaves_whole_files(tmp_path):
         sys.path.insert(0, {str(REPO / 'tests')!r})
         from _demo_data import tiny_model
         from fashion_retrieval.io_utils import atomic_write_json
-        from fashion_retrieval.hub import save_checkpoint
+        from fashion_retrieval.checkpoints import save_checkpoint
         models = [tiny_model('tirg', seed=s) for s in (0, 1)]
         for i in itertools.count():
             payload = [i] * 200_000
@@ -218,7 +218,7 @@ def test_sigkill_during_write_loops_leaves_whole_files(tmp_path):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    from fashion_retrieval.hub import load_model
+    from fashion_retrieval.checkpoints import load_model
 
     data = json.loads((tmp_path / "eval.json").read_text())
     whole_json = data["n"] == len(data["payload"]) == 200_000
@@ -251,7 +251,7 @@ def test_corrupt_feature_cache_is_detected_and_rebuilt(data_root, tmp_path):
 @pytest.mark.parametrize("damage", ["index.faiss garbage", "ids.json truncated"])
 def test_corrupt_saved_index_is_rebuilt(data_root, tmp_path, damage):
     from fashion_retrieval.data.fashioniq import load_fashioniq
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.search.retriever import Retriever
 
     items = load_fashioniq(data_root, "val").items
     model = tiny_model("tirg")

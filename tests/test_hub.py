@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fashion_retrieval import hub
+from fashion_retrieval import checkpoints as hub
 from fashion_retrieval.models import ModelConfig, RetrievalModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from fashion_retrieval.index import (
+from fashion_retrieval.search.index import (
     IDS_FILE,
     INDEX_FILE,
     META_FILE,
@@ -115,7 +115,7 @@ def test_ivf_parameter_errors() -> None:
 
 
 def test_auto_above_the_exact_limit_builds_reranked_ivf_pq(monkeypatch) -> None:
-    import fashion_retrieval.index as index_module
+    import fashion_retrieval.search.index as index_module
 
     monkeypatch.setattr(index_module, "AUTO_EXACT_LIMIT", 1000)
     g = _normed(10, 2000, 32)
@@ -217,7 +217,7 @@ def test_combine_fingerprints_is_stable_and_order_sensitive() -> None:
 
 
 def test_each_kind_is_one_entry_holding_build_and_search_parameters() -> None:
-    from fashion_retrieval.index import INDEX_KINDS, IndexKind, choose_kind, index_kind
+    from fashion_retrieval.search.index import INDEX_KINDS, IndexKind, choose_kind, index_kind
 
     assert INDEX_KINDS.names() == ["flat", "hnsw", "ivf"]
     g, q = _normed(11, 600), _normed(12, 4)

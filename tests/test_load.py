@@ -10,7 +10,7 @@ good answer is compared with ``Retriever.search`` called directly.
 The clients run in a process of their own, as users' browsers would: inside the server's
 process their HTTP work would take the server's interpreter lock and be measured as the
 server's latency. Per-client searches: ``FASHION_RETRIEVAL_LOAD_SEARCHES`` (default 10 on a
-2-core CI box; the issue's full size is 50: ``python -m fashion_retrieval.reliability
+2-core CI box; the issue's full size is 50: ``python -m benchmarks.reliability
 --full``). Latency, throughput and memory growth are recorded for the reliability report,
 which says whether the target (p50 under 300 ms, nothing failed) was met; they are not
 asserted: they depend on the machine.
@@ -35,7 +35,7 @@ import pytest
 import torch
 from _demo_data import tiny_model, write_tiny_fashioniq
 
-from fashion_retrieval.reliability import expect, record
+from benchmarks.reliability import expect, record
 from fashion_retrieval.serving.batching import DEFAULT_MAX_WAIT_MS, BatchStats
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -64,7 +64,7 @@ class Query:
 def setup(tmp_path_factory):
     """Catalogue, Retrievers and the folder holding the odd upload files."""
     from fashion_retrieval.data.fashioniq import load_fashioniq
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.search.retriever import Retriever
 
     root = tmp_path_factory.mktemp("load")
     catalogue = load_fashioniq(write_tiny_fashioniq(root / "fiq"), "val")
@@ -297,7 +297,7 @@ def test_sixteen_concurrent_clients_alone_then_batched(setup):
 
 
 def test_a_target_row_reads_met_or_missed_and_counts_apart():
-    from fashion_retrieval.reliability.report import build_rows, render_table
+    from benchmarks.reliability.report import build_rows, render_table
 
     test = "tests/test_load.py::t"
     cases = [

@@ -16,8 +16,8 @@ import torch
 from _demo_data import tiny_model
 from _photo_data import draw_photo, write_folder
 
-from fashion_retrieval.gallery_store import STORE_ARRAYS, STORE_META, stored_stamps
-from fashion_retrieval.retriever import Retriever
+from fashion_retrieval.search.gallery_store import STORE_ARRAYS, STORE_META, stored_stamps
+from fashion_retrieval.search.retriever import Retriever
 from fashion_retrieval.serving import photos
 from fashion_retrieval.serving.photos import scan_photo_folder
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.reliability import record
 from fashion_retrieval.data.fashion200k import clean_caption, modification_text, word_difference
 from fashion_retrieval.data.fashioniq import CAPTION_MODES, load_fashioniq
 from fashion_retrieval.models.vocab import MAX_WORDS, PAD, UNK, Vocabulary, tokenize
-from fashion_retrieval.reliability import record
 
 EXAMPLES = 150
 BOUNDED = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -165,7 +165,7 @@ block_text = st.text(string.ascii_letters + string.digits + " |*`-\n", max_size=
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(readme_text, readme_text, block_text, block_text)
 def _readme_update_keeps_the_rest(tmp_path_factory, before, after, block1, block2):
-    from fashion_retrieval.reliability.report import END, HEADING, START, update_readme
+    from benchmarks.reliability.report import END, HEADING, START, update_readme
 
     path = tmp_path_factory.mktemp("readme") / "README.md"
     path.write_text(before, encoding="utf-8")

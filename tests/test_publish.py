@@ -101,7 +101,7 @@ def test_stream_reads_back_the_original_splits(fiq, fashion_home):
 
 
 def test_two_processes_train_from_the_stream_and_recalls_equal_the_folders(fiq, tmp_path):
-    from fashion_retrieval.hub import load_model
+    from fashion_retrieval.checkpoints import load_model
     from fashion_retrieval.models.embedding import embed_images
     from fashion_retrieval.training.cli import evaluate_main
 
@@ -281,10 +281,10 @@ def test_a_hub_repo_id_takes_the_same_streaming_path(fiq, monkeypatch, fashion_h
 
 
 def test_training_evaluation_and_apps_name_the_source_alike(fiq, tmp_path, fashion_home):
+    from fashion_retrieval.checkpoints import save_checkpoint
     from fashion_retrieval.dashboard.models import GallerySpec
     from fashion_retrieval.dashboard.models import load_gallery as dashboard_gallery
     from fashion_retrieval.demo.cli import parse_args
-    from fashion_retrieval.hub import save_checkpoint
     from fashion_retrieval.models import ModelConfig, RetrievalModel
     from fashion_retrieval.serving.catalogue import open_catalogue
     from fashion_retrieval.serving.service import open_service

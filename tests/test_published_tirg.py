@@ -415,7 +415,7 @@ def test_evaluate_cli_uses_the_loader_settings_the_model_was_trained_with(tmp_pa
     the project's clean-up is evaluated with it (2 queries), unless another data set is named."""
     from _demo_data import tiny_model
 
-    from fashion_retrieval.hub import save_checkpoint
+    from fashion_retrieval.checkpoints import save_checkpoint
     from fashion_retrieval.training.cli import evaluate_main
 
     root = _punctuation_test_set(tmp_path)

@@ -85,8 +85,8 @@ def gate_response(checkpoint: str, work: Path) -> float:
     Mean |gate(image, text) - gate(image, other text)| over the mean gate, through the
     model's own forward pass (a hook on the gate); 0 when the gate ignores the words.
     """
+    from fashion_retrieval.checkpoints import load_model
     from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
-    from fashion_retrieval.hub import load_model
     from fashion_retrieval.training.trainer import load_split, split_features
 
     cfg = compare.comparison_config("tirg", work, "easy", STEPS, PRODUCTS, 0, PAIRS)
@@ -119,8 +119,8 @@ def target_over_source_views(checkpoint: str, work: Path) -> tuple[float, int]:
     trained checkpoint's own forward pass; it needs no other model: a TIRG that returns (a
     view of) its source image, whatever it was trained or told, ranks those views first.
     """
+    from fashion_retrieval.checkpoints import load_model
     from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
-    from fashion_retrieval.hub import load_model
     from fashion_retrieval.training.data import product_key
     from fashion_retrieval.training.trainer import load_split, split_features
 

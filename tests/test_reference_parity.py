@@ -94,7 +94,7 @@ def test_caption_mode_for_a_training_mode_and_unknown_modes():
 def test_evaluate_cli_ranks_the_caption_mode_of_the_saved_training_config(tmp_path):
     from _demo_data import tiny_model
 
-    from fashion_retrieval.hub import save_checkpoint
+    from fashion_retrieval.checkpoints import save_checkpoint
     from fashion_retrieval.training.cli import evaluate_main
 
     root = _fashioniq(tmp_path / "fiq")

@@ -14,7 +14,7 @@ from _demo_data import tiny_model, write_tiny_fashioniq
 from _photo_data import write_folder
 
 from fashion_retrieval.demo.handlers import DemoBackend, session_markdown
-from fashion_retrieval.retriever import CatalogueImage, Retriever
+from fashion_retrieval.search.retriever import CatalogueImage, Retriever
 from fashion_retrieval.serving.catalogue import Catalogue, open_catalogue
 from fashion_retrieval.serving.query import QueryError
 from fashion_retrieval.serving.refine import ENDED, RefinementSessions

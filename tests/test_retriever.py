@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from fashion_retrieval.data.records import Item
-from fashion_retrieval.index import META_FILE
 from fashion_retrieval.models import ModelConfig, RetrievalModel
-from fashion_retrieval.retriever import NO_QUERY, Hit, Retriever
+from fashion_retrieval.search.index import META_FILE
+from fashion_retrieval.search.retriever import NO_QUERY, Hit, Retriever
 
 COLOURS = ["red", "blue", "green", "black", "white", "yellow"]
 
@@ -191,7 +191,7 @@ def test_concurrent_searches_agree_with_sequential(tirg, gallery) -> None:
 
 
 def test_from_checkpoint_keeps_index_beside_it(gallery, tmp_path) -> None:
-    from fashion_retrieval.hub import save_checkpoint
+    from fashion_retrieval.checkpoints import save_checkpoint
 
     model = _model("tirg", gallery, seed=3)
     ckpt = save_checkpoint(model, tmp_path / "ckpt")

@@ -14,7 +14,7 @@ from _demo_data import tiny_model, write_tiny_fashioniq
 
 from fashion_retrieval.evaluation.hits import HIT_RULES, hit_rule, is_correct
 from fashion_retrieval.paths import fashion_home, gallery_key, index_dir_for
-from fashion_retrieval.retriever import CatalogueImage, Retriever
+from fashion_retrieval.search.retriever import CatalogueImage, Retriever
 from fashion_retrieval.serving.catalogue import PHOTOS, Catalogue, detect_layout, open_catalogue
 from fashion_retrieval.serving.query import QueryError, QueryPreparer
 

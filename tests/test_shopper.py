@@ -262,7 +262,7 @@ def test_colour_descriptor_sees_the_garment_not_the_backdrop():
 def test_colour_features_are_part_of_the_checkpoint_and_the_cache_key(tmp_path):
     from helpers import solid_image
 
-    from fashion_retrieval import hub
+    from fashion_retrieval import checkpoints as hub
     from fashion_retrieval.models import ModelConfig, RetrievalModel
     from fashion_retrieval.models.feature_cache import cache_key
 

@@ -85,7 +85,7 @@ def _metrics(out: Path) -> list[dict]:
 
 
 def test_training_reduces_loss_and_writes_run(data_root: Path, tmp_path: Path) -> None:
-    from fashion_retrieval.hub import load_model
+    from fashion_retrieval.checkpoints import load_model
     from fashion_retrieval.training import train
 
     out = tmp_path / "run"

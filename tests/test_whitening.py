@@ -18,7 +18,7 @@ from fashion_retrieval.evaluation.image_to_image import (
     evaluate_image_to_image,
     image_to_image_protocol,
 )
-from fashion_retrieval.whitening import WHITENING_FILE, PCAWhitening, fit_postprocess
+from fashion_retrieval.search.whitening import WHITENING_FILE, PCAWhitening, fit_postprocess
 
 
 def _correlated(n: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -337,7 +337,7 @@ def _retriever_brute_force(retriever, model, items, query_path) -> list[str]:
 
 
 def test_retriever_whitens_gallery_and_queries(tmp_path, monkeypatch) -> None:
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.search.retriever import Retriever
 
     items = _image_items(tmp_path, 14)
     model = _tiny_model(items, seed=1)
@@ -369,8 +369,8 @@ def test_retriever_whitens_gallery_and_queries(tmp_path, monkeypatch) -> None:
 
 
 def test_retriever_adds_items_and_takes_a_fitted_postprocessor(tmp_path) -> None:
-    from fashion_retrieval.index import GalleryIndex
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.search.index import GalleryIndex
+    from fashion_retrieval.search.retriever import Retriever
 
     items = _image_items(tmp_path, 12)
     model = _tiny_model(items, seed=2)

@@ -123,7 +123,7 @@ def test_minilm_with_word_knowledge(knowing):
 
 
 def test_word_knowledge_is_part_of_the_checkpoint_and_the_text_cache_key(tmp_path):
-    from fashion_retrieval import hub
+    from fashion_retrieval import checkpoints as hub
     from fashion_retrieval.models import ModelConfig, RetrievalModel
     from fashion_retrieval.models.feature_cache import cached_text_features
     from fashion_retrieval.models.text_encoders import build_text_encoder, word_knowledge_options

@@ -16,7 +16,7 @@ from typing import Any
 
 from fashion_retrieval.data.records import Item, RetrievalDataset, Triplet
 from fashion_retrieval.evaluation.hits import is_correct
-from fashion_retrieval.retriever import Hit
+from fashion_retrieval.search.retriever import Hit
 from fashion_retrieval.serving.catalogue import Catalogue
 from fashion_retrieval.serving.query import (
     DEFAULT_MAX_K,
@@ -101,7 +101,7 @@ def _round_robin(groups: Mapping[str, list[Any]], n: int) -> list[Any]:
 class DemoBackend:
     """The demo's models and catalogue, and the one search path every tab and the API use.
 
-    ``models`` maps a display name to a :class:`~fashion_retrieval.retriever.Retriever`.
+    ``models`` maps a display name to a :class:`~fashion_retrieval.search.retriever.Retriever`.
     ``catalogue`` (a :class:`Catalogue`, or a data set split) supplies the pictures and,
     when it has triplets, the ground truth; without it the catalogue is the first model's
     gallery and no hits are marked.

@@ -7,7 +7,7 @@ else the same caption); the category-level variant counts every item of the same
 category. Queries that have no positive in the gallery are skipped and counted.
 
 Optional post-processing fitted on the gallery (PCA or PCA whitening, see
-:mod:`fashion_retrieval.whitening`) is applied to queries and gallery alike; the numbers
+:mod:`fashion_retrieval.search.whitening`) is applied to queries and gallery alike; the numbers
 before it are reported beside those after it. :func:`evaluate_image_to_image` runs it all
 on a model, on its trained embeddings or on its raw backbone features.
 """
@@ -35,7 +35,7 @@ from fashion_retrieval.evaluation.ranking import (
     precision_at_k,
     topk_chunked,
 )
-from fashion_retrieval.whitening import POSTPROCESS_MODES, PCAWhitening, fit_postprocess
+from fashion_retrieval.search.whitening import POSTPROCESS_MODES, PCAWhitening, fit_postprocess
 
 IMAGE_KS = (1, 5, 10)
 PRODUCT_KEYS = ("product", "product_id")
@@ -149,7 +149,7 @@ class PostprocessedEmbeddings:
     """An :class:`EmbeddingSource` whose embeddings pass through a gallery-fitted post-processor.
 
     The post-processor (``mode`` "none", "pca" or "whiten", see
-    :mod:`fashion_retrieval.whitening`) is fitted on ``raw.item_embeddings()`` on first
+    :mod:`fashion_retrieval.search.whitening`) is fitted on ``raw.item_embeddings()`` on first
     use, or given ready-made as ``postprocessor``; every embedding the source hands out
     (targets, image queries, composed and text queries) is transformed by it.
     """

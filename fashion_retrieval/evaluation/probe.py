@@ -79,7 +79,7 @@ def probe_features(
 def _model(args: argparse.Namespace, colour: str, mid_grid: int) -> Any:
     """The model whose image features are probed: a checkpoint, or one built from the options."""
     if args.checkpoint:
-        from fashion_retrieval.hub import load_model
+        from fashion_retrieval.checkpoints import load_model
 
         return load_model(args.checkpoint).eval()
     from fashion_retrieval.models import ModelConfig, RetrievalModel

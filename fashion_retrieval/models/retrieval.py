@@ -302,7 +302,7 @@ class RetrievalModel(
             raise ValueError(
                 f"{model_id}: config.json describes a {raw.get('model_type')!r} model, "
                 f"not a {MODEL_TYPE} RetrievalModel: load it with its own library (e.g. "
-                "transformers.AutoModel), or use a repo written by fashion_retrieval.hub.save_checkpoint"
+                "transformers.AutoModel), or use a repo written by fashion_retrieval.checkpoints.save_checkpoint"
             )
         config = raw if isinstance(raw, ModelConfig) else ModelConfig.from_dict(raw)
         model = cls(dataclasses.replace(config, pretrained=False), **model_kwargs)

@@ -242,9 +242,9 @@ def _retriever(
     """
     import torch
 
-    from fashion_retrieval.gallery_store import STORE_META
-    from fashion_retrieval.hub import load_model
+    from fashion_retrieval.checkpoints import load_model
     from fashion_retrieval.models.feature_cache import cached_image_features
+    from fashion_retrieval.search.gallery_store import STORE_META
 
     model = load_model(str(checkpoint)).eval()
     features = None

@@ -66,8 +66,8 @@ def load_retriever(
     its index is kept in :func:`index_dir_for` (checkpoint, catalogue) and reused while
     model and gallery are unchanged. ``features`` (backbone features aligned with the
     items) spare the backbone pass when the index has to be built."""
-    from fashion_retrieval.hub import load_model
-    from fashion_retrieval.retriever import Retriever
+    from fashion_retrieval.checkpoints import load_model
+    from fashion_retrieval.search.retriever import Retriever
 
     if model is None:
         model = load_model(str(checkpoint))

@@ -48,8 +48,8 @@ def is_photo(name: str) -> bool:
 
 def _is_index_folder(path: Path) -> bool:
     """A folder the project wrote: a gallery index (``index.faiss``) or the cache home."""
-    from fashion_retrieval.index import INDEX_FILE
     from fashion_retrieval.paths import fashion_home
+    from fashion_retrieval.search.index import INDEX_FILE
 
     if (path / INDEX_FILE).is_file():
         return True
@@ -130,7 +130,7 @@ def scan_photo_folder(
 
     Each photo is decoded once to check it (``load_image``), except those whose
     ``(size, mtime_ns)`` equals ``known[id]`` (e.g.
-    :func:`~fashion_retrieval.gallery_store.stored_stamps` of a gallery store that indexed
+    :func:`~fashion_retrieval.search.gallery_store.stored_stamps` of a gallery store that indexed
     them: they decoded then) or the stamp recorded in ``cache``, a JSON file this scan reads
     and rewrites (the stamps of the photos that decoded). Unreadable photos are left out and
     listed in ``PhotoScan.unreadable``; ``log`` (when given) receives one line naming them.

@@ -3,7 +3,7 @@
 The picture is identified (is it a catalogue item?) and, only when it is not, decoded and
 checked, once; the text is cleaned once; ``k`` is validated once. Every model then answers
 the same :class:`Query`: a catalogue pick reaches each Retriever as a
-:class:`~fashion_retrieval.retriever.CatalogueImage`, whose stored backbone features are
+:class:`~fashion_retrieval.search.retriever.CatalogueImage`, whose stored backbone features are
 used (no decoding, no backbone pass).
 """
 
@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from fashion_retrieval.retriever import CatalogueImage
+from fashion_retrieval.search.retriever import CatalogueImage
 from fashion_retrieval.serving.catalogue import Catalogue
 
 MAX_TEXT_CHARS = 500

@@ -34,7 +34,7 @@ from typing import Any
 
 from fashion_retrieval.data.records import Item
 from fashion_retrieval.models.history import HISTORY_POLICIES
-from fashion_retrieval.retriever import CatalogueImage, Hit
+from fashion_retrieval.search.retriever import CatalogueImage, Hit
 from fashion_retrieval.serving.catalogue import Catalogue
 from fashion_retrieval.serving.query import DEFAULT_MAX_K, QueryError, check_k, clean_text
 

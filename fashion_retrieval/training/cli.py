@@ -124,10 +124,10 @@ def evaluate_main(argv: list[str] | None = None) -> int:
         categories = args.categories.split(",") if args.categories else saved.get("categories")
         if categories:
             options["categories"] = categories
+        from fashion_retrieval.checkpoints import load_model
         from fashion_retrieval.data import load_retrieval_dataset
         from fashion_retrieval.devices import resolve_device
         from fashion_retrieval.evaluation import evaluate
-        from fashion_retrieval.hub import load_model
         from fashion_retrieval.io_utils import atomic_write_json
 
         device = resolve_device(args.device)  # an unavailable --device fails before loading

@@ -155,8 +155,8 @@ def _with_random(report: Any) -> dict[str, Any]:
 
 def eval_source(checkpoint: Path, cfg: TrainConfig) -> tuple[Any, Any]:
     """A trained checkpoint's embeddings over the eval split (cached features), and the split."""
+    from fashion_retrieval.checkpoints import load_model
     from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
-    from fashion_retrieval.hub import load_model
     from fashion_retrieval.training.trainer import load_split, split_features
 
     model = load_model(str(checkpoint)).eval()

@@ -133,7 +133,7 @@ def keep_best(run: Any, result: dict[str, Any]) -> None:
     As CLIP4Cir's ``--save-best``: strictly greater replaces (the earliest of equal values
     stays). A metric the evaluation does not report is a ``ValueError`` naming those it does.
     """
-    from fashion_retrieval.hub import save_checkpoint
+    from fashion_retrieval.checkpoints import save_checkpoint
 
     cfg = run.config
     recall = result.get("recall", {})

@@ -367,7 +367,7 @@ def finish(run: Run, step: int) -> Path:
     run_eval(run, step)
     final = Path(cfg.output_dir) / "final"
     if acc.is_main_process:
-        from fashion_retrieval.hub import push_to_hub, save_checkpoint
+        from fashion_retrieval.checkpoints import push_to_hub, save_checkpoint
 
         save_checkpoint(run.model, final, train_config=cfg.to_dict(), metrics=run.last_eval or None)
         if cfg.push_to_hub:

@@ -89,8 +89,8 @@ def _checkpoints(args: argparse.Namespace, spec: Any) -> dict[str, Any]:
 
 def open_sources(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
     """Each model's ``EmbeddingSource`` over the gallery (backbone features cached), and the data set."""
+    from fashion_retrieval.checkpoints import load_model
     from fashion_retrieval.evaluation.embeddings import ModelEmbeddings
-    from fashion_retrieval.hub import load_model
     from fashion_retrieval.models.feature_cache import cached_image_features
     from fashion_retrieval.serving.default import DefaultSpec
 

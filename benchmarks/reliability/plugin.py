@@ -1,4 +1,4 @@
-"""A pytest plugin (``-p fashion_retrieval.reliability.plugin``) recording each test's outcome."""
+"""A pytest plugin (``-p benchmarks.reliability.plugin``) recording each test's outcome."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any
 
-from fashion_retrieval.reliability.recorder import RESULTS_ENV
+from benchmarks.reliability.recorder import RESULTS_ENV
 
 
 def pytest_runtest_logreport(report: Any) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from fashion_retrieval.data.records import Item
-from fashion_retrieval.gallery_store import (
+from fashion_retrieval.search.gallery_store import (
     STORE_ARRAYS,
     STORE_META,
     GalleryStore,
@@ -29,8 +29,8 @@ from fashion_retrieval.gallery_store import (
     embed_rows,
     file_stamp,
 )
-from fashion_retrieval.index import GalleryIndex, IndexLoadError, combine_fingerprints
-from fashion_retrieval.whitening import (
+from fashion_retrieval.search.index import GalleryIndex, IndexLoadError, combine_fingerprints
+from fashion_retrieval.search.whitening import (
     POSTPROCESS_MODES,
     WHITENING_FILE,
     PCAWhitening,
@@ -130,7 +130,7 @@ class Retriever:
     ``mixed_precision`` autocast ("no", "fp16", "bf16").
 
     Beside a saved index the Retriever keeps each item's file stamp, backbone features and
-    target embedding (:class:`~fashion_retrieval.gallery_store.GalleryStore`): a gallery
+    target embedding (:class:`~fashion_retrieval.search.gallery_store.GalleryStore`): a gallery
     that changed on disk is updated on the next start by embedding only its new and changed
     files (removed ones are dropped); a damaged store means a full build (an index saved
     with no store at all is used while its fingerprint matches).
@@ -598,7 +598,7 @@ class Retriever:
         For a writable local checkpoint folder the index is kept beside it in ``index/``
         unless ``index_dir`` is given.
         """
-        from fashion_retrieval.hub import load_model
+        from fashion_retrieval.checkpoints import load_model
 
         model = load_model(str(path_or_repo), revision=revision)
         local = Path(path_or_repo)

@@ -1,4 +1,4 @@
-"""``python -m fashion_retrieval.reliability --readme README.md``: run the reliability tests, write the table."""
+"""``python -m benchmarks.reliability --readme README.md``: run the reliability tests, write the table."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from fashion_retrieval.reliability.recorder import RESULTS_ENV
-from fashion_retrieval.reliability.report import (
+from benchmarks.reliability.recorder import RESULTS_ENV
+from benchmarks.reliability.report import (
     build_rows,
     load_results,
     render_table,
@@ -22,7 +22,7 @@ LOAD_ENV = "FASHION_RETRIEVAL_LOAD_SEARCHES"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fashion_retrieval.reliability", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m benchmarks.reliability", description=__doc__)
     p.add_argument("--readme", default="README.md", help="README to update (section 'Reliability')")
     p.add_argument("--results", default=None, help="keep the JSON-lines results here (default: a temp file)")
     p.add_argument("--from-results", default=None, help="render an existing results file, run nothing")
@@ -39,7 +39,7 @@ def run_tests(results: Path, repo: Path, full: bool, tests: tuple[str, ...] | li
     env = {**os.environ, RESULTS_ENV: str(results.resolve()), "HF_HUB_OFFLINE": "1"}
     if full:
         env[LOAD_ENV] = "50"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "fashion_retrieval.reliability.plugin", *tests]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "benchmarks.reliability.plugin", *tests]
     return subprocess.call(cmd, cwd=repo, env=env)
 
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "model pass); latency and throughput are figures of this machine, judged against the "
         "target (\"target met\" / \"target missed\"), never asserted."
     )
-    command = "python -m fashion_retrieval.reliability --readme README.md" + (" --full" if args.full else "")
+    command = "python -m benchmarks.reliability --readme README.md" + (" --full" if args.full else "")
     if list(args.tests) != list(TESTS):
         command += " --tests " + " ".join(args.tests)
     block = render_table(build_rows(cases, outcomes), command=command, note=note)

@@ -134,7 +134,7 @@ answers text-only and image-only queries.
 ## How to load
 
 ```python
-from fashion_retrieval.hub import load_model
+from fashion_retrieval.checkpoints import load_model
 model = load_model("path/or/repo-id")
 query = model.encode_query(images, ["blue with long sleeves"])   # (B, {config.embed_dim})
 gallery = model.encode_target(images)                            # (N, {config.embed_dim})
@@ -176,7 +176,7 @@ def _check_folder(path: Path) -> None:
     config_file = path / CONFIG_FILE
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} is missing: {path} is not a checkpoint folder "
-                                "(write one with fashion_retrieval.hub.save_checkpoint)")
+                                "(write one with fashion_retrieval.checkpoints.save_checkpoint)")
     try:
         raw = json.loads(config_file.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -186,7 +186,7 @@ def _check_folder(path: Path) -> None:
         raise ValueError(
             f"{config_file} describes a {kind!r} model, not a {MODEL_TYPE} RetrievalModel: load it with "
             "its own library (e.g. transformers.AutoModel), or point to a folder written by "
-            "fashion_retrieval.hub.save_checkpoint"
+            "fashion_retrieval.checkpoints.save_checkpoint"
         )
     try:
         ModelConfig.from_dict(raw)

@@ -32,7 +32,7 @@ import torch
 from fashion_retrieval.registry import Registry
 
 WHITENING_FILE = "whitening.safetensors"
-FORMAT = "fashion_retrieval.whitening/1"
+FORMAT = "fashion_retrieval.search.whitening/1"
 DEFAULT_EPS = 1e-6
 _FIT_CHUNK = 8192  # rows per covariance update, so float64 copies of a large gallery stay small
 
