@@ -47,9 +47,9 @@ TINY = {"steps": 2, "missing": 10, "fiq_slice": (20, 40), "f200k": (300, 150, 12
 # A small model: tiny_cnn at 32 px, a 128-d LSTM, 128-d embeddings; no evaluation inside
 # the run (evaluate.py does it), no DataLoader workers (2 shared CPUs).
 TRAIN_ARGS = (
-    "--image-encoder", "tiny_cnn", "--text-encoder", "lstm", "--pretrained", "false",
-    "--image-size", "32", "--embed-dim", "128",
-    "--text-encoder-options", '{"word_dim": 128, "hidden": 128}',
+    "--model.image-encoder", "tiny_cnn", "--model.text-encoder", "lstm", "--model.pretrained", "false",
+    "--model.image-size", "32", "--model.embed-dim", "128",
+    "--model.text-kwargs", '{"word_dim": 128, "hidden": 128}',
     "--eval-split", "", "--num-workers", "0",
     "--save-every", "1000000", "--eval-every", "1000000", "--log-every", "25",
 )

@@ -33,23 +33,13 @@ def train_config(workdir: Path, products: int = 150, **changes):
     from fashion_retrieval.training.config import TrainConfig
 
     base = TrainConfig(
-        dataset="synthetic",
-        data_root=str(workdir / "synthetic"),
-        products=products,
-        eval_split="",
-        compositor="tirg",
-        image_encoder="efficientnet_lite0",
-        text_encoder="lstm",
-        batch_size=BATCH,
-        max_steps=WARMUP,
-        save_every=10**6,
-        eval_every=10**6,
-        log_every=10**6,
-        num_workers=2,
-        output_dir=str(workdir / "run"),
-        feature_cache_dir=str(workdir / "features"),
+        dataset="synthetic", data_root=str(workdir / "synthetic"), eval_split="", batch_size=BATCH,
+        max_steps=WARMUP, save_every=10**6, eval_every=10**6, log_every=10**6, num_workers=2,
+        output_dir=str(workdir / "run"), feature_cache_dir=str(workdir / "features"),
+        model={"compositor": "tirg", "image_encoder": "efficientnet_lite0", "text_encoder": "lstm"},
+        dataset_options={"products": products},
     )
-    return dataclasses.replace(base, **changes)
+    return base.replace(**changes)
 
 
 def triplets_per_second(config, steps: int, warmup: int = WARMUP) -> tuple[float, str]:
@@ -72,7 +62,7 @@ def triplets_per_second(config, steps: int, warmup: int = WARMUP) -> tuple[float
     rate = steps * config.batch_size / (time.perf_counter() - t0)
     log(
         f"training: cache_features={config.cache_features} "
-        f"freeze={config.freeze_image_encoder}: {rate:.1f} triplets/s"
+        f"freeze={config.model.freeze_image_encoder}: {rate:.1f} triplets/s"
     )
     return rate, str(accelerator.device)
 
@@ -112,7 +102,7 @@ def bench_training(ctx: StepContext) -> list[Row]:
     ]
     if not ctx.quick:
         tuned, _ = triplets_per_second(
-            train_config(ctx.workdir, products, cache_features=False, freeze_image_encoder=False),
+            train_config(ctx.workdir, products, cache_features=False, model={"freeze_image_encoder": False}),
             n_e2e,
         )
         rows.append(

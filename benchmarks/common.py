@@ -27,7 +27,7 @@ StepFn = Callable[["StepContext"], list["Row"]]
 BENCHMARKS: Registry[list] = Registry("benchmark")
 
 # The order in which a full run executes the steps (cheap ones first).
-DEFAULT_ORDER = ("embedding", "latency", "session", "ann", "evaluation", "training", "startup", "realscale")
+DEFAULT_ORDER = ("embedding", "latency", "session", "build_index", "ann", "evaluation", "training", "startup", "realscale")
 
 
 @dataclass

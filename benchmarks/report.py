@@ -1,7 +1,7 @@
-"""Turns a benchmark JSON into Markdown and writes it into the README between markers.
+"""Turns a benchmark JSON into Markdown and writes it into docs/RESULTS.md between markers.
 
-The README's table is only ever produced here, from the JSON of a run:
-``python benchmarks/report.py OUT.json --readme README.md`` re-renders it without measuring.
+The table is only ever produced here, from the JSON of a run:
+``python benchmarks/report.py OUT.json [--readme docs/RESULTS.md]`` re-renders it without measuring.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 START = "<!-- benchmarks:start -->"
 END = "<!-- benchmarks:end -->"
 HEADING = "## Benchmarks"
+RESULTS = Path(__file__).resolve().parents[1] / "docs" / "RESULTS.md"  # the default target
 
 
 def fmt_number(x: float | None) -> str:
@@ -114,7 +115,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_block(text: str, block: str, source: str = "README") -> str:
+def replace_block(text: str, block: str, source: str = "docs/RESULTS.md") -> str:
     """``text`` with everything between the markers replaced by ``block``.
 
     Without markers, a ``## Benchmarks`` section holding them is appended at the end.
@@ -137,18 +138,18 @@ def replace_block(text: str, block: str, source: str = "README") -> str:
 
 def write_readme(result: dict[str, Any], readme: Path) -> None:
     """Render ``result`` and write it into ``readme`` (created if missing)."""
+    from fashion_retrieval.io_utils import atomic_write_text
+
     text = readme.read_text(encoding="utf-8") if readme.exists() else ""
-    new = replace_block(text, render_markdown(result), source=str(readme))
-    tmp = readme.with_name(readme.name + ".tmp")
-    tmp.write_text(new, encoding="utf-8")
-    tmp.replace(readme)
+    atomic_write_text(readme, replace_block(text, render_markdown(result), source=str(readme)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI: re-render the README table from a saved benchmark JSON."""
+    """CLI: re-render the table from a saved benchmark JSON."""
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("json", type=Path, help="a JSON written by benchmarks/run.py --json")
-    p.add_argument("--readme", type=Path, default=Path("README.md"))
+    p.add_argument("--readme", type=Path, default=RESULTS,
+                   help="the Markdown file to write the table into (default: the repo's docs/RESULTS.md)")
     args = p.parse_args(argv)
     try:
         result = json.loads(args.json.read_text(encoding="utf-8"))

@@ -1,16 +1,16 @@
 """Speed and scale figures of the retrieval stack, each against its obvious alternative.
 
-    python benchmarks/run.py [--quick | --tiny] --json OUT.json [--readme README.md] [--only NAME,...]
+    python benchmarks/run.py [--quick | --tiny] --json OUT.json [--readme docs/RESULTS.md] [--only NAME,...]
     python benchmarks/run.py --gpu --json OUT.json      # the GPU figures (benchmarks/bench_gpu.py)
 
 Every step runs in its own Python process (so its peak memory is its own); the parent
-collects the rows into one JSON and writes the README table from it (benchmarks/report.py).
-Steps: embedding, latency, session, ann, evaluation, training, startup, realscale. ``--tiny`` runs every step
+collects the rows into one JSON and writes the docs/RESULTS.md table from it (benchmarks/report.py).
+Steps: embedding, latency, session, build_index, ann, evaluation, training, startup, realscale. ``--tiny`` runs every step
 at toy sizes (seconds each) to check that the steps work; its figures mean nothing, so it
-never writes the README.
+never writes docs/RESULTS.md.
 ``--gpu`` runs the GPU steps instead (gpu_features, gpu_training, gpu_evaluation: feature
 caching, training and evaluation throughput on CUDA, fp32 and bf16) in under 10 minutes; it
-prints their table and leaves the README alone. Without a GPU it says "no GPU", writes a
+prints their table and leaves docs/RESULTS.md alone. Without a GPU it says "no GPU", writes a
 JSON that says so and exits 0.
 """
 
@@ -49,6 +49,7 @@ STEP_MODULES = (
     "benchmarks.bench_embedding",
     "benchmarks.bench_latency",
     "benchmarks.bench_session",
+    "benchmarks.bench_build_index",
     "benchmarks.bench_ann",
     "benchmarks.bench_eval",
     "benchmarks.bench_training",
@@ -154,21 +155,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--tiny",
         action="store_true",
         help="toy sizes, seconds per step: checks that every step runs (figures meaningless; "
-        "implies --quick, never writes the README)",
+        "implies --quick, never writes docs/RESULTS.md)",
     )
     p.add_argument(
         "--gpu",
         action="store_true",
         help="the GPU figures instead (feature caching, training, evaluation on CUDA, fp32 and bf16; "
-        "under 10 minutes); prints their table, never writes the README; says 'no GPU' and exits 0 "
+        "under 10 minutes); prints their table, never writes docs/RESULTS.md; says 'no GPU' and exits 0 "
         "where there is none",
     )
     p.add_argument("--json", type=Path, help="where to write the results (required to measure)")
     p.add_argument(
         "--readme",
         type=Path,
-        default=ROOT / "README.md",
-        help="README to write the table into (default: the repo's README.md)",
+        default=ROOT / "docs" / "RESULTS.md",
+        help="Markdown file to write the table into (default: the repo's docs/RESULTS.md)",
     )
     p.add_argument("--no-readme", action="store_true", help="only write the JSON")
     p.add_argument("--only", default="", help="comma-separated steps (default: all)")
@@ -219,7 +220,7 @@ def no_gpu_result(result: dict[str, Any], steps: list[str], reason: str) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the selected steps, write the JSON and (unless --no-readme) the README table."""
+    """Run the selected steps, write the JSON and (unless --no-readme) the table in docs/RESULTS.md."""
     args = parse_args(argv)
     if args.worker:
         return run_worker(
@@ -282,9 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         result["gpu"] = {"available": True, "device": result["machine"].get("gpu")}
         args.json.write_text(json.dumps(result, indent=1), encoding="utf-8")
         print(report.render_markdown(result))
-        print("[benchmarks] --gpu: the table above is not written into the README")
+        print(f"[benchmarks] --gpu: the table above is not written into {args.readme}")
     elif args.tiny:
-        print("[benchmarks] --tiny: figures of toy sizes, the README is left alone")
+        print(f"[benchmarks] --tiny: figures of toy sizes, {args.readme} is left alone")
     elif not args.no_readme:
         report.write_readme(result, args.readme)
         print(f"[benchmarks] wrote the table into {args.readme}")

@@ -9,16 +9,16 @@ and a ``README.md`` model card whose metadata holds the evaluation results as a
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from .io_utils import atomic_write_json
+from .io_utils import atomic_write_json, swap_dir_into_place
 
 CONFIG_FILE, WEIGHTS_FILE, CARD_FILE = "config.json", "model.safetensors", "README.md"
+WORDS_FILE = "word_knowledge.json"  # the speller's and thesaurus's training words, beside config.json
 _METRIC = re.compile(r"^(R@|P@|mAP|recall|precision)", re.IGNORECASE)  # what goes in the model-index
 
 
@@ -38,6 +38,11 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp)
+        config = json.loads((tmp / CONFIG_FILE).read_text(encoding="utf-8"))
+        words = config["text_kwargs"].pop("known_words", None)
+        if words is not None:  # the word knowledge keeps its words in its own file
+            atomic_write_json(tmp / WORDS_FILE, {"known_words": words})
+            atomic_write_json(tmp / CONFIG_FILE, config)
         if train_config is not None:
             atomic_write_json(tmp / "train_config.json", train_config)
         if metrics is not None:
@@ -45,26 +50,11 @@ def save_checkpoint(
         card = build_model_card(model.config, metrics=metrics, dataset_name=dataset_name,
                                 train_config=train_config)
         card.save(str(tmp / CARD_FILE))
-        _swap_into_place(tmp, out_dir)
+        swap_dir_into_place(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-
-def _swap_into_place(new: Path, dest: Path) -> None:
-    """Replace folder ``dest`` by ``new``; the old folder is removed only after the rename."""
-    if not dest.exists():
-        os.replace(new, dest)
-        return
-    old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-    os.replace(dest, old)
-    try:
-        os.replace(new, dest)
-    except BaseException:
-        os.replace(old, dest)  # put the previous good checkpoint back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _recall_table(metrics: dict | None) -> tuple[dict[str, float], dict[str, Any]]:
@@ -156,12 +146,16 @@ def load_model(path_or_repo_id: str | Path, revision: str | None = None, map_loc
 
     path = Path(path_or_repo_id)
     if path.is_dir():
-        _check_folder(path)
-        return RetrievalModel.from_pretrained(str(path), map_location=map_location)
+        config = _check_folder(path)
+        if (path / WORDS_FILE).is_file():  # older checkpoints keep the words in config.json
+            words = json.loads((path / WORDS_FILE).read_text(encoding="utf-8"))["known_words"]
+            config["text_kwargs"] = {**config.get("text_kwargs", {}), "known_words": words}
+        return RetrievalModel.from_pretrained(str(path), map_location=map_location, config=config)
     if path.exists() or str(path_or_repo_id).startswith((".", "/", "~")) or str(path_or_repo_id).count("/") > 1:
         raise FileNotFoundError(f"checkpoint folder {path} does not exist (or is not a folder)")
     try:
-        return RetrievalModel.from_pretrained(str(path_or_repo_id), revision=revision, map_location=map_location)
+        return RetrievalModel.from_pretrained(str(path_or_repo_id), revision=revision, map_location=map_location,
+                                              **_hub_words(str(path_or_repo_id), revision))
     except (OSError, ConnectionError) as e:
         raise OSError(
             f"could not download checkpoint {path_or_repo_id!r} from the Hugging Face Hub "
@@ -169,8 +163,21 @@ def load_model(path_or_repo_id: str | Path, revision: str | None = None, map_loc
         ) from e
 
 
-def _check_folder(path: Path) -> None:
-    """Raise a clear error if ``path`` lacks a valid config.json or model.safetensors."""
+def _hub_words(repo_id: str, revision: str | None) -> dict[str, Any]:
+    """``{"config": ...}``: a Hub checkpoint's config.json with its word_knowledge.json words ({} without)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError
+
+    try:
+        words = json.loads(Path(hf_hub_download(repo_id, WORDS_FILE, revision=revision)).read_text())["known_words"]
+    except (EntryNotFoundError, FileNotFoundError):  # a checkpoint without word knowledge
+        return {}
+    config = json.loads(Path(hf_hub_download(repo_id, CONFIG_FILE, revision=revision)).read_text())
+    return {"config": {**config, "text_kwargs": {**config.get("text_kwargs", {}), "known_words": words}}}
+
+
+def _check_folder(path: Path) -> dict[str, Any]:
+    """``path``'s config.json; a clear error if it lacks a valid one or model.safetensors."""
     from .models.config import MODEL_TYPE, ModelConfig
 
     config_file = path / CONFIG_FILE
@@ -195,6 +202,7 @@ def _check_folder(path: Path) -> None:
     if not (path / WEIGHTS_FILE).is_file():
         raise FileNotFoundError(f"{path / WEIGHTS_FILE} is missing: the checkpoint has no weights "
                                 "(copy it again or re-save the model)")
+    return raw
 
 
 def push_to_hub(

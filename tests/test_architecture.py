@@ -68,6 +68,8 @@ FRONT_END_FILES = ("app.py",)
 FRONT_END_DIRS = ("streamlit_app", "hf_space", "training")
 UI_PACKAGES = ("fashion_retrieval.demo", "fashion_retrieval.dashboard")
 TRAINING = "fashion_retrieval.training"
+SYNTHETIC = "fashion_retrieval.data.synthetic"  # the synthetic catalogue, behind its data set entry
+DATA_REGISTRY = "fashion_retrieval.data"  # where that entry is registered
 ARCHITECTURE = ROOT / "docs" / "ARCHITECTURE.md"
 SKIPPED_DIRS = {"__pycache__", ".venv", "node_modules"}
 
@@ -332,6 +334,13 @@ def layer_violations(graph: ImportGraph) -> list[Edge]:
     return bad
 
 
+def synthetic_violations(graph: ImportGraph, package: str = SYNTHETIC, registration: str = DATA_REGISTRY) -> list[Edge]:
+    """Edges into the synthetic catalogue's ``package`` from outside it and its data set entry's
+    ``registration``: everything else reaches it through the entry (``DATASETS.get("synthetic")``)."""
+    return [e for e in graph.edges if _in_package(e.target, package)
+            and not _in_package(e.source, package) and e.source != registration]
+
+
 def _fail(title: str, lines: Iterable[str]) -> None:
     """Fail with the findings one a line (no assertion-rewriting noise)."""
     body = "\n".join(f"  {line}" for line in lines)
@@ -429,6 +438,26 @@ def test_the_layer_rule_flags_ui_to_ui_and_ui_to_training(tmp_path):
     assert layer_violations(graph) == edges[:2]
 
 
+def test_the_synthetic_rule_flags_imports_from_outside_its_entry(tmp_path):
+    graph = _toy_graph(tmp_path, {
+        "pkg/__init__.py": "",
+        "pkg/data/__init__.py": "def load():\n    from pkg.data.synthetic import load_synthetic\n",
+        "pkg/data/synthetic/__init__.py": "from . import pairs\n",
+        "pkg/data/synthetic/pairs.py": "from pkg.data.synthetic import attributes\n",
+        "pkg/data/synthetic/attributes.py": "",
+        "pkg/data/fashioniq.py": "import pkg.data.synthetic.attributes\n",
+        "pkg/evaluation/__init__.py": "",
+        "pkg/evaluation/shopper.py": "def f():\n    from pkg.data.synthetic.pairs import x\n",
+        "pkg/serving.py": "from pkg.data import synthetic\nfrom pkg.data import load\n",
+        "app.py": "from pkg.data.synthetic import attributes\n",
+    })
+    bad = synthetic_violations(graph, "pkg.data.synthetic", "pkg.data")
+    assert sorted((e.source, e.target) for e in bad) == [
+        ("app.py", "pkg.data.synthetic.attributes"), ("pkg.data.fashioniq", "pkg.data.synthetic.attributes"),
+        ("pkg.evaluation.shopper", "pkg.data.synthetic.pairs"), ("pkg.serving", "pkg.data.synthetic"),
+    ]
+
+
 # ---- the repository -------------------------------------------------------------------------
 
 
@@ -466,6 +495,16 @@ def test_the_ui_packages_import_neither_the_other_ui_nor_training(graph):
             f"{len(bad)} import(s) from a UI package ({', '.join(UI_PACKAGES)}) into the other UI "
             f"or into {TRAINING}; put what both need below them (the library or its serving "
             "layer):",
+            (str(e) for e in bad),
+        )
+
+
+def test_only_the_synthetic_entry_imports_the_synthetic_catalogue(graph):
+    bad = synthetic_violations(graph)
+    if bad:
+        _fail(
+            f"{len(bad)} import(s) of {SYNTHETIC} from outside it and its entry in {DATA_REGISTRY}; ask the "
+            "data set entry instead (DATASETS.get(\"synthetic\"): its loader, options and helper()):",
             (str(e) for e in bad),
         )
 

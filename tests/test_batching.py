@@ -1,4 +1,4 @@
-"""MicroBatcher: concurrent searches grouped into one ``search_batch``, answers unchanged.
+"""MicroBatcher: concurrent searches grouped into one ``search_queries``, answers unchanged.
 
 A real tiny Retriever (tiny_cnn + LSTM over the 12 drawn dresses) behind a spy that counts
 model calls; every answer is compared with ``Retriever.search`` called directly.
@@ -20,17 +20,17 @@ TEXTS = ("red solid dress", "blue striped dress", "is green", "is black instead 
 
 
 class Spy:
-    """A Retriever whose ``search_batch`` calls are counted (sizes kept)."""
+    """A Retriever whose ``search_queries`` calls are counted (sizes kept)."""
 
     def __init__(self, retriever):
         self.retriever = retriever
         self.batch_sizes: list[int] = []
         self._lock = threading.Lock()
 
-    def search_batch(self, images, texts, k, *, exclude_ids=None):
+    def search_queries(self, queries):
         with self._lock:
-            self.batch_sizes.append(len(images))
-        return self.retriever.search_batch(images, texts, k, exclude_ids=exclude_ids)
+            self.batch_sizes.append(len(queries))
+        return self.retriever.search_queries(queries)
 
     def __getattr__(self, name):
         return getattr(self.retriever, name)
@@ -133,7 +133,12 @@ def test_max_batch_splits_and_a_lone_search_goes_after_the_wait(tiny):
     assert spy.batch_sizes == [1] and _same(hits, retriever.search(text="red solid dress", k=3))
 
 
-def test_a_bad_query_fails_alone_not_its_batch_mates(tiny):
+def test_a_bad_query_fails_in_its_callers_thread_before_any_batch(tiny):
+    """A search's query is made by the caller (``search.query``'s rules): bad input raises
+    there, with the Retriever's own error, and never reaches the batch of the good ones.
+    (A batch that fails in the model is answered query by query: see the prepared test.)"""
+    from fashion_retrieval.search.query import QueryError
+
     retriever, catalogue, garbage = tiny
     good = _calls(catalogue, 9)
     bad = [
@@ -145,14 +150,15 @@ def test_a_bad_query_fails_alone_not_its_batch_mates(tiny):
     ]
     calls = good[:4] + bad + good[4:]
     spy = Spy(retriever)
-    with MicroBatcher(spy, max_wait_ms=2000, max_batch=len(calls)) as batcher:
+    with MicroBatcher(spy, max_wait_ms=60_000, max_batch=len(good)) as batcher:
         got = _together(batcher, calls)
         stats = batcher.stats()
     for call, answer in zip(calls, got, strict=True):
         want = _direct(retriever, call)
-        assert isinstance(want, Exception) == (call in bad), call
+        assert isinstance(want, QueryError) == (call in bad), call
         assert _same(answer, want), (call, answer, want)
-    assert stats.searches == len(calls) and stats.retried_alone > 0
+    assert spy.batch_sizes == [len(good)]  # the good ones filled one batch, without waiting
+    assert (stats.searches, stats.batches, stats.retried_alone) == (len(good), 1, 0)
 
 
 def test_close_answers_what_was_submitted_then_refuses(tiny):
@@ -235,9 +241,9 @@ def test_threads_sets_torch_threads_for_the_model_calls_only_in_its_thread(tiny)
     seen = []
 
     class Counting(Spy):
-        def search_batch(self, images, texts, k, *, exclude_ids=None):
+        def search_queries(self, queries):
             seen.append(torch.get_num_threads())
-            return super().search_batch(images, texts, k, exclude_ids=exclude_ids)
+            return super().search_queries(queries)
 
     before = torch.get_num_threads()
     try:

@@ -1,4 +1,4 @@
-"""Smoke tests of the benchmark harness and the README table writer (no timed assertions)."""
+"""Smoke tests of the benchmark harness and its table writer (no timed assertions)."""
 
 from __future__ import annotations
 

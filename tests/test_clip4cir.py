@@ -17,9 +17,9 @@ from PIL import Image
 from torch import nn
 
 from fashion_retrieval.data.transforms import ImageTransform, TargetPad
-from fashion_retrieval.training.config import TrainConfig
+from fashion_retrieval.training.config import TrainConfig, merge
 from fashion_retrieval.training.optim import build_optimizer
-from fashion_retrieval.training.tasks import TrainingModule
+from fashion_retrieval.training.tasks import TaskModule
 from fashion_retrieval.training.trainer import build_model
 
 CONFIGS = Path(__file__).resolve().parent.parent / "training" / "configs"
@@ -46,9 +46,11 @@ def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
 def stage(n: int, spec: str, **changes) -> TrainConfig:
     """The shipped stage-``n`` config on the tiny CLIP, no weights downloaded, no stage-1 run."""
     base = TrainConfig.load(CONFIGS / f"clip4cir_stage{n}_fashioniq.yaml")
-    tiny = dict(image_encoder=spec, text_encoder=spec, pretrained=False, init_from=None,
-                embed_dim=WIDTH, batch_size=4, mixed_precision="no")
-    return base.replace(**{**tiny, **changes})
+    tiny = dict(
+        init_from=None, batch_size=4, mixed_precision="no", model={"image_encoder": spec,
+        "text_encoder": spec, "pretrained": False, "embed_dim": WIDTH},
+    )
+    return base.replace(**merge(tiny, changes))
 
 
 def batch(seed: int) -> dict:
@@ -61,8 +63,8 @@ def run_steps(config: TrainConfig, steps: int = 3):
     """Build the model as the trainer does and take ``steps`` optimiser steps on random batches."""
     torch.manual_seed(0)
     model = build_model(config, TEXTS)
-    module = TrainingModule(model, config.task, config.loss)
-    backbone = None if config.freeze_image_encoder else model.image_encoder
+    module = TaskModule(model, config.task, config.loss)
+    backbone = None if config.model.freeze_image_encoder else model.image_encoder
     optimizer, scheduler = build_optimizer(module, backbone, config)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     module.train()
@@ -209,7 +211,7 @@ def test_stage1_updates_both_encoders_through_the_sum(tiny_clip: str) -> None:
 
 def test_projection_none_needs_one_width(tiny_clip: str) -> None:
     with pytest.raises(ValueError, match="one width"):
-        build_model(stage(2, tiny_clip, text_encoder="lstm", text_encoder_options={"hidden": 16}), TEXTS)
+        build_model(stage(2, tiny_clip, model={"text_encoder": "lstm", "text_kwargs": {"hidden": 16}}), TEXTS)
 
 
 # ----------------------------------------------------------------------------- init_from
@@ -235,7 +237,7 @@ def test_stage2_starts_from_stage1_encoders(tiny_clip: str, tmp_path: Path) -> N
         build_model(stage(2, tiny_clip, init_from=str(tmp_path / "runs" / "stage1" / "final")), TEXTS)
     other = f"{tiny_clip}:"  # the same architecture under another name: still refused
     with pytest.raises(ValueError, match="its image_encoder is"):
-        build_model(stage(2, tiny_clip, image_encoder=other, init_from=str(tmp_path / "run1")), TEXTS)
+        build_model(stage(2, tiny_clip, init_from=str(tmp_path / "run1"), model={"image_encoder": other}), TEXTS)
 
 
 def test_stage2_run_reads_both_sides_from_caches(tiny_clip: str, tmp_path: Path) -> None:
@@ -291,19 +293,19 @@ def test_configs_carry_the_reference_settings() -> None:
     s1 = TrainConfig.load(CONFIGS / "clip4cir_stage1_fashioniq.yaml")
     s2 = TrainConfig.load(CONFIGS / "clip4cir_stage2_fashioniq.yaml")
     for c in (s1, s2):
-        assert (c.image_encoder, c.text_encoder) == ("open_clip:RN50x4:openai",) * 2
-        assert (c.projection, c.preprocess, c.target_ratio) == ("none", "targetpad", 1.25)
-        assert (c.loss, c.temperature, c.learn_scale) == ("batch_classification", 0.01, False)
-        assert (c.lr_schedule, c.warmup_steps, c.mixed_precision, c.embed_dim) == ("constant", 0, "fp16", 640)
+        assert (c.model.image_encoder, c.model.text_encoder) == ("open_clip:RN50x4:openai",) * 2
+        assert (c.model.projection, c.model.preprocess, c.model.target_ratio) == ("none", "targetpad", 1.25)
+        assert (c.loss, c.temperature, c.model.learn_scale) == ("batch_classification", 0.01, False)
+        assert (c.lr_schedule, c.warmup_steps, c.mixed_precision, c.model.embed_dim) == ("constant", 0, "fp16", 640)
         assert c.dataset == "fashioniq" and c.eval_split == "val" and c.train_caption_mode == "random"
     # clip_fine_tune.py: both encoders, element-wise sum, AdamW lr 2e-6 betas (0.9, 0.999)
     # eps 1e-7 (torch's weight decay 0.01), CLIP in eval mode; README: batch 128, 100 epochs.
-    assert (s1.compositor, s1.freeze_image_encoder, s1.freeze_text_encoder) == ("elementwise_sum", False, False)
+    assert (s1.model.compositor, s1.model.freeze_image_encoder, s1.model.freeze_text_encoder) == ("elementwise_sum", False, False)
     assert (s1.optimizer, s1.lr, s1.adam_eps, s1.weight_decay, s1.backbone_lr_scale) == ("adamw", 2e-6, 1e-7, 0.01, 1.0)
-    assert s1.encoders_eval_mode and s1.batch_size == 128 and s1.max_steps == 100 * (18000 // 128)
+    assert s1.model.encoders_eval_mode and s1.batch_size == 128 and s1.max_steps == 100 * (18000 // 128)
     # combiner_train.py: frozen CLIP, Combiner(640, 2560, 5120), Adam lr 2e-5; README: batch 4096, 300 epochs.
-    assert (s2.compositor, s2.freeze_image_encoder, s2.freeze_text_encoder) == ("combiner", True, True)
-    assert s2.compositor_options == {"proj_factor": 4, "hidden_factor": 8, "dropout": 0.5}
+    assert (s2.model.compositor, s2.model.freeze_image_encoder, s2.model.freeze_text_encoder) == ("combiner", True, True)
+    assert s2.model.compositor_kwargs == {"proj_factor": 4, "hidden_factor": 8, "dropout": 0.5}
     assert (s2.optimizer, s2.lr, s2.weight_decay) == ("adam", 2e-5, 0.0)
     # --save-best on both stages; stage 2 starts from stage 1's best CLIP (--clip-model-path tuned_clip_best.pt)
     assert s1.save_best == s2.save_best == "avg"

@@ -27,6 +27,7 @@ from fashion_retrieval.dashboard import (
 )
 from fashion_retrieval.dashboard.ui import parse_args
 from fashion_retrieval.data.records import Item, Triplet
+from fashion_retrieval.search.query import NO_QUERY, QueryError
 
 APP = str(Path(__file__).resolve().parents[1] / "streamlit_app" / "app.py")
 
@@ -207,8 +208,10 @@ def test_compare_models_marks_targets_and_drops_the_query_image():
     assert table["id"].tolist() == ["2", "3", "5"] and table["rank"].tolist() == [1, 2, 3]
     assert table["correct"].tolist() == [True, False, True]  # "5" shares the target caption
     assert is_correct("5", "cap2", trip, "fashioniq") is False  # FashionIQ: ids only
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(QueryError, match=NO_QUERY):  # the search layer's rules
         compare_models({}, image=None, text="  ")
+    with pytest.raises(QueryError, match="K must be a whole number of at least 1, not 0"):
+        compare_models({}, image="/0.png", k=0)
 
 
 def test_scan_finds_results_runs_and_checkpoints(tmp_path):

@@ -17,11 +17,11 @@ from _demo_data import odd_images, tiny_model, write_tiny_fashioniq
 
 from fashion_retrieval.demo.handlers import (
     DemoBackend,
-    DemoInputError,
     gallery_value,
     normalize_text,
     summary_markdown,
 )
+from fashion_retrieval.search.query import QueryError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -68,8 +68,8 @@ def _call(client, image, text, model, k):
 # ---------------------------------------------------------------- handlers, no server
 def test_validate_k(backend):
     assert backend.validate_k(3) == 3 and backend.validate_k(10.0) == 10
-    for bad in (0, 11, -1, 2.5, "abc", None, float("nan")):
-        with pytest.raises(DemoInputError, match="K must be a whole number from 1 to 10"):
+    for bad in (0, 11, -1, 2.5, "abc", "3", True, None, float("nan")):  # a number, not text or a bool
+        with pytest.raises(QueryError, match="K must be a whole number from 1 to 10"):
             backend.validate_k(bad)
 
 
@@ -181,6 +181,12 @@ def test_unknown_words_with_a_picture_still_search(backend, catalogue):
     outcome = backend.search("tirg", catalogue.items[0].path, "zzzz qqqq", 3)
     assert len(outcome.rows) == 3
     assert any("none of the words" in note for note in outcome.notes)
+
+
+def test_a_k_above_the_gallery_size_is_clipped_with_a_note(models, catalogue):
+    outcome = DemoBackend(models, catalogue, max_k=50).search("text_only", None, "red dress", 20)
+    assert len(outcome.rows) == len(catalogue.items) == 12 and outcome.k == 20
+    assert outcome.notes == ["K is 20, but the gallery holds only 12 items."]
 
 
 def test_sixteen_concurrent_searches(client):

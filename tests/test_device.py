@@ -214,16 +214,16 @@ def test_feature_caching_runs_on_the_given_device_with_workers_and_precision(bou
 
 
 def _train_config(root: Path, out: Path, **changes):
-    from fashion_retrieval.training.config import TrainConfig
+    from fashion_retrieval.training.config import TrainConfig, merge
 
     base = dict(
-        dataset="fashioniq", data_root=str(root), image_encoder="tiny_cnn", text_encoder="lstm",
-        compositor="tirg", embed_dim=16, text_encoder_options={"word_dim": 8, "hidden": 8},
-        pretrained=False, batch_size=4, max_steps=2, save_every=100, eval_every=100, log_every=1,
-        eval_batch_size=4, num_workers=1, mixed_precision="bf16", output_dir=str(out),
-        feature_cache_dir=str(out.parent / "features"),
+        dataset="fashioniq", data_root=str(root), batch_size=4, max_steps=2, save_every=100,
+        eval_every=100, log_every=1, eval_batch_size=4, num_workers=1, mixed_precision="bf16",
+        output_dir=str(out), feature_cache_dir=str(out.parent / "features"), model={"image_encoder":
+        "tiny_cnn", "text_encoder": "lstm", "compositor": "tirg", "embed_dim": 16, "text_kwargs":
+        {"word_dim": 8, "hidden": 8}, "pretrained": False},
     )
-    return TrainConfig(**{**base, **changes})
+    return TrainConfig.from_dict(merge(base, changes))
 
 
 def _setup(config, monkeypatch):
@@ -272,8 +272,10 @@ def test_end_to_end_training_decodes_in_workers_and_evaluates_on_the_device(
 ):
     from fashion_retrieval.training.trainer import run_eval, train_loop
 
-    config = _train_config(fiq_root, tmp_path / "run", cache_features=False, freeze_image_encoder=False,
-                           mixed_precision="no", num_workers=2)
+    config = _train_config(
+        fiq_root, tmp_path / "run", cache_features=False, mixed_precision="no", num_workers=2,
+        model={"freeze_image_encoder": False},
+    )
     run = _setup(config, monkeypatch)
     boundary.clear()
     train_loop(run, 0)

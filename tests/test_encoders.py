@@ -223,6 +223,21 @@ def test_hf_prefix_with_local_folder_and_random_init():
     assert enc(["hello"]).shape == (1, 384)
 
 
+def test_text_encoders_say_which_words_they_cannot_read(minilm):
+    """``unknown_words``: for the LSTM the words outside its vocabulary, None when it reads
+    none (symbols only included); for a word-piece encoder the words it reads only as
+    [UNK], after its spelling correction (a misspelt word is read)."""
+    lstm = build_text_encoder("lstm", texts=["a red dress", "blue shirt"])
+    assert lstm.unknown_words("A red, striped dress!") == ["striped"]
+    assert lstm.unknown_words("blue shirt") == []
+    assert all(lstm.unknown_words(text) is None for text in ("zzzz qqqq", "🔥🔥", "   "))
+    speller = build_text_encoder("minilm", texts=["a red dress"], spelling=True)
+    for enc in (minilm, speller):
+        assert enc.unknown_words("a red dresss with 🔥 and አማርኛ") == ["🔥", "አማርኛ"]
+        assert enc.unknown_words("🔥 🎉") is None
+    assert speller.speller("a red dresss") == "a red dress" and speller.unknown_words("a red dresss") == []
+
+
 @pytest.fixture()
 def tiny_clip(tmp_path):
     import open_clip

@@ -1,4 +1,4 @@
-"""Every entry point of the README, run as a user runs it: a subprocess from the repo root.
+"""Every entry point of the README and docs/, run as a user runs it: a subprocess from the repo root.
 
 ``python`` is ``sys.executable``; every command gets its own ``$FASHION_RETRIEVAL_HOME``,
 no network (``HF_HUB_OFFLINE=1``) and tiny data, and the test checks what it produced (files,
@@ -36,10 +36,11 @@ UNSET = ("GRADIO_SERVER_PORT", "GRADIO_SERVER_NAME", "FASHION_RETRIEVAL_DEFAULT_
          "FASHION_RETRIEVAL_CHECKPOINTS", "FASHION_RETRIEVAL_GALLERY", "FASHION_RETRIEVAL_DATASET",
          "FASHION_RETRIEVAL_SPLIT", "FASHION_RETRIEVAL_RESULTS", "ACCELERATE_USE_CPU")
 # The tiny training run (any key of training/configs/tirg.yaml can be overridden).
-TINY_TRAIN = ["--preset", "easy", "--products", "24", "--image-encoder", "tiny_cnn", "--pretrained", "false",
-              "--embed-dim", "32", "--text-encoder-options", '{"word_dim": 16, "hidden": 32}',
+TINY_TRAIN = ["--dataset-options", '{"preset": "easy", "products": 24}', "--model.image-encoder", "tiny_cnn",
+              "--model.pretrained", "false", "--model.embed-dim", "32",
+              "--model.text-kwargs", '{"word_dim": 16, "hidden": 32}',
               "--eval-every", "100", "--log-every", "1", "--lr-decay-steps", "3"]
-BENCH_STEPS = ("embedding", "latency", "session", "ann", "evaluation", "training", "startup", "realscale")
+BENCH_STEPS = ("embedding", "latency", "session", "build_index", "ann", "evaluation", "training", "startup", "realscale")
 # The real FashionIQ annotation files the realscale step reads (.ci/run exports the variable).
 ANNOTATIONS = os.environ.get("FASHIONIQ_ANNOTATIONS") or str(ROOT.parent / "shared" / "data" / "fashioniq")
 
@@ -226,8 +227,9 @@ def test_train_py_writes_the_run_folder(tiny_run):
     import yaml
 
     config = yaml.safe_load((tiny_run / "config.yaml").read_text())
-    assert config["image_encoder"] == "tiny_cnn" and config["products"] == 24 and config["preset"] == "easy"
-    assert config["optimizer"] == "sgd" and config["compositor"] == "tirg"  # from tirg.yaml
+    assert config["model"]["image_encoder"] == "tiny_cnn" and config["dataset_options"] == {"preset": "easy",
+                                                                                            "products": 24}
+    assert config["optimizer"] == "sgd" and config["model"]["compositor"] == "tirg"  # from tirg.yaml
     rows = [json.loads(line) for line in (tiny_run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
     assert (tiny_run / "state" / "step_2").is_dir() and (tiny_run / "state" / "step_4").is_dir()
@@ -292,7 +294,7 @@ def test_two_process_streaming_training(tmp_path):
 def test_compare_tiny(tmp_path):
     from fashion_retrieval.training.compare import ORDERING_FAILED
 
-    out, readme = tmp_path / "comparison.json", tmp_path / "README.md"
+    out, readme = tmp_path / "comparison.json", tmp_path / "RESULTS.md"
     proc = run(["-m", "fashion_retrieval.training.compare", "--models", "tirg,image_only", "--steps", "5",
                 "--products", "50", "--preset", "hard", "--generated-pairs", "200", "--control-queries", "20",
                 "--json", str(out), "--work-dir", str(tmp_path / "work"), "--readme", str(readme)],
@@ -319,7 +321,7 @@ def test_compare_tiny(tmp_path):
 
 # ---------------------------------------------------------------- reliability and benchmarks
 def test_reliability_tiny(tmp_path):
-    readme, results = tmp_path / "README.md", tmp_path / "reliability.jsonl"
+    readme, results = tmp_path / "RESULTS.md", tmp_path / "reliability.jsonl"
     run(["-m", "benchmarks.reliability", "--readme", str(readme), "--results", str(results),
          "--tests", "tests/test_properties.py"], _env(tmp_path / "home"), timeout=300)
     rows = [json.loads(line) for line in results.read_text().splitlines()]
@@ -336,10 +338,10 @@ def test_reliability_tiny(tmp_path):
 def bench(tmp_path_factory) -> tuple[dict, Path]:
     """One ``python benchmarks/run.py --tiny`` run of every step: its JSON and work folder."""
     work = tmp_path_factory.mktemp("bench")
-    readme = work / "README.md"
+    readme = work / "RESULTS.md"
     run(["benchmarks/run.py", "--tiny", "--json", str(work / "bench.json"), "--workdir", str(work / "steps"),
          "--readme", str(readme)], _env(work / "home", FASHIONIQ_ANNOTATIONS=ANNOTATIONS), timeout=900)
-    assert not readme.exists()  # tiny figures never go into a README
+    assert not readme.exists()  # tiny figures never go into docs/RESULTS.md
     return json.loads((work / "bench.json").read_text()), work / "steps"
 
 
@@ -364,6 +366,8 @@ def test_benchmark_step_tiny(bench, step):
     elif step == "session":
         (row,) = rows
         assert "2,000 gallery" in row["measure"] and row["extra"]["p95"] >= row["extra"]["p50"] > 0
+    elif step == "build_index":
+        assert [r["extra"]["processes"] for r in rows] == [1, 2] and rows[1]["extra"]["max_abs_diff"] <= 1e-5
     elif step == "ann":
         assert [r["extra"]["kind"] for r in rows] == ["ivf", "hnsw"]
         for r in rows:
@@ -377,8 +381,11 @@ def test_benchmark_step_tiny(bench, step):
         (row,) = rows
         assert row["unit"] == "triplets/s" and (row["extra"]["batch"], row["extra"]["products"]) == (4, 24)
     elif step == "startup":
-        assert [r["measure"] for r in rows] == ["`python app.py` to serving, empty cache",
-                                                "`python app.py` to serving, warm cache"]
+        measures = [r["measure"] for r in rows]
+        assert measures[:2] == ["`python app.py` to serving, empty cache", "`python app.py` to serving, warm cache"]
+        assert {"cold start / bare work", "warm start minus bare imports",
+                "Space with the bundled default to serving, empty home"} <= set(measures)
+        assert rows[0]["extra"]["stages"]["text_features_s"] > 0
         spec = json.loads((workdir / "tiny_home" / "default" / "COMPLETE.json").read_text())["spec"]
         assert {k: spec[k] for k in TINY_SPEC} == TINY_SPEC
     elif step == "realscale":
@@ -499,7 +506,7 @@ def test_inspect_fashioniq_counts(tmp_path):
 
 # ---------------------------------------------------------------- quality reports
 def test_probe_cli_writes_results_and_readme_block(tmp_path):
-    readme = tmp_path / "README.md"
+    readme = tmp_path / "RESULTS.md"
     readme.write_text("# x\n<!-- probe:start -->\nold\n<!-- probe:end -->\ntail\n")
     out = tmp_path / "probe.json"
     run(["-m", "fashion_retrieval.evaluation.probe", "--image-encoder", "tiny_cnn", "--random-weights",
@@ -519,7 +526,7 @@ def test_probe_cli_writes_results_and_readme_block(tmp_path):
 
 @pytest.mark.slow
 def test_default_quality_cli_on_the_tiny_default(tiny_home, tmp_path):
-    out, readme = tmp_path / "q.json", tmp_path / "README.md"
+    out, readme = tmp_path / "q.json", tmp_path / "RESULTS.md"
     run(["-m", "fashion_retrieval.serving.quality", "--json", str(out), "--readme", str(readme), "--queries", "40"],
         _env(tiny_home, FASHION_RETRIEVAL_DEFAULT_SPEC=json.dumps(TINY_SPEC)), timeout=600)
     report = json.loads(out.read_text())

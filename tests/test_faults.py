@@ -41,11 +41,11 @@ def data_root(tmp_path_factory) -> Path:
 
 def _train_args(data_root: Path, out: Path, max_steps: int = 8) -> list[str]:
     """CLI overrides of a tiny run: tiny_cnn + LSTM, concat (dropout, BatchNorm), modality dropout."""
-    args = dict(dataset="fashioniq", data_root=data_root, train_split="train", eval_split="val",
-                image_encoder="tiny_cnn", text_encoder="lstm", compositor="concat", embed_dim=32,
-                pretrained="false", batch_size=8, max_steps=max_steps, lr=0.05, lr_decay_steps=4,
-                log_every=1, save_every=2, eval_every=1000, eval_batch_size=16, output_dir=out,
-                modality_dropout=0.2, feature_cache_dir=out.parent / "features", seed=3)
+    args = {"dataset": "fashioniq", "data_root": data_root, "train_split": "train", "eval_split": "val",
+            "model.image_encoder": "tiny_cnn", "model.text_encoder": "lstm", "model.compositor": "concat",
+            "model.embed_dim": 32, "model.pretrained": "false", "batch_size": 8, "max_steps": max_steps, "lr": 0.05,
+            "lr_decay_steps": 4, "log_every": 1, "save_every": 2, "eval_every": 1000, "eval_batch_size": 16,
+            "output_dir": out, "model.modality_dropout": 0.2, "feature_cache_dir": out.parent / "features", "seed": 3}
     return [x for k, v in args.items() for x in (f"--{k.replace('_', '-')}", str(v))]
 
 

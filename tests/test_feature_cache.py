@@ -144,3 +144,22 @@ def test_corrupt_cache_is_rebuilt_with_warning(model, images, tmp_path, damage):
         rebuilt = cached_image_features(model, images, cache)
     assert torch.allclose(rebuilt, good)
     assert torch.equal(cached_image_features(model, images, cache), rebuilt)  # and valid again
+
+
+def test_text_features_in_length_batches_match_one_by_one(tmp_path, capsys):
+    """The cache encodes texts in batches of similar length: the rows are each text's own
+    features, in the order asked, within float tolerance of one text at a time."""
+    from fashion_retrieval.models.feature_cache import cached_text_features
+
+    texts = ["red", "make it a long blue dress with short sleeves and a collar", "shorter",
+             "same but green", "is striped and has no sleeves at all", "navy"]
+    model = RetrievalModel(ModelConfig(image_encoder="tiny_cnn", pretrained=False, embed_dim=16,
+                                       text_encoder="minilm"), texts=texts).eval()
+    got = cached_text_features(model, texts, tmp_path, batch_size=4)
+    with torch.no_grad():
+        one_by_one = torch.cat([model.text_encoder([t]) for t in texts])
+    assert got.shape == one_by_one.shape
+    torch.testing.assert_close(got, one_by_one, atol=1e-5, rtol=1e-5)
+    assert f"[features] text features of {len(texts)} texts (minilm): " in capsys.readouterr().err
+    assert torch.equal(cached_text_features(model, texts, tmp_path, batch_size=4), got)  # from the file
+    assert capsys.readouterr().err == ""  # a hit computes and logs nothing

@@ -309,16 +309,17 @@ def test_tirg_fashion200k_yaml_is_the_published_setting():
     assert cfg.train_augment is False  # google/tirg main.py: Resize(224) + CenterCrop(224) only
     assert cfg.resample_pairs is True and cfg.dataset_options == {"caption_cleanup": "tirg"}
     want = dict(
-        dataset="fashion200k", eval_split="test", image_encoder="resnet18", pretrained=True,
-        freeze_image_encoder=False, text_encoder="lstm", compositor="tirg", embed_dim=512,
-        loss="batch_classification", optimizer="sgd", lr=0.01, backbone_lr_scale=0.1,
-        momentum=0.9, weight_decay=1e-6, batch_size=32, max_steps=160000, lr_schedule="step",
-        lr_decay_steps=50000, lr_decay_gamma=0.1, warmup_steps=0, grad_accum_steps=1,
-        temperature=1 / 16, train_caption_mode="join",
+        dataset="fashion200k", eval_split="test", loss="batch_classification", optimizer="sgd", lr=0.01,
+        backbone_lr_scale=0.1, momentum=0.9, weight_decay=1e-6, batch_size=32, max_steps=160000,
+        lr_schedule="step", lr_decay_steps=50000, lr_decay_gamma=0.1, warmup_steps=0,
+        grad_accum_steps=1, temperature=1 / 16, train_caption_mode="join",
     )
     assert {k: getattr(cfg, k) for k in want} == want
-    assert cfg.text_encoder_options == {"word_dim": 512, "hidden": 512}
-    assert cfg.scale_both_sides is True and cfg.projection == "image"
+    model = dict(image_encoder="resnet18", pretrained=True, freeze_image_encoder=False, text_encoder="lstm",
+                 compositor="tirg", embed_dim=512)
+    assert {k: getattr(cfg.model, k) for k in model} == model
+    assert cfg.model.text_kwargs == {"word_dim": 512, "hidden": 512}
+    assert cfg.model.scale_both_sides is True and cfg.model.projection == "image"
     assert re.search(r"R@1 / R@10 / R@50 = 14\.1 / 42\.5 / 63\.8", path.read_text())
 
 
@@ -330,7 +331,7 @@ def test_tirg_scale_is_one_learnable_scale_of_4_on_both_sides(recipe):
     from fashion_retrieval.training.trainer import build_model
 
     cfg = TrainConfig.load(REPO / "training" / "configs" / f"{recipe}.yaml").replace(
-        image_encoder="tiny_cnn", pretrained=False)
+        model={"image_encoder": "tiny_cnn", "pretrained": False})
     model = build_model(cfg, ["replace red with blue", "make it longer"])
     assert isinstance(model.scale, torch.nn.Parameter) and float(model.scale.detach()) == pytest.approx(4.0)
     assert float(model.logit_scale.detach()) == pytest.approx(16.0)

@@ -14,9 +14,9 @@ from _demo_data import tiny_model, write_tiny_fashioniq
 from _photo_data import write_folder
 
 from fashion_retrieval.demo.handlers import DemoBackend, session_markdown
-from fashion_retrieval.search.retriever import CatalogueImage, Retriever
+from fashion_retrieval.search.query import CatalogueImage, QueryError
+from fashion_retrieval.search.retriever import Retriever
 from fashion_retrieval.serving.catalogue import Catalogue, open_catalogue
-from fashion_retrieval.serving.query import QueryError
 from fashion_retrieval.serving.refine import ENDED, RefinementSessions
 
 NAMES = ("tirg", "concat", "image_only")
@@ -187,7 +187,7 @@ def test_demo_backend_starts_a_session_with_each_compose_search(models, catalogu
     backend = DemoBackend(models, catalogue, max_k=10)
     t = catalogue.triplets[0]
     first = backend.compose(["tirg", "image_only"], catalogue.by_id[t.source].path, t.text, 4)
-    search = backend.search_many(["tirg", "image_only"], catalogue.by_id[t.source].path, t.text, 4)
+    search = [backend.search(n, catalogue.by_id[t.source].path, t.text, 4) for n in ("tirg", "image_only")]
     assert [o.rows for o in first.outcomes] == [o.rows for o in search]  # step 1 is the search
     assert first.session.current.picture == t.source and first.outcomes[0].truth is not None
     assert first.strip() == [(catalogue.by_id[t.source].path, f"1. {t.text}")]

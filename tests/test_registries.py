@@ -30,7 +30,7 @@ from fashion_retrieval.training.config import (
     TrainConfig,
     dataset_loader_options,
 )
-from fashion_retrieval.training.tasks import TASKS, TrainingModule, build_examples
+from fashion_retrieval.training.tasks import TASKS, TaskModule, build_examples
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fashion_retrieval"
 
@@ -122,7 +122,7 @@ def test_training_module_runs_the_tasks_objective_with_the_registered_loss() -> 
         def encode_target(self, images=None, image_features=None):
             return image_features
 
-    module = TrainingModule(Stub(), "composed", "batch_classification")
+    module = TaskModule(Stub(), "composed", "batch_classification")
     assert module.task is TASKS.get("composed") and module.loss is LOSSES.get("batch_classification")
     feats = torch.eye(3)
     batch = {"source_features": feats, "target_features": feats, "text": ["a", "b", "c"], "label": torch.arange(3)}
@@ -197,9 +197,13 @@ def test_a_loader_option_the_data_set_does_not_take_is_a_config_error() -> None:
 
 
 def test_loader_options_come_from_the_entry_settings() -> None:
-    synthetic = TrainConfig(dataset="synthetic", preset="hard", products=40, seed=3, categories=["dress"]).to_dict()
+    synthetic = TrainConfig(
+        dataset="synthetic", seed=3, categories=["dress"], dataset_options={"preset": "hard",
+        "products": 40},
+    ).to_dict()
     assert dataset_loader_options(synthetic) == {"preset": "hard", "products": 40, "seed": 3, "categories": ["dress"]}
-    assert dataset_loader_options({**synthetic, "data_seed": 9})["seed"] == 9
+    named = {**synthetic, "dataset_options": {"preset": "hard", "seed": 9}}
+    assert dataset_loader_options(named)["seed"] == 9  # the data set's own option wins over the run's seed
     f200k = TrainConfig(dataset="fashion200k", seed=3, dataset_options={"caption_cleanup": "normalize"}).to_dict()
     assert dataset_loader_options(f200k) == {"caption_cleanup": "normalize"}  # no catalogue settings
 
@@ -232,3 +236,28 @@ def test_no_module_outside_data_compares_a_dataset_name() -> None:
         if path.relative_to(PACKAGE).parts[0] != "data" and (hits := _dataset_name_comparisons(path, names))
     }
     assert offenders == {}, f"ask the data set's DatasetEntry instead: {offenders}"
+
+
+@pytest.mark.parametrize("dataset", ["fashioniq", "fashion200k"])
+@pytest.mark.parametrize("option", ["generated_pairs", "generated_descriptions"])
+def test_generated_examples_on_data_without_attributes_are_an_error(dataset: str, option: str) -> None:
+    """Asking for what the data cannot supply names the option and the data set (never a silent no-op)."""
+    changes = {option: 10, "task": "crossmodal" if option == "generated_descriptions" else "composed"}
+    with pytest.raises(ValueError, match=f"{option} needs items that carry attributes; data set '{dataset}'"):
+        TrainConfig(dataset=dataset, **changes)
+    assert TrainConfig(dataset="synthetic", **changes)
+
+
+def test_what_an_entry_carries_decides_what_training_may_ask() -> None:
+    from fashion_retrieval.data import DatasetEntry
+
+    bare = DatasetEntry("bare", lambda root, split: None, eval_split="val", train_split="train", options=())
+    for option, needs in (("shared_value_batches", ("attributes", "categories")), ("relevance_weight", ("categories",))):
+        with pytest.raises(ValueError, match=f"{option} needs items that carry {' or '.join(needs)}; data set 'bare'"):
+            bare.require(option, *needs)
+    unknown = DatasetEntry("later", lambda root, split: None, eval_split="val", train_split="train", options=(),
+                           carries=None)
+    unknown.require("shared_value_batches", "attributes")  # known once loaded: the loaded data decides
+    with pytest.raises(ValueError, match="generated_pairs needs a data set that generates examples; 'later'"):
+        unknown.require("generated_pairs", "attributes")
+    assert TrainConfig(dataset="fashioniq", shared_value_batches=0.5, relevance_weight=1.0)  # categories suffice

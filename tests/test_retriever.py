@@ -14,7 +14,8 @@ from PIL import Image
 from fashion_retrieval.data.records import Item
 from fashion_retrieval.models import ModelConfig, RetrievalModel
 from fashion_retrieval.search.index import META_FILE
-from fashion_retrieval.search.retriever import NO_QUERY, Hit, Retriever
+from fashion_retrieval.search.query import NO_QUERY, QueryError
+from fashion_retrieval.search.retriever import Hit, Retriever
 
 COLOURS = ["red", "blue", "green", "black", "white", "yellow"]
 
@@ -117,25 +118,33 @@ def test_search_batch_mixes_modes_and_agrees_with_search(tirg, gallery) -> None:
 
 
 def test_bad_input_gives_clear_errors(tirg, gallery, tmp_path) -> None:
-    with pytest.raises(ValueError, match=NO_QUERY):
+    """One rule set (``search.query``) and one error type, the serving layer's too: a
+    non-string text is a QueryError (it was a TypeError), and a k above the gallery size is
+    clipped to it (the demo says so in a note; only its own max_k is an error)."""
+    with pytest.raises(QueryError, match=NO_QUERY):
         tirg.search()
-    with pytest.raises(ValueError, match=NO_QUERY):
+    with pytest.raises(QueryError, match=NO_QUERY):
         tirg.search(text="   ")
-    with pytest.raises(ValueError, match="at least 1"):
+    with pytest.raises(QueryError, match="K must be a whole number of at least 1, not 0"):
         tirg.search(text="red", k=0)
-    with pytest.raises(ValueError, match="whole number"):
+    with pytest.raises(QueryError, match="whole number"):
         tirg.search(text="red", k="3")
     assert len(tirg.search(text="red", k=1000)) == len(gallery)
-    with pytest.raises(TypeError, match="must be a string"):
+    assert tirg.search(text="red", k=3.0) == tirg.search(text=" red\n", k=3)  # a whole float; spaces collapsed
+    with pytest.raises(QueryError, match="The text must be a string, not int"):
         tirg.search(text=3)
+    with pytest.raises(QueryError, match="keep it under 500"):
+        tirg.search(text="red " * 200)
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image")
-    with pytest.raises(ValueError, match="broken.jpg"):
+    with pytest.raises(QueryError, match="Could not use the picture 'broken.jpg'"):
         tirg.search(image=str(bad), text="red")
-    with pytest.raises(ValueError, match="missing.png"):
+    with pytest.raises(QueryError, match="'missing.png': file not found"):
         tirg.search(image=str(tmp_path / "missing.png"))
-    with pytest.raises(ValueError, match="2 images but 1 texts"):
+    with pytest.raises(QueryError, match="2 images but 1 texts"):
         tirg.search_batch([gallery[0].path] * 2, ["a"])
+    with pytest.raises(QueryError, match="Query 1: The text must be a string"):
+        tirg.search_batch(None, ["red", 5])
     assert tirg.search(text="an unknownword dress", k=2)  # out-of-vocabulary words are fine
     with pytest.raises(ValueError, match="empty"):
         Retriever(tirg.model, [])
@@ -226,7 +235,7 @@ def test_a_refinement_turn_ranks_the_history_policys_query_and_leaves_out_what_w
     assert [h.id for h in one] == [h.id for h in tirg.search_session(picture, texts[:1], k=5, policy="last_turn")]
     with pytest.raises(ValueError, match="unknown history policy 'newest'"):
         tirg.search_session(picture, texts, policy="newest")
-    with pytest.raises(ValueError, match="every turn of a refinement needs words"):
+    with pytest.raises(QueryError, match="Every turn of a refinement needs words"):
         tirg.search_session(picture, ["red", "  "])
-    with pytest.raises(ValueError, match="needs a picture"):
+    with pytest.raises(QueryError, match="needs a picture"):
         tirg.search_session(None, ["red"])

@@ -14,9 +14,10 @@ from _demo_data import tiny_model, write_tiny_fashioniq
 
 from fashion_retrieval.evaluation.hits import HIT_RULES, hit_rule, is_correct
 from fashion_retrieval.paths import fashion_home, gallery_key, index_dir_for
-from fashion_retrieval.search.retriever import CatalogueImage, Retriever
+from fashion_retrieval.search.query import CatalogueImage, QueryError
+from fashion_retrieval.search.retriever import Retriever
 from fashion_retrieval.serving.catalogue import PHOTOS, Catalogue, detect_layout, open_catalogue
-from fashion_retrieval.serving.query import QueryError, QueryPreparer
+from fashion_retrieval.serving.query import QueryPreparer
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,7 @@ def test_a_query_is_prepared_once_and_a_catalogue_pick_skips_decoding_and_backbo
     picked = catalogue.items[4]
     copy = tmp_path / "copy.png"  # what Gradio hands over: a copy of the catalogue file
     shutil.copyfile(picked.path, copy)
-    outcomes = backend.search_many(list(models), str(copy), "  is   red ", 5)
+    outcomes = backend.compose(list(models), str(copy), "  is   red ", 5).outcomes
     assert decode.calls == 0 and all(c.calls == 0 for c in backbones.values())
     assert all(o.k == 5 and len(o.rows) == 5 for o in outcomes)
     assert all(picked.id not in [row["id"] for row in o.rows] for o in outcomes)  # the pick is left out
@@ -147,7 +148,7 @@ def test_a_query_is_prepared_once_and_a_catalogue_pick_skips_decoding_and_backbo
     from PIL import Image
 
     Image.open(picked.path).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(upload)
-    backend.search_many(list(models), str(upload), "is red", 5)
+    backend.compose(list(models), str(upload), "is red", 5)
     assert decode.calls == 1  # decoded once for three models
     assert all(c.calls == 1 for c in backbones.values())  # one backbone pass per model
 
@@ -181,6 +182,6 @@ def test_bad_input_is_refused_once_with_a_readable_reason(catalogue, tmp_path):
         preparer.prepare(None, "red " * 200, 3)
     bad = tmp_path / "bad.png"
     bad.write_bytes(Path(catalogue.items[0].path).read_bytes()[::-1])  # same size, other bytes
-    with pytest.raises(QueryError, match="Could not use the uploaded image 'bad.png'"):
+    with pytest.raises(QueryError, match="Could not use the picture 'bad.png'"):
         preparer.prepare(str(bad), "red", 3)
     assert preparer.prepare(None, "red\n dress", 3).text == "red dress"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +160,150 @@ def test_cli_options_fall_back_to_space_variables():
     assert parse_args([], env={}).checkpoint == []
     with pytest.raises(SystemExit):
         parse_args(["--dataset", "nope"], env={})
+
+
+@pytest.fixture(scope="module")
+def tiny_bundle(tmp_path_factory):
+    """A Space folder assembled --with-default from a tiny default built in its own home,
+    with the packaged MiniLM (pretrained), whose weights the bundle leaves out."""
+    from benchmarks.bench_startup import TINY_SPEC
+    from fashion_retrieval.serving.default import DefaultSpec
+
+    base = tmp_path_factory.mktemp("bundle")
+    spec_json = json.dumps({**TINY_SPEC, "pretrained": True})
+    space.main(["--out", str(base / "space"), "--with-default", "--dry-run",
+                "--home", str(base / "build-home"), "--default-spec", spec_json])
+    return base / "space", base / "build-home", DefaultSpec.from_overrides(spec_json)
+
+
+@pytest.mark.slow
+def test_bundle_holds_only_what_serving_needs(tiny_bundle):
+    from fashion_retrieval.serving.default import default_catalogue, is_complete
+
+    folder, build_home, spec = tiny_bundle
+    bundle = folder / "default"
+    assert is_complete(folder, spec)  # the bundle reads as a complete default of the spec
+    gallery = default_catalogue(build_home, spec).items
+    images = sorted(p.name for p in (bundle / "data").rglob("*.jpg"))
+    assert images == sorted(Path(it.path).name for it in gallery)  # no training image
+    assert len(list((build_home / "default" / "data").rglob("*.jpg"))) > len(images)
+    assert not (bundle / "features").exists() and not list(bundle.rglob("state"))
+    for name, _, _ in spec.models():
+        final = bundle / "models" / name / "final"
+        assert (final / "model.safetensors").is_file()
+        assert sorted(p.name for p in (final / "index" / space.BUNDLED_INDEX).iterdir()) == [
+            "embeddings.npy", "gallery.json"]
+    assert str(build_home) not in (bundle / "models" / "tirg" / "final" / "index" / "bundled" / "gallery.json").read_text()
+    # both models share the backbone: its gallery rows are stored once
+    assert len(list((bundle / space.GALLERY_FEATURES).iterdir())) == 1
+    # the packaged MiniLM travels as fingerprints only; the random tiny_cnn (no package
+    # gives it) is kept, once in the shared file where the models hold it alike
+    from safetensors.torch import load_file
+
+    omitted = json.loads((bundle / space.BUNDLE_FILE).read_text())["omitted"]
+    shared = load_file(bundle / space.SHARED_WEIGHTS)
+    for name, _, _ in spec.models():
+        assert "text_encoder" in omitted[f"models/{name}/final"]
+        own = load_file(bundle / "models" / name / "final" / "model.safetensors")
+        kept = {**shared, **own}
+        assert own and not set(own) & set(shared) and not any(k.startswith("text_encoder.") for k in kept)
+        assert any(k.startswith("image_encoder.") and t.ndim == 4 for k, t in kept.items())
+
+
+@pytest.mark.slow
+def test_installed_bundle_serves_without_training_or_embedding(tiny_bundle, tmp_path, monkeypatch):
+    from fashion_retrieval.models.retrieval import RetrievalModel
+    from fashion_retrieval.serving.default import load_default
+
+    folder, build_home, spec = tiny_bundle
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a bundled default must not train or run the backbone")
+
+    monkeypatch.setattr("fashion_retrieval.training.trainer.train", forbidden)
+    monkeypatch.setattr(RetrievalModel, "image_features", forbidden)
+    home = tmp_path / "home"
+    lines: list[str] = []
+    assert space.install_bundled_default(folder, home, spec, log=lines.append)
+    service = load_default(home, spec, log=lines.append)
+    hits = service.models["tirg"].search(text="red dress", k=3)
+    assert [h.rank for h in hits] == [1, 2, 3] and all(Path(h.path).is_relative_to(home) for h in hits)
+    assert not any("training" in line or "building" in line for line in lines), lines
+    assert not space.install_bundled_default(folder, home, spec)  # already there: left alone
+    marker = home / "default" / "COMPLETE.json"
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "built_at": 0}))
+    assert space.install_bundled_default(folder, home, spec, log=lines.append)  # another build: replaced
+    assert marker.read_bytes() == (folder / "default" / "COMPLETE.json").read_bytes()
+    assert not (home / "default" / "features").exists()
+    from safetensors.torch import load_file
+
+    from fashion_retrieval.paths import index_dir_for
+    from fashion_retrieval.search.gallery_store import GalleryStore
+    from fashion_retrieval.serving.default import default_catalogue
+
+    assert not (home / "default" / space.GALLERY_FEATURES).exists()
+    for name, _, _ in spec.models():  # the joined weights are the trained ones, every tensor
+        built = load_file(build_home / "default" / "models" / name / "final" / "model.safetensors")
+        joined = load_file(home / "default" / "models" / name / "final" / "model.safetensors")
+        assert built.keys() == joined.keys() and all(built[k].equal(joined[k]) for k in built)
+        rows = [GalleryStore.load(index_dir_for(h / "default" / "models" / name / "final",
+                                                default_catalogue(h, spec).key, h)) for h in (build_home, home)]
+        assert rows[0].ids == rows[1].ids  # the stored rows, restored bit for bit
+        assert rows[0].features.tobytes() == rows[1].features.tobytes()
+        assert rows[0].embeddings.tobytes() == rows[1].embeddings.tobytes()
+
+
+@pytest.mark.slow
+def test_install_rejects_packages_that_give_other_encoder_weights(tiny_bundle, tmp_path, monkeypatch):
+    import torch
+    import transformers
+
+    folder, _, spec = tiny_bundle
+    real = transformers.AutoModel.from_pretrained
+
+    def other_version(*args, **kwargs):  # as another release of the MiniLM package would
+        model = real(*args, **kwargs)
+        with torch.no_grad():
+            next(model.parameters()).add_(1e-3)
+        return model
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", other_version)
+    with pytest.raises(ValueError, match=r"text_encoder \(minilm\) weights .* differ.*bundle the default again"):
+        space.install_bundled_default(folder, tmp_path / "home", spec, log=lambda _: None)
+    assert not (tmp_path / "home" / "default" / "COMPLETE.json").exists()
+
+
+@pytest.mark.slow
+def test_install_embeds_only_images_that_differ_from_the_bundle(tiny_bundle, tmp_path, monkeypatch):
+    from fashion_retrieval.search import retriever
+    from fashion_retrieval.serving.default import load_default
+
+    folder, _, spec = tiny_bundle
+    copy = tmp_path / "space"
+    shutil.copytree(folder / "default", copy / "default")  # a copy: the fixture stays intact
+    image = sorted((copy / "default" / "data").rglob("*.jpg"))[0]
+    image.write_bytes(image.read_bytes() + b"\0")  # bytes changed since bundling
+    embedded: list[str] = []
+    real = retriever.embed_rows
+
+    def counting(model, items, *args, **kwargs):
+        embedded.extend(it.id for it in items)
+        return real(model, items, *args, **kwargs)
+
+    monkeypatch.setattr(retriever, "embed_rows", counting)
+    assert space.install_bundled_default(copy, tmp_path / "home", spec, log=lambda _: None)
+    load_default(tmp_path / "home", spec, log=lambda _: None)
+    assert embedded == [image.stem] * len(spec.models())  # that image only, once per model
+    other = dataclasses.replace(spec, seed=1)
+    lines: list[str] = []
+    assert not space.install_bundled_default(copy, tmp_path / "home2", other, log=lines.append)
+    assert "another spec" in lines[0] and not (tmp_path / "home2").exists()
+
+
+def test_with_default_rejects_a_bad_spec(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        space.main(["--out", str(tmp_path / "s"), "--dry-run", "--with-default", "--default-spec", '{"nope": 1}'])
+    assert "unknown default spec fields ['nope']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        space.main(["--out", str(tmp_path / "s"), "--dry-run", "--default-spec", "{}"])
+    assert not (tmp_path / "s").exists()

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from fashion_retrieval.training.config import TrainConfig
+from fashion_retrieval.training.config import TrainConfig, merge
 
 COLORS = {"red": (210, 30, 30), "green": (30, 160, 60), "blue": (40, 70, 210), "yellow": (230, 200, 40)}
 SHAPES = ("circle", "square", "triangle")
@@ -69,15 +69,13 @@ def views_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_config(data_root: Path, out: Path, **kw) -> TrainConfig:
     base = dict(
         dataset="fashioniq", data_root=str(data_root), train_split="train", eval_split="val",
-        image_encoder="tiny_cnn", text_encoder="lstm", compositor="tirg", embed_dim=32,
-        text_encoder_options={"word_dim": 32, "hidden": 32},
-        pretrained=False, freeze_image_encoder=True, cache_features=True, batch_size=8,
-        max_steps=12, lr=0.05, lr_decay_steps=6, log_every=1, save_every=4, eval_every=100,
-        eval_batch_size=16, output_dir=str(out), modality_dropout=0.2,
-        feature_cache_dir=str(out.parent / "features"),
+        cache_features=True, batch_size=8, max_steps=12, lr=0.05, lr_decay_steps=6, log_every=1,
+        save_every=4, eval_every=100, eval_batch_size=16, output_dir=str(out),
+        feature_cache_dir=str(out.parent / "features"), model={"image_encoder": "tiny_cnn",
+        "text_encoder": "lstm", "compositor": "tirg", "embed_dim": 32, "text_kwargs": {"word_dim": 32,
+        "hidden": 32}, "pretrained": False, "freeze_image_encoder": True, "modality_dropout": 0.2},
     )
-    base.update(kw)
-    return TrainConfig(**base)
+    return TrainConfig.from_dict(merge(base, kw))
 
 
 def _metrics(out: Path) -> list[dict]:
@@ -89,8 +87,10 @@ def test_training_reduces_loss_and_writes_run(data_root: Path, tmp_path: Path) -
     from fashion_retrieval.training import train
 
     out = tmp_path / "run"
-    final = train(tiny_config(data_root, out, max_steps=40, save_every=20, optimizer="adamw", lr=0.01,
-                              lr_schedule="constant", modality_dropout=0.0))
+    final = train(tiny_config(
+        data_root, out, max_steps=40, save_every=20, optimizer="adamw", lr=0.01, lr_schedule="constant",
+        model={"modality_dropout": 0.0},
+    ))
     assert final == out / "final"
     losses = [m["loss"] for m in _metrics(out) if "loss" in m]
     assert len(losses) == 40
@@ -121,7 +121,7 @@ def test_resume_after_interruption_matches_uninterrupted(data_root: Path, tmp_pa
 
     # concat has dropout and batch-norm; modality dropout draws random numbers; the step
     # schedule decays at 6 and SGD keeps momentum: all must be restored exactly.
-    kw = dict(compositor="concat", max_steps=12, save_every=4, lr_decay_steps=6)
+    kw = dict(max_steps=12, save_every=4, lr_decay_steps=6, model={"compositor": "concat"})
     full = train(tiny_config(data_root, tmp_path / "full", **kw))
 
     original = state_mod.MetricsLog.write
@@ -151,8 +151,10 @@ def test_end_to_end_path_with_accumulation(data_root: Path, tmp_path: Path) -> N
     from fashion_retrieval.training import train
 
     out = tmp_path / "e2e"
-    cfg = tiny_config(data_root, out, cache_features=False, freeze_image_encoder=False,
-                      max_steps=3, grad_accum_steps=2, save_every=2, num_workers=0)
+    cfg = tiny_config(
+        data_root, out, cache_features=False, max_steps=3, grad_accum_steps=2, save_every=2,
+        num_workers=0, model={"freeze_image_encoder": False},
+    )
     train(cfg)
     losses = [m for m in _metrics(out) if "loss" in m]
     assert [m["step"] for m in losses] == [1, 2, 3]
@@ -171,8 +173,10 @@ def test_other_tasks_and_losses_train(
     from fashion_retrieval.training import train
 
     out = tmp_path / task
-    train(tiny_config(views_root, out, task=task, loss=loss, compositor=compositor, max_steps=4,
-                      optimizer="adamw", lr=1e-3, lr_schedule="cosine"))
+    train(tiny_config(
+        views_root, out, task=task, loss=loss, max_steps=4, optimizer="adamw", lr=1e-3,
+        lr_schedule="cosine", model={"compositor": compositor},
+    ))
     losses = [m["loss"] for m in _metrics(out) if "loss" in m]
     assert len(losses) == 4 and all(np.isfinite(losses))
     assert json.loads((out / "eval.json").read_text())["protocol"] == {"composed": "fashioniq"}.get(task, task)
@@ -327,8 +331,10 @@ def test_save_best_keeps_the_best_evaluation_and_says_which_step(data_root: Path
     from fashion_retrieval.training.state import read_best
 
     out = tmp_path / "run"
-    train(tiny_config(data_root, out, max_steps=40, save_every=10, eval_every=5, save_best="avg",
-                      optimizer="adamw", lr=0.01, lr_schedule="constant", modality_dropout=0.0))
+    train(tiny_config(
+        data_root, out, max_steps=40, save_every=10, eval_every=5, save_best="avg", optimizer="adamw",
+        lr=0.01, lr_schedule="constant", model={"modality_dropout": 0.0},
+    ))
     evals = [(m["step"], m["eval"]["avg"]) for m in _metrics(out) if "eval" in m]
     assert [s for s, _ in evals] == list(range(5, 41, 5))
     top = max(v for _, v in evals)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import shutil
 
 import pytest
 import torch
@@ -135,8 +137,17 @@ def test_word_knowledge_is_part_of_the_checkpoint_and_the_text_cache_key(tmp_pat
                       text_kwargs=options)
     model = RetrievalModel(cfg, texts=["make it sleeveless"]).eval()
     assert model.config.text_kwargs["known_words"] == ["it", "make", "sleeveless"]
-    loaded = hub.load_model(hub.save_checkpoint(model, tmp_path / "c")).eval()
+    folder = hub.save_checkpoint(model, tmp_path / "c")
+    saved = json.loads((folder / "config.json").read_text())
+    assert "known_words" not in saved["text_kwargs"]  # the words live in their own file
+    assert json.loads((folder / hub.WORDS_FILE).read_text()) == {"known_words": ["it", "make", "sleeveless"]}
+    loaded = hub.load_model(folder).eval()
     assert loaded.config.text_kwargs == model.config.text_kwargs
+    old = tmp_path / "old"  # a checkpoint from before: the words inside config.json
+    shutil.copytree(folder, old)
+    (old / hub.WORDS_FILE).unlink()
+    (old / "config.json").write_text(json.dumps({**saved, "text_kwargs": model.config.text_kwargs}))
+    assert hub.load_model(old).config.text_kwargs == model.config.text_kwargs
     with torch.no_grad():
         assert torch.allclose(loaded.encode_text(["make it sleevelss"]), model.encode_text(["make it sleeveless"]),
                               atol=1e-5)

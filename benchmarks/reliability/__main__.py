@@ -1,4 +1,4 @@
-"""``python -m benchmarks.reliability --readme README.md``: run the reliability tests, write the table."""
+"""``python -m benchmarks.reliability [--readme docs/RESULTS.md]``: run the reliability tests, write the table."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ LOAD_ENV = "FASHION_RETRIEVAL_LOAD_SEARCHES"
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.reliability", description=__doc__)
-    p.add_argument("--readme", default="README.md", help="README to update (section 'Reliability')")
+    p.add_argument("--readme", default="docs/RESULTS.md",
+                   help="Markdown file to update (section 'Reliability'; default: docs/RESULTS.md)")
     p.add_argument("--results", default=None, help="keep the JSON-lines results here (default: a temp file)")
     p.add_argument("--from-results", default=None, help="render an existing results file, run nothing")
     p.add_argument("--full", action="store_true", help="load test at full size: 16 clients x 50 searches")
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         "model pass); latency and throughput are figures of this machine, judged against the "
         "target (\"target met\" / \"target missed\"), never asserted."
     )
-    command = "python -m benchmarks.reliability --readme README.md" + (" --full" if args.full else "")
+    command = "python -m benchmarks.reliability --readme docs/RESULTS.md" + (" --full" if args.full else "")
     if list(args.tests) != list(TESTS):
         command += " --tests " + " ".join(args.tests)
     block = render_table(build_rows(cases, outcomes), command=command, note=note)

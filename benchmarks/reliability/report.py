@@ -1,4 +1,4 @@
-"""Turn recorded reliability cases into the README's Markdown table."""
+"""Turn recorded reliability cases into the Markdown table of docs/RESULTS.md."""
 
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def summary_rows(rows: list[Row]) -> list[tuple[str, int, int, int]]:
 
 
 def render_table(rows: list[Row], *, command: str, note: str = "") -> str:
-    """The Markdown block (summary per area, then every case) that goes between the README markers."""
+    """The Markdown block (summary per area, then every case) that goes between the reliability markers."""
     failed = sum(r.verdict.startswith("FAIL") for r in rows)
     passed = sum(_passed(r) for r in rows)
     missed = sum(r.verdict == TARGET_MISSED for r in rows)

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..data.records import Triplet
 from ..evaluation.hits import is_correct as hit_is_correct
+from ..search.query import NO_QUERY, QueryError, check_k, clean_text
 
 HIT_COLUMNS = ["rank", "id", "caption", "score", "category", "path", "correct"]
 
@@ -68,12 +69,12 @@ def compare_models(
     """Ask every model the same query; one hits table per model name.
 
     ``exclude`` is the id of the query's own catalogue image, dropped from the rankings as
-    the evaluation protocols do (one extra hit is asked for to keep ``k`` results).
+    the evaluation protocols do (one extra hit is asked for to keep ``k`` results). Bad
+    input is a QueryError under the search layer's rules (``search.query``).
     """
-    if image is None and not (text or "").strip():
-        raise ValueError("the query is empty: give an image, a text, or both")
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    k = check_k(k)
+    if image is None and not clean_text(text):
+        raise QueryError(NO_QUERY)
     extra = 1 if exclude is not None else 0
     return {
         name: hits_frame(

@@ -31,7 +31,7 @@ class GallerySpec:
 
 def load_checkpoint(path: str | Path) -> Any:
     """A ``RetrievalModel`` from a local checkpoint folder or Hub repo id, in eval mode."""
-    from ..hub import load_model
+    from ..checkpoints import load_model
 
     model = load_model(str(path))
     model.eval()

@@ -8,6 +8,7 @@ Loaders are imported inside their factories, so importing this package stays che
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ class DatasetEntry:
     and serving use unless told otherwise (None: the published card's evaluation split);
     ``train_split`` the split training reads. ``options`` are every keyword option the
     loader accepts (``dataset_options`` outside them are an error). ``settings`` are the
-    ``TrainConfig`` settings (``training.config.loader_settings``) it takes: the synthetic
-    catalogue is rendered from ``preset``, ``products`` and ``seed``. ``protocol`` is the
+    ``TrainConfig`` settings it takes where ``dataset_options`` name none (the synthetic
+    catalogue: the run's ``seed``). ``carries``: what its items carry (``attributes``,
+    ``categories``; None: known once loaded); ``helpers``: the package of its own tools
+    (attributes, phrasing, generated pairs), reached through ``helper``. ``protocol`` is the
     evaluation protocol of its splits (None: the card's). ``sample_draw`` is how composed
     training redraws an example per sample: ``"siblings"`` (a fresh sibling target and its
     "replace X with Y" text, as TIRG on Fashion200k), ``"captions"`` (two annotator captions
@@ -42,6 +45,23 @@ class DatasetEntry:
     settings: tuple[str, ...] = ()
     protocol: str | None = None
     sample_draw: str | None = None
+    carries: tuple[str, ...] | None = ()
+    helpers: str | None = None
+
+    def helper(self, name: str = "") -> Any:
+        """The module ``name`` of this data set's own tools (``""``: their package)."""
+        if self.helpers is None:
+            raise ValueError(f"data set {self.name!r} has no tools of its own (asked for {name or 'its package'!r})")
+        return importlib.import_module(f"{self.helpers}.{name}" if name else self.helpers)
+
+    def require(self, option: str, *needs: str) -> None:
+        """ValueError unless its items carry one of ``needs`` (unknown: the loaded data decides) and,
+        for generated examples, it has the tools to make them."""
+        if self.carries is not None and not set(needs) & set(self.carries):
+            raise ValueError(f"{option} needs items that carry {' or '.join(needs)}; data set {self.name!r} "
+                             f"items carry {', '.join(self.carries) or 'neither'}")
+        if option.startswith("generated_") and self.helpers is None:
+            raise ValueError(f"{option} needs a data set that generates examples; {self.name!r} does not")
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         """ValueError naming any key of ``options`` this data set's loader does not take."""
@@ -99,22 +119,24 @@ def _synthetic(
 DATASETS.add("fashion200k", DatasetEntry(
     "fashion200k", _fashion200k, eval_split="test", train_split="train",
     options=("categories", "check_images", "seed", "caption_cleanup"),
-    protocol="fashion200k", sample_draw="siblings",
+    protocol="fashion200k", sample_draw="siblings", carries=("categories",),
 ))
 DATASETS.add("fashioniq", DatasetEntry(
     "fashioniq", _fashioniq, eval_split="val", train_split="train",
     options=("categories", "caption_mode", "check_images"),
-    protocol="fashioniq", sample_draw="captions",
+    protocol="fashioniq", sample_draw="captions", carries=("categories",),
 ))
-DATASETS.add("published", DatasetEntry(
+DATASETS.add("published", DatasetEntry(  # a published synthetic catalogue keeps its attributes
     "published", _published, eval_split=None, train_split="train",
     options=("categories", "images", "cache_dir", "revision", "token"),
+    carries=None, helpers="fashion_retrieval.data.synthetic",
 ))
 DATASETS.add("synthetic", DatasetEntry(
     "synthetic", _synthetic, eval_split="val", train_split="train",
     options=("preset", "products", "seed", "categories", "image_size", "views", "workers",
              "caption_mode", "check_images"),
-    settings=("preset", "products", "seed"), protocol="synthetic", sample_draw="captions",
+    settings=("seed",), protocol="synthetic", sample_draw="captions", carries=("attributes", "categories"),
+    helpers="fashion_retrieval.data.synthetic",
 ))
 
 

@@ -191,11 +191,9 @@ def materialise(image: dict[str, Any] | None, item_id: str, cache: Path) -> str:
     target = cache / _relative_name((image or {}).get("path"), item_id)
     if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
         return str(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
-    return str(target)
+    from fashion_retrieval.io_utils import atomic_write_bytes
+
+    return str(atomic_write_bytes(target, data))
 
 
 def _items(rows: Iterator[dict[str, Any]], cache: Path | None) -> Iterator[Item]:

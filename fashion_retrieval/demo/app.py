@@ -23,12 +23,12 @@ from fashion_retrieval.demo.compose import DEFAULT_MODELS as DEFAULT_MODELS
 from fashion_retrieval.demo.compose import compose_tab, session_api
 from fashion_retrieval.demo.handlers import (
     DemoBackend,
-    DemoInputError,
     api_rows,
     gallery_value,
     summary_markdown,
 )
 from fashion_retrieval.demo.widgets import catalogue_picker, guard, query_image
+from fashion_retrieval.search.query import QueryError
 from fashion_retrieval.serving.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_WAIT_MS, batched
 from fashion_retrieval.serving.catalogue import Catalogue
 
@@ -76,9 +76,9 @@ def _single_tab(backend: DemoBackend, max_k: int, default_k: int, *, mode: str) 
     def search(q: Any, name: str, k_value: float) -> tuple[str, Any]:
         image_path, text = (None, q) if mode == "text" else (q, "")
         if mode == "text" and not backend.clean_text(q):
-            raise DemoInputError("Type a description first.")
+            raise QueryError("Type a description first.")
         if mode == "image" and not q:
-            raise DemoInputError("Upload or pick a picture first.")
+            raise QueryError("Upload or pick a picture first.")
         outcome = backend.search(name, image_path, text, k_value, allow_text=mode == "text")
         return summary_markdown([outcome], outcome.k), gallery_value(outcome)
 
@@ -102,7 +102,7 @@ def _api(backend: DemoBackend) -> None:
         """Search one model; returns hits {id, score, caption, category, rank}."""
         try:
             return api_rows(backend.search(name or backend.model_names[0], image_path, query, k_value))
-        except DemoInputError as err:
+        except QueryError as err:
             raise gr.Error(str(err), print_exception=False) from None
 
     button.click(search, inputs=[image, text, model, k], outputs=out, api_name="search")

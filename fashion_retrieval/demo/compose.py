@@ -22,12 +22,12 @@ import gradio as gr
 from fashion_retrieval.demo.handlers import (
     POLICY_NOTES,
     DemoBackend,
-    DemoInputError,
     SessionOutcome,
     gallery_value,
     session_markdown,
 )
 from fashion_retrieval.demo.widgets import catalogue_picker, guard, guarded, query_image
+from fashion_retrieval.search.query import QueryError
 from fashion_retrieval.serving.refine import DEFAULT_POLICY
 
 DEFAULT_MODELS = ("tirg", "text_only", "image_only")
@@ -151,10 +151,10 @@ def _wire(demo: gr.Blocks, backend: DemoBackend, page: _Page, query: dict[str, A
     def step(session_id: str, pick: str | None, words: str, selected: list[str], k: float,
              policy: str) -> list[Any]:
         if not pick:
-            raise DemoInputError("Click a result first: it becomes the next picture.")
+            raise QueryError("Click a result first: it becomes the next picture.")
         chosen = [n for n in names if n in (selected or [])]
         if not chosen:
-            raise DemoInputError("Choose at least one model.")
+            raise QueryError("Choose at least one model.")
         return page.show(backend.refine(session_id, pick, words, chosen, k, policy=policy))
 
     inputs = [page.session, page.pick, page.words, query["models"], query["k"], query["policy"]]
@@ -216,14 +216,14 @@ def session_api(backend: DemoBackend) -> None:
         ("" the session's, else history or last_turn). Returns the session and its hits."""
         try:
             return backend.refine(session_id, picture_id, text, names, k_value, policy=policy_name).to_json()
-        except DemoInputError as err:
+        except QueryError as err:
             raise gr.Error(str(err), print_exception=False) from None
 
     def back_to(session_id: str, number: float) -> dict[str, Any]:
         """The session back at step ``step`` (1-based), with that step's hits."""
         try:
             return backend.back(session_id, number).to_json()
-        except DemoInputError as err:
+        except QueryError as err:
             raise gr.Error(str(err), print_exception=False) from None
 
     refine.click(refine_step, inputs=[session, picture, words, models, k, policy], outputs=out,

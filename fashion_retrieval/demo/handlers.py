@@ -2,8 +2,8 @@
 correct hits.
 
 The Gradio layer (``app.py``) only turns these results into galleries and messages. Bad
-input raises :class:`DemoInputError` (the serving layer's :class:`QueryError`) with a
-sentence a shopper can read, so the page shows a message instead of a traceback.
+input raises :class:`~fashion_retrieval.search.query.QueryError` with a sentence a shopper
+can read, so the page shows a message instead of a traceback.
 """
 
 from __future__ import annotations
@@ -16,19 +16,11 @@ from typing import Any
 
 from fashion_retrieval.data.records import Item, RetrievalDataset, Triplet
 from fashion_retrieval.evaluation.hits import is_correct
+from fashion_retrieval.search.query import Query, QueryError, check_k, clean_text
 from fashion_retrieval.search.retriever import Hit
 from fashion_retrieval.serving.catalogue import Catalogue
-from fashion_retrieval.serving.query import (
-    DEFAULT_MAX_K,
-    Query,
-    QueryError,
-    QueryPreparer,
-    check_k,
-    clean_text,
-)
+from fashion_retrieval.serving.query import DEFAULT_MAX_K, QueryPreparer
 from fashion_retrieval.serving.refine import RefinementSessions, SessionView
-
-DemoInputError = QueryError  # the name the UI layer catches
 
 
 @dataclass(frozen=True)
@@ -165,9 +157,9 @@ class DemoBackend:
         """The catalogue id of an image file with the same bytes, or None."""
         return self.preparer.identify(path)
 
-    def truth_for(self, source_id: str | None, text: str) -> QueryTruth | None:
+    def truth_for(self, source_id: str | None, text: str | None) -> QueryTruth | None:
         """The known targets of (catalogue image, change text), or None when unknown."""
-        if source_id is None:
+        if source_id is None or not text:
             return None
         triplets = self._truth.get((source_id, normalize_text(text)))
         if not triplets:
@@ -177,58 +169,43 @@ class DemoBackend:
 
     # ------------------------------------------------------------------ validation
     def validate_k(self, k: Any) -> int:
-        """``k`` as an int in 1..max_k, or a DemoInputError saying what is allowed."""
+        """``k`` as an int in 1..max_k, or a QueryError saying what is allowed."""
         return check_k(k, self.max_k)
 
     def validate_model(self, name: Any) -> Any:
-        """The Retriever called ``name``, or a DemoInputError listing the loaded ones."""
+        """The Retriever called ``name``, or a QueryError listing the loaded ones."""
         if name not in self.models:
-            raise DemoInputError(f"Unknown model {name!r}; choose one of: {', '.join(self.models)}.")
+            raise QueryError(f"Unknown model {name!r}; choose one of: {', '.join(self.models)}.")
         return self.models[name]
 
     @staticmethod
     def clean_text(text: Any) -> str:
-        """The query text, white space collapsed; too long or non-string text is a DemoInputError."""
+        """The query text, white space collapsed; too long or non-string text is a QueryError."""
         return clean_text(text)
 
-    @staticmethod
-    def unknown_words(retriever: Any, text: str) -> list[str] | None:
-        """Words of ``text`` outside the model's word vocabulary; None if the model has none.
-
-        Only word-level encoders (the LSTM) have a closed vocabulary; sub-word encoders
-        (MiniLM, CLIP) read any word.
-        """
-        vocab = getattr(getattr(getattr(retriever, "model", None), "config", None), "vocab", None)
-        if not vocab or not text:
-            return None
-        from fashion_retrieval.models.vocab import tokenize
-
-        known = set(vocab)
-        return [w for w in tokenize(text) if w not in known]
-
     # ------------------------------------------------------------------ search
-    def prepare(self, image_path: Any, text: Any, k: Any, *, allow_text: bool = True) -> Query:
-        """The query, prepared once for every model (see ``serving.query``)."""
-        return self.preparer.prepare(image_path, text, k, allow_text=allow_text)
-
     def word_notes(self, model_name: str, text: str, *, has_picture: bool = True) -> list[str]:
-        """Notes on words ``model_name`` cannot read; a DemoInputError when it reads none of
-        them and there is no picture to rely on."""
-        retriever = self.validate_model(model_name)
-        unknown = self.unknown_words(retriever, text)
-        if unknown is None or not text:
-            return []
-        from fashion_retrieval.models.vocab import tokenize
-
-        # Emoji or symbols only tokenise to no word at all: nothing the model can read.
-        if len(unknown) == len(tokenize(text)):
+        """Notes on words ``model_name`` cannot read (its text encoder says which); a
+        QueryError when it reads none of them and there is no picture to rely on."""
+        unknown = self.validate_model(model_name).unknown_words(text) if text else []
+        if unknown is None:
             if not has_picture:
-                raise DemoInputError(
+                raise QueryError(
                     f"Model {model_name!r} knows none of the words in {text!r}; "
                     "try words from the catalogue (colours, patterns, garment types)."
                 )
             return ["none of the words are known to this model; it relies on the picture."]
         return [f"unknown words ignored: {', '.join(sorted(set(unknown)))}."] if unknown else []
+
+    def notes(self, model_names: Sequence[str], query: Query) -> dict[str, list[str]]:
+        """Each model's notes on ``query``, taken before any model searches: its unknown words
+        (:meth:`word_notes`) and a ``k`` above its gallery's size (the Retriever clips it)."""
+        notes = {}
+        for name in model_names:
+            notes[name] = self.word_notes(name, query.text or "", has_picture=query.image is not None)
+            if query.k > len(self.models[name]):
+                notes[name].append(f"K is {query.k}, but the gallery holds only {len(self.models[name])} items.")
+        return notes
 
     def outcome(
         self, model_name: str, hits: Sequence[Hit], truth: QueryTruth | None, notes: list[str], k: int
@@ -242,32 +219,15 @@ class DemoBackend:
             rows.append(row)
         return SearchOutcome(model_name, rows, truth, notes, k, tuple(hits))
 
-    def answer(self, model_name: str, query: Query) -> SearchOutcome:
-        """One model's answer to a prepared query; the query's own picture is left out."""
-        retriever = self.validate_model(model_name)
-        text = query.text or ""
-        notes = self.word_notes(model_name, text, has_picture=query.image is not None)
-        truth = self.truth_for(query.source_id, text) if text else None
-        try:
-            hits = retriever.search_queries([query])[0]
-        except ValueError as err:  # the Retriever's own input checks
-            raise DemoInputError(f"{model_name}: {err}") from None
-        return self.outcome(model_name, hits, truth, notes, query.k)
-
-    def search_many(
-        self, model_names: Sequence[str], image_path: Any, text: Any, k: Any, *, allow_text: bool = True
-    ) -> list[SearchOutcome]:
-        """The chosen models' answers to one query, prepared once."""
-        for name in model_names:
-            self.validate_model(name)
-        query = self.prepare(image_path, text, k, allow_text=allow_text)
-        return [self.answer(name, query) for name in model_names]
-
     def search(
         self, model_name: str, image_path: Any, text: Any, k: Any, *, allow_text: bool = True
     ) -> SearchOutcome:
         """Search one model; the query's own catalogue image is left out of its results."""
-        return self.search_many([model_name], image_path, text, k, allow_text=allow_text)[0]
+        self.validate_model(model_name)
+        query = self.preparer.prepare(image_path, text, k, allow_text=allow_text)
+        notes = self.notes([model_name], query)[model_name]
+        hits = self.models[model_name].search_queries([query])[0]
+        return self.outcome(model_name, hits, self.truth_for(query.source_id, query.text), notes, query.k)
 
     # ------------------------------------------------------------------ refinement
     def compose(
@@ -276,11 +236,13 @@ class DemoBackend:
         """The Compose search: the chosen models answer one query (prepared once), and it
         becomes step 1 of a new refinement session (``serving.refine``)."""
         if not model_names:
-            raise DemoInputError("Choose at least one model.")
+            raise QueryError("Choose at least one model.")
         for name in model_names:
             self.validate_model(name)
-        query = self.prepare(image_path, text, k)
-        outcomes = [self.answer(name, query) for name in model_names]
+        query = self.preparer.prepare(image_path, text, k)
+        notes, truth = self.notes(model_names, query), self.truth_for(query.source_id, query.text)
+        outcomes = [self.outcome(name, self.models[name].search_queries([query])[0], truth, notes[name], query.k)
+                    for name in model_names]
         shown_as = self.by_id[query.source_id].path if query.source_id else image_path or None
         view = self.sessions.begin(query.source_id, query.text or "", {o.model: o.hits for o in outcomes},
                                    policy=policy, k=query.k, picture_path=shown_as)

@@ -1,5 +1,5 @@
 """Pieces every tab of the Gradio demo uses: the picture input, the catalogue picker and the
-guard that turns a :class:`DemoInputError` into a message in the page."""
+guard that turns a :class:`QueryError` into a message in the page."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from fashion_retrieval.demo.handlers import DemoInputError
+from fashion_retrieval.search.query import QueryError
 
 
 def query_image(**kwargs: Any) -> gr.Image:
@@ -33,10 +33,14 @@ def query_image(**kwargs: Any) -> gr.Image:
 
 
 def guard(fn: Callable[..., Any], on_error: Callable[[str], Any]) -> Callable[..., Any]:
-    """Wrap a UI handler: a DemoInputError shows a warning toast and a status message."""
+    """Wrap a UI handler: a QueryError shows a warning toast and ``on_error("⚠ message")``."""
 
     def wrapper(*args: Any) -> Any:
-        return guarded(lambda: fn(*args), on_error)
+        try:
+            return fn(*args)
+        except QueryError as err:
+            gr.Warning(str(err))
+            return on_error(f"⚠ {err}")
 
     wrapper.__name__ = getattr(fn, "__name__", "handler")
     wrapper.__doc__ = fn.__doc__
@@ -44,12 +48,8 @@ def guard(fn: Callable[..., Any], on_error: Callable[[str], Any]) -> Callable[..
 
 
 def guarded(call: Callable[[], Any], on_error: Callable[[str], Any]) -> Any:
-    """``call()``, or on a DemoInputError a warning toast and ``on_error("⚠ message")``."""
-    try:
-        return call()
-    except DemoInputError as err:
-        gr.Warning(str(err))
-        return on_error(f"⚠ {err}")
+    """``call()`` under :func:`guard`."""
+    return guard(call, on_error)()
 
 
 def catalogue_picker(showcase: list[Any], image: Any, *, api_name: str, columns: int, height: int) -> None:

@@ -115,7 +115,7 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: prints (and optionally writes) the results, one object per variant."""
-    from fashion_retrieval.data.synthetic import load_synthetic
+    from fashion_retrieval.data import load_retrieval_dataset
     from fashion_retrieval.models.feature_cache import cached_image_features
 
     p = argparse.ArgumentParser(prog="python -m fashion_retrieval.evaluation.probe", description=__doc__.splitlines()[0])
@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--readme", default=None, help="write the table into this README (probe markers)")
     args = p.parse_args(argv)
     args.image_size = args.image_size or None
-    sets = [load_synthetic(args.data_root, split, args.preset, args.products, args.seed)
-            for split in ("train", args.test_split)]
+    sets = [load_retrieval_dataset("synthetic", args.data_root, split, preset=args.preset, products=args.products,
+                                   seed=args.seed) for split in ("train", args.test_split)]
     cache = args.cache_dir or str(Path(sets[0].root) / "features")
     try:
         grids = [int(g) for g in args.mid_grid.split(",") if g.strip()]

@@ -28,14 +28,22 @@ from typing import Any
 import numpy as np
 import torch
 
+from fashion_retrieval.data import DATASETS
 from fashion_retrieval.data.records import RetrievalDataset, Triplet
-from fashion_retrieval.data.synthetic.attributes import attribute_values, differing, get_category
-from fashion_retrieval.data.synthetic.phrasing import change_request, multi_change_request
 from fashion_retrieval.evaluation.embeddings import EmbeddingSource
 from fashion_retrieval.evaluation.ranking import topk_chunked
 
 CONTROL_ATTRIBUTES = ("color", "pattern", "sleeve", "length")
 SHARES = ("type", "others", "asked", "both", "exact")
+
+
+def _tools(name: str) -> Any:
+    """The synthetic catalogue's ``attributes`` or ``phrasing`` module, through its data set entry."""
+    return DATASETS.get("synthetic").helper(name)
+
+
+def _noun(category: str) -> str:  # how a shopper names the garment type
+    return _tools("attributes").get_category(category).noun
 
 
 def _described(dataset: RetrievalDataset) -> list[int]:
@@ -56,14 +64,14 @@ def control_queries(dataset: RetrievalDataset, n: int, seed: int = 0, phrasing: 
     while len(out) < n:
         row = rows[int(rng.integers(len(rows)))]
         item = dataset.items[row]
-        values = attribute_values(item.category)
+        values = _tools("attributes").attribute_values(item.category)
         names = [a for a in attributes if a in values and a in item.attributes]
         if not names:
             continue
         name = names[int(rng.integers(len(names)))]
         others = [v for v in values[name] if v != item.attributes[name]]
         value = others[int(rng.integers(len(others)))]
-        text = change_request(name, value, get_category(item.category).noun, rng, phrasing)
+        text = _tools("phrasing").change_request(name, value, _noun(item.category), rng, phrasing)
         out.append((row, name, value, text))
     return out
 
@@ -115,10 +123,10 @@ def rephrase(dataset: RetrievalDataset, phrasing: str, seed: int = 0) -> Retriev
         src, tgt = by_id.get(t.source), by_id.get(t.target) if t.target else None
         if src is None or tgt is None or not (src.attributes and tgt.attributes):
             continue
-        changes = {a: tgt.attributes[a] for a in differing(src.attributes, tgt.attributes)}
+        changes = {a: tgt.attributes[a] for a in _tools("attributes").differing(src.attributes, tgt.attributes)}
         if not changes:
             continue
-        text = multi_change_request(get_category(src.category).noun, changes, rng, phrasing)
+        text = _tools("phrasing").multi_change_request(_noun(src.category), changes, rng, phrasing)
         out.append(dataclasses.replace(t, text=text, captions=(text,)))
     return dataclasses.replace(dataset, triplets=out)
 
@@ -156,7 +164,7 @@ def words_to_image(source: EmbeddingSource, dataset: RetrievalDataset, *, k: int
         pairs = sorted(p for p, c in counts.items() if c >= k)
         if not pairs:
             continue
-        texts = [f"{value} {get_category(cat).noun}" for cat, value in pairs]
+        texts = [f"{value} {_noun(cat)}" for cat, value in pairs]
         _, idx = topk_chunked(source.text_embeddings(texts), gallery, k)  # (P, k)
         good = sum(
             1 for (cat, value), top in zip(pairs, idx.tolist(), strict=True) for j in top

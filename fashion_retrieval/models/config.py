@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -16,31 +18,20 @@ PROJECTIONS = ("linear", "image", "none")  # between the encoders and the compos
 class ModelConfig:
     """Configuration of a retrieval model (saved as the checkpoint's ``config.json``).
 
-    ``pretrained`` loads backbone weights when the model is built from scratch (a loaded
-    checkpoint brings its own). ``vocab`` is the LSTM's word list, filled when the model is
-    built from texts, so a checkpoint loads without them. ``normalize_scale`` is TIRG's
-    learnable temperature (``model.scale``) that losses multiply similarities by.
-    ``modality_dropout`` is the probability, in training, of replacing a query's image or
-    its text by the learned null embedding, so image-only and text-only search also learn.
-    ``colour_features`` names a weight-free colour descriptor (``models.colour``) appended
-    to the backbone's pooled features; ``image_size`` overrides the backbone's input
-    resolution (None: the encoder's own). ``mid_grid`` > 0 appends the image encoder's
-    middle stage pooled to a ``mid_grid`` x ``mid_grid`` grid (``ImageEncoder.forward``):
-    where things are in the picture, which the global pool loses.
-    ``projection``: ``"linear"`` puts a learned linear map from each encoder's features to
-    ``embed_dim`` (TIRG); ``"none"`` uses the encoders' outputs as they are (CLIP4Cir: the
-    aligned CLIP spaces feed the compositor directly, and ``embed_dim`` becomes their common
-    width); ``"image"`` maps the image features only and takes the text encoder's output
-    as it is (TIRG: the LSTM's own output layer gives ``embed_dim``). ``scale_both_sides``:
-    ``model.scale`` multiplies both normalised embeddings, so logits are ``scale**2 * cos``
-    (TIRG's NormalizationLayer on each side); else logits are ``scale * cos``.
-    ``learn_scale=False`` makes ``model.scale`` a fixed buffer, not a parameter.
-    ``preprocess`` (``"resize_crop"`` or ``"targetpad"``) and ``target_ratio`` choose the
-    image preprocessing (``data.transforms.ImageTransform``). ``encoders_eval_mode`` keeps
-    trainable encoders in eval mode while training (BatchNorm statistics and dropout fixed),
-    as CLIP4Cir fine-tunes CLIP. ``clip_activation`` records, per open_clip encoder spec,
-    the activation it was built with ("quick_gelu" for OpenAI's weights, "gelu"), filled
-    when the model is built; a rebuild must get the same one.
+    ``pretrained``: load backbone weights when built from scratch (a checkpoint brings its own).
+    ``vocab``: the LSTM's words, filled when built from texts. ``normalize_scale``: TIRG's
+    learnable temperature (``model.scale``); ``scale_both_sides``: it multiplies both normalised
+    sides (logits ``scale**2 * cos``), ``learn_scale=False``: a fixed buffer. ``modality_dropout``:
+    the training probability of replacing a query's image or text by the learned null embedding,
+    so image-only and text-only search learn too. ``colour_features``: a weight-free colour
+    descriptor (``models.colour``) beside the backbone's pooled features; ``image_size``: the
+    backbone's input size (None: its own); ``mid_grid`` > 0: the middle stage pooled to that
+    grid beside them (where things are). ``projection``: ``"linear"`` maps each encoder to
+    ``embed_dim`` (TIRG), ``"none"`` feeds the encoders' outputs as they are (CLIP4Cir;
+    ``embed_dim`` becomes their width), ``"image"`` maps the image side only (TIRG's LSTM has
+    its own output layer). ``preprocess``/``target_ratio``: ``data.transforms.ImageTransform``.
+    ``encoders_eval_mode``: trainable encoders stay in eval mode (as CLIP4Cir fine-tunes CLIP).
+    ``clip_activation``: per open_clip encoder, the activation it was built with.
     """
 
     image_encoder: str = "efficientnet_lite0"
@@ -68,11 +59,12 @@ class ModelConfig:
     model_type: str = MODEL_TYPE
 
     def __post_init__(self) -> None:
+        check_fields(self, "model config")
         if self.embed_dim <= 0:
             raise ValueError(f"embed_dim must be positive, got {self.embed_dim}")
         if not 0.0 <= self.modality_dropout < 1.0:
             raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
-        if isinstance(self.mid_grid, bool) or not isinstance(self.mid_grid, int) or not 0 <= self.mid_grid <= 16:
+        if not 0 <= self.mid_grid <= 16:
             raise ValueError(f"mid_grid must be an integer from 0 (off) to 16, got {self.mid_grid!r}")
         if self.image_size is not None and self.image_size < 16:
             raise ValueError(f"image_size must be at least 16 pixels, got {self.image_size}")
@@ -92,48 +84,80 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         """Build from a dict; an unknown key or a value of the wrong type is a ``ValueError``."""
-        if not isinstance(data, dict):
-            raise ValueError(f"model config must be a dict, got {type(data).__name__}")
-        hints = typing.get_type_hints(cls)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown model config key(s) {unknown}; valid keys: {sorted(names)}")
-        for key, value in data.items():
-            if not _matches(value, hints[key]):
-                raise ValueError(
-                    f"model config key {key!r} must be {_type_name(hints[key])}, got {value!r}"
-                )
-        values = dict(data)
-        if "normalize_scale" in values:
-            values["normalize_scale"] = float(values["normalize_scale"])
-        for key in ("modality_dropout", "target_ratio"):
-            if key in values:
-                values[key] = float(values[key])
-        return cls(**values)
+        return build(cls, data, "model config")
 
 
-def _matches(value: Any, hint: Any) -> bool:
-    """Whether ``value`` fits the type ``hint`` (str, int, float, bool, list[str], dict, unions)."""
-    origin = typing.get_origin(hint)
+# ----------------------------------------------------------------------------- the typed-config checker
+# One checker for every config dataclass (ModelConfig, training's TrainConfig): types from the
+# annotations, CLI strings converted, unknown keys named with the nearest valid one.
+_TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off"}
+
+
+def check_fields(obj: Any, kind: str) -> None:
+    """Check (and normalise: ints to floats, nested dicts to configs) every field of dataclass ``obj``."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        object.__setattr__(obj, f.name, coerce(f.name, getattr(obj, f.name), hints[f.name], kind=kind))
+
+
+def build(cls: type, data: Any, kind: str, source: str | None = None, nested: dict[str, type] | None = None) -> Any:
+    """``cls(**data)`` after naming any unknown key (with the nearest valid one, a ``nested``
+    config's keys as ``name.key``); every ``ValueError`` is prefixed with ``source``."""
+    where = f"{source}: " if source else ""
+    if not isinstance(data, dict):
+        raise ValueError(f"{where}{kind} must be a mapping of keys to values, got {type(data).__name__}")
+    valid = [f.name for f in dataclasses.fields(cls)]
+    dotted = [f"{n}.{f.name}" for n, sub in (nested or {}).items() for f in dataclasses.fields(sub)]
+    for key in data:
+        if key not in valid:
+            inner = [d for d in dotted if d.split(".", 1)[1] == key]
+            close = inner or difflib.get_close_matches(key, valid + dotted, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(f"{where}unknown {kind} key {key!r}{hint}; valid keys: {', '.join(valid + dotted)}")
+    try:
+        return cls(**data)
+    except ValueError as err:
+        raise ValueError(f"{where}{err}") from None
+
+
+def coerce(name: str, value: Any, hint: Any, *, from_cli: bool = False, kind: str = "config") -> Any:
+    """``value`` checked against the annotation ``hint``; CLI strings are converted first."""
+    origin, cli_text = typing.get_origin(hint), from_cli and isinstance(value, str)
     if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:  # ints are fine where floats are expected; bools are not
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        return isinstance(value, list) and all(_matches(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(isinstance(k, str) for k in value)
-    if hint is Any:
-        return True
-    return isinstance(value, hint)
-
-
-def _type_name(hint: Any) -> str:
-    """Readable name of a type hint."""
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+        if value is None or (cli_text and value.lower() in {"none", "null", ""}):
+            return None
+        return coerce(name, value, typing.get_args(hint)[0], from_cli=from_cli, kind=kind)
+    if dataclasses.is_dataclass(hint) and isinstance(value, (hint, dict)):
+        return value if isinstance(value, hint) else build(hint, value, f"{name} config")
+    if hint is bool:
+        if cli_text and value.lower() in _TRUE | _FALSE or (value is None and from_cli):
+            return value is None or value.lower() in _TRUE
+        if isinstance(value, bool):
+            return value
+    elif hint in (int, float) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and (hint is float or isinstance(value, int)):
+            return hint(value)
+        if isinstance(value, str) and (cli_text or hint is float):  # YAML reads 1e-3 (no dot) as a string
+            try:
+                number = float(value)
+                if hint is float or number.is_integer():
+                    return hint(number)
+            except ValueError:
+                pass
+    elif hint is str and isinstance(value, str):
+        return value
+    elif origin is list:
+        if cli_text:
+            return [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+    elif origin is dict:
+        if cli_text:
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return dict(value)
+    shown = getattr(hint, "__name__", str(hint).replace("typing.", ""))
+    raise ValueError(f"{kind} key {name!r} must be {shown}, got {value!r} ({type(value).__name__})")

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -102,18 +104,21 @@ def cached_image_features(
     return _cached(Path(cache_dir) / f"{name}-{key[:24]}.safetensors", key, len(paths), lambda: embedding.embed_images(
         model, [_path_of(p) for p in paths], batch_size=batch_size, num_workers=num_workers, target=False,
         device=device, mixed_precision=mixed_precision,
-    ))  # (N, Dimg)
+    ), f"image features of {len(paths)} images ({model.config.image_encoder})")  # (N, Dimg)
 
 
-def _cached(file: Path, key: str, n: int, compute) -> torch.Tensor:
+def _cached(file: Path, key: str, n: int, compute, what: str) -> torch.Tensor:
     """The features in ``file`` when it is valid for ``key`` and ``n`` rows, else ``compute()``,
-    stored atomically there (a corrupt file is reported and rebuilt)."""
+    stored atomically there (a corrupt file is reported and rebuilt). A computation logs
+    ``[features] <what>: <seconds> s`` on stderr (the start-up benchmark reads these lines)."""
     if file.exists():
         try:
             return _read(file, key, n)
         except ValueError as e:
             warnings.warn(f"feature cache {file} is corrupt ({e}); rebuilding it", stacklevel=3)
+    start = time.perf_counter()
     features = compute().contiguous()
+    print(f"[features] {what}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     atomic_save_file({"features": features}, file,
                      metadata={"key": key, "sha256": _checksum(features), "n": str(n)})
     return features
@@ -151,12 +156,17 @@ def cached_text_features(
             model.to(dev)  # the whole model, never split across devices
         was_training = model.text_encoder.training
         model.text_encoder.eval()
+        # Batches of texts of similar length: little padding for the encoder to run over.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = torch.empty(len(texts), model.text_encoder.output_dim)
         try:
             with torch.inference_mode(), autocast(dev, mixed_precision):
-                parts = [model.text_encoder(texts[i : i + batch_size]).float().cpu()
-                         for i in range(0, len(texts), batch_size)]
+                for start in range(0, len(texts), batch_size):
+                    rows = order[start : start + batch_size]
+                    out[rows] = model.text_encoder([texts[i] for i in rows]).float().cpu()
         finally:
             model.text_encoder.train(was_training)
-        return torch.cat(parts) if parts else torch.empty(0, model.text_encoder.output_dim)
+        return out
 
-    return _cached(Path(cache_dir) / f"text-{name}-{key[:24]}.safetensors", key, len(texts), compute)
+    return _cached(Path(cache_dir) / f"text-{name}-{key[:24]}.safetensors", key, len(texts), compute,
+                   f"text features of {len(texts)} texts ({model.config.text_encoder})")

@@ -54,6 +54,9 @@ def grid_descriptor(feature_map: torch.Tensor, grid: int) -> torch.Tensor:
     return cells.flatten(1).to(feature_map.dtype)
 
 
+_MID_CHANNELS: dict[tuple, int] = {}  # (encoder name, mid stage, its weight shapes) -> channels
+
+
 class ImageEncoder(nn.Module):
     """A backbone without its classifier: ``(B, 3, H, W) -> (B, output_dim)``.
 
@@ -77,7 +80,14 @@ class ImageEncoder(nn.Module):
 
     def mid_channels(self) -> int:
         """Channels of the middle stage's map, from one forward pass of a small blank image
-        (the channel count does not depend on the size; 96 px is enough for every encoder)."""
+        (the channel count does not depend on the size; 96 px is enough for every encoder),
+        once per architecture and process (loading five models of one backbone pays once)."""
+        key = (self.name, self.mid_stage, tuple(tuple(w.shape) for w in self._stage().parameters()))
+        if key not in _MID_CHANNELS:
+            _MID_CHANNELS[key] = self._probe_mid_channels()
+        return _MID_CHANNELS[key]
+
+    def _probe_mid_channels(self) -> int:
         size = min(self.preprocess.size, 96)
         was_training = self.training
         self.eval()

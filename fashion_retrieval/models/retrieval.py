@@ -227,6 +227,11 @@ class RetrievalModel(
         feats = torch.stack([memo[t] for t in texts]).to(self.device)  # (B, Dtxt)
         return self.text_proj(feats)
 
+    def unknown_words(self, text: str) -> list[str] | None:
+        """The words of ``text`` the text encoder cannot read; None: none it can
+        (``TextEncoder.unknown_words``)."""
+        return self.text_encoder.unknown_words(text)
+
     def remember_text_features(self, texts: list[str], features: torch.Tensor) -> None:
         """Give a frozen text encoder's features ``(T, Dtxt)`` of ``texts`` (e.g. from a cache)."""
         if not self.config.freeze_text_encoder:
@@ -305,7 +310,8 @@ class RetrievalModel(
                 "transformers.AutoModel), or use a repo written by fashion_retrieval.checkpoints.save_checkpoint"
             )
         config = raw if isinstance(raw, ModelConfig) else ModelConfig.from_dict(raw)
-        model = cls(dataclasses.replace(config, pretrained=False), **model_kwargs)
+        with _skipped_init(config):  # every weight comes from the file below (strict)
+            model = cls(dataclasses.replace(config, pretrained=False), **model_kwargs)
         model.config.pretrained = config.pretrained
         if os.path.isdir(model_id):
             weights = os.path.join(model_id, constants.SAFETENSORS_SINGLE_FILE)
@@ -317,6 +323,20 @@ class RetrievalModel(
             )
         load_weights_strict(model, weights, map_location=map_location)
         return model.eval()
+
+
+def _skipped_init(config: ModelConfig) -> Any:
+    """A context in which a transformers text encoder skips its random initialisation (the
+    weights are loaded right after); a no-op for the other encoders."""
+    import contextlib
+
+    if not (config.text_encoder == "minilm" or config.text_encoder.startswith("hf:")):
+        return contextlib.nullcontext()
+    try:  # transformers >= 5
+        from transformers.initialization import no_init_weights
+    except ImportError:
+        from transformers.modeling_utils import no_init_weights
+    return no_init_weights()
 
 
 def load_weights_strict(model: nn.Module, path: str | Path, map_location: str = "cpu") -> None:

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..registry import Registry
-from .vocab import Vocabulary
+from .vocab import Vocabulary, tokenize
 
 TEXT_ENCODERS: Registry[TextEncoder] = Registry("text encoder")
 
@@ -34,6 +34,12 @@ class TextEncoder(nn.Module):
     def forward(self, texts: list[str]) -> torch.Tensor:  # pragma: no cover
         """Encode a batch of texts."""
         raise NotImplementedError
+
+    def unknown_words(self, text: str) -> list[str] | None:
+        """The words of ``text`` this encoder cannot read (in order), or None when it reads
+        none of them (a text of symbols only included). Byte-level encoders (CLIP's) read
+        every word."""
+        return []
 
 
 def build_text_encoder(name: str, texts: list[str] | None = None, **kwargs) -> TextEncoder:
@@ -121,6 +127,12 @@ class LSTMTextEncoder(TextEncoder):
             feat = out.max(dim=1).values  # (B, H)
         return self.fc(feat)
 
+    def unknown_words(self, text: str) -> list[str] | None:
+        """Words of ``text`` outside the vocabulary (read as ``<unk>``); None when no word is in it."""
+        words = tokenize(text)
+        unknown = [w for w in words if w not in self.vocab.index]
+        return None if len(unknown) == len(words) else unknown
+
 
 @TEXT_ENCODERS.register("lstm")
 def _lstm(name: str, texts: list[str] | None = None, vocab: list[str] | None = None, **kw) -> TextEncoder:
@@ -204,6 +216,14 @@ class HFTextEncoder(TextEncoder):
         if self.colour_words is None:
             return pooled
         return torch.cat([pooled, self.colour_words(texts).to(pooled.device, pooled.dtype)], dim=1)
+
+    def unknown_words(self, text: str) -> list[str] | None:
+        """Words (after the spelling correction) that the tokenizer reads only as its unknown
+        token (emoji, unseen scripts); None when that is every word."""
+        words = (self.speller(text) if self.speller is not None else text).split()
+        unk = {self.tokenizer.unk_token}
+        unknown = [w for w in words if set(self.tokenizer.tokenize(w)) <= unk]
+        return None if len(unknown) == len(words) else unknown
 
     def _pooled(self, texts: list[str]) -> torch.Tensor:
         batch = self.tokenizer(

@@ -9,7 +9,7 @@ measures what the additions below bring). And a typo such as "crimosn"
 falls apart into word pieces ("cr", "##imo", "##s", "##n") that mean nothing.
 
 Three weight-free additions, options of a ``transformers`` text encoder
-(``colour_words``, ``spelling``, ``thesaurus``), saved in the checkpoint's config:
+(``colour_words``, ``spelling``, ``thesaurus``), saved with the checkpoint (its training words apart):
 
 - :class:`ColourWords`: the colours a text names, looked up in the xkcd colour survey's
   949 names (what people call colours, shipped by matplotlib) and the 148 CSS colour names,
@@ -30,6 +30,7 @@ Three weight-free additions, options of a ``transformers`` text encoder
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import string
@@ -56,14 +57,14 @@ def colour_lexicon() -> dict[str, tuple[float, float, float]]:
     A word that begins a name or two ("cerulean", "jade") is a colour of its own.
     """
     try:
-        from matplotlib import _color_data
+        from matplotlib.colors import CSS4_COLORS, XKCD_COLORS  # public: the same tables as before
     except ImportError as e:  # pragma: no cover - matplotlib is in requirements.txt
         raise ImportError("colour_words needs `pip install matplotlib` (see requirements.txt)") from e
 
     hex_by_name: dict[str, str] = {}
-    for name, hex_code in _color_data.CSS4_COLORS.items():
+    for name, hex_code in CSS4_COLORS.items():
         hex_by_name[name.lower()] = hex_code
-    for name, hex_code in _color_data.XKCD_COLORS.items():
+    for name, hex_code in XKCD_COLORS.items():
         key = " ".join(_WORD.findall(name.split(":", 1)[1].lower()))
         if 0 < len(key.split()) <= MAX_NAME_WORDS:
             hex_by_name[key] = hex_code
@@ -114,6 +115,7 @@ class ColourWords:
     def __init__(self, sigma: float = 11.0, scale: float = 4.0) -> None:
         self.sigma, self.scale = sigma, scale
         self.lexicon = colour_lexicon()
+        self._rows: dict[tuple[str, ...], torch.Tensor] = {}
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
         out = torch.zeros(len(texts), self.output_dim)
@@ -122,8 +124,11 @@ class ColourWords:
             if not names:
                 out[row, -1] = self.scale
                 continue
-            votes = lab_votes(torch.tensor([self.lexicon[n] for n in names]), self.sigma)  # (N, K)
-            out[row, :-1] = self.scale * votes.mean(0).sqrt()
+            key = tuple(names)
+            if key not in self._rows:  # one histogram per distinct set of colour names
+                votes = lab_votes(torch.tensor([self.lexicon[n] for n in names]), self.sigma)  # (N, K)
+                self._rows[key] = self.scale * votes.mean(0).sqrt()
+            out[row, :-1] = self._rows[key]
         return out
 
 
@@ -222,12 +227,21 @@ class Thesaurus:
 
     def __init__(self, known: Iterable[str], max_words: int = 1, glosses: bool = True,
                  min_length: int = 3) -> None:
-        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
-
-        self.stop = frozenset(ENGLISH_STOP_WORDS)
-        self.known = {w for w in known if w.isalpha()} - self.stop
+        self._words = tuple(known)
         self.max_words, self.glosses, self.min_length = max_words, glosses, min_length
         self._memo: dict[str, tuple[str, ...]] = {}
+
+    @functools.cached_property
+    def stop(self) -> frozenset[str]:
+        """English stop words, read on first use (importing sklearn costs start-up seconds)."""
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+        return frozenset(ENGLISH_STOP_WORDS)
+
+    @functools.cached_property
+    def known(self) -> set[str]:
+        """The training words, stop words left out."""
+        return {w for w in self._words if w.isalpha()} - self.stop
 
     @property
     def wordnet(self):

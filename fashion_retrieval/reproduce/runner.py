@@ -31,7 +31,7 @@ def stage_config(recipe: Recipe, stage: Stage, data_root: Path, out: Path, tiny:
     """The ``TrainConfig`` of ``stage`` as this reproduction runs it."""
     import torch
 
-    from fashion_retrieval.training.config import TrainConfig
+    from fashion_retrieval.training.config import TrainConfig, merge, read_file
 
     changes: dict[str, Any] = {"data_root": str(data_root), "output_dir": str(out / stage.name),
                                "feature_cache_dir": str(out / "features"), "resume": None}
@@ -41,7 +41,8 @@ def stage_config(recipe: Recipe, stage: Stage, data_root: Path, out: Path, tiny:
         changes.update(recipe.tiny_overrides)
         if not torch.cuda.is_available():
             changes["mixed_precision"] = "no"  # fp16 autocast is a GPU recipe setting
-    return TrainConfig.load(config_dir() / stage.config).replace(**changes)
+    path = config_dir() / stage.config
+    return TrainConfig.from_dict(merge(read_file(path), changes), source=str(path))
 
 
 def finished_checkpoint(output_dir: Path) -> Path | None:
@@ -59,7 +60,7 @@ def _check_same_run(config: Any, output_dir: Path) -> None:
     saved_file = output_dir / "config.yaml"
     if not saved_file.is_file():
         return
-    saved = TrainConfig.load(saved_file).replace(resume=None).to_dict()
+    saved = TrainConfig.load_saved(saved_file).replace(resume=None).to_dict()
     differ = sorted(k for k, v in config.to_dict().items() if saved.get(k) != v)
     if differ:
         raise ValueError(f"{output_dir} holds a run with other settings ({', '.join(differ)}); "

@@ -75,9 +75,9 @@ def fashioniq_standins(out: Path, split: str = "val", train_triplets: int = 64, 
 def fashion200k_standins(out: Path, products: int = 96) -> Path:
     """A small synthetic catalogue in Fashion200k's layout under ``out`` (labels, images,
     ``test_queries.txt``); returns its root. Rerunning reuses a complete one."""
-    from fashion_retrieval.data.synthetic.writers import write_catalog
+    from fashion_retrieval.data import DATASETS
 
-    write_catalog(out, "fashion200k", products=products, seed=0, preset="easy", image_size=64)
+    DATASETS.get("synthetic").helper("writers").write_catalog(out, "fashion200k", products=products, seed=0, preset="easy", image_size=64)
     return out
 
 

@@ -1,7 +1,9 @@
 """The Retriever: a model, a gallery and its index behind ``search(image, text, k)``.
 
-The one search path that the demo, the dashboard, evaluation helpers and benchmarks use.
-Queries may be composed (image + text), image-only or text-only for every model.
+The one search path that the demo, the dashboard, evaluation helpers and benchmarks use:
+every search is a :class:`~fashion_retrieval.search.query.Query` (made by ``search.query``'s
+rules) answered by :meth:`Retriever.search_queries`. Queries may be composed (image + text),
+image-only or text-only for every model.
 """
 
 from __future__ import annotations
@@ -30,14 +32,22 @@ from fashion_retrieval.search.gallery_store import (
     file_stamp,
 )
 from fashion_retrieval.search.index import GalleryIndex, IndexLoadError, combine_fingerprints
+from fashion_retrieval.search.query import (
+    NO_QUERY,
+    CatalogueImage,
+    Query,
+    QueryError,
+    check_k,
+    clean_text,
+    decode_picture,
+    make_query,
+)
 from fashion_retrieval.search.whitening import (
     POSTPROCESS_MODES,
     WHITENING_FILE,
     PCAWhitening,
     fit_postprocess,
 )
-
-NO_QUERY = "give an image, a text, or both"
 
 
 @dataclass(frozen=True)
@@ -54,16 +64,6 @@ class Hit:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class CatalogueImage:
-    """A query picture that is a gallery item: its stored backbone features are used, so it
-    is neither decoded nor passed through the backbone (``path`` is decoded only when this
-    Retriever stored no features for it)."""
-
-    id: str
-    path: str = ""
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -93,24 +93,6 @@ def gallery_fingerprint(items: Sequence[Item]) -> str:
             stamp = "missing"
         h.update(f"{it.id}\0{it.path}\0{stamp}\n".encode())
     return h.hexdigest()
-
-
-def _clean_text(text: Any, where: str) -> str | None:
-    """A stripped query text, or None for a missing or blank one."""
-    if text is None:
-        return None
-    if not isinstance(text, str):
-        raise TypeError(f"{where}: the text must be a string, got {type(text).__name__}")
-    return text.strip() or None
-
-
-def _check_k(k: Any, size: int) -> int:
-    """``k`` as an int in 1..size (larger values are clipped to the gallery size)."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise ValueError(f"k must be a whole number, got {k!r}")
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    return min(int(k), size)
 
 
 class Retriever:
@@ -461,7 +443,7 @@ class Retriever:
 
         n = len(images) if images is not None else len(texts or [])
         if n == 0:
-            raise ValueError(NO_QUERY)
+            raise QueryError(NO_QUERY)
         out = []
         with self._lock, torch.inference_mode(), autocast(self.device, self.mixed_precision):
             for a in range(0, n, self.batch_size):
@@ -471,6 +453,11 @@ class Retriever:
                 out.append(self.model.encode_query(texts=txt, image_features=feats).float().cpu())
         return torch.cat(out)  # (B, D)
 
+    def unknown_words(self, text: str) -> list[str] | None:
+        """The words of ``text`` the model cannot read, or None when it reads none of them
+        (``TextEncoder.unknown_words``)."""
+        return self.model.unknown_words(text)
+
     def search(
         self,
         image: Any = None,
@@ -479,13 +466,9 @@ class Retriever:
         *,
         exclude_ids: Iterable[str] = (),
     ) -> list[Hit]:
-        """Top-``k`` gallery items for an image, a text, or both (``exclude_ids`` left out)."""
-        return self.search_batch(
-            None if image is None else [image],
-            None if text is None else [text],
-            k,
-            exclude_ids=[list(exclude_ids)],
-        )[0]
+        """Top-``k`` gallery items for an image, a text, or both (``exclude_ids`` left out);
+        bad input is a :class:`QueryError` (``search.query``'s rules)."""
+        return self.search_queries([make_query(image, text, k, exclude=exclude_ids)])[0]
 
     def search_batch(
         self,
@@ -500,25 +483,39 @@ class Retriever:
         images = list(images) if images is not None else [None] * n
         texts = list(texts) if texts is not None else [None] * n
         if n == 0:
-            raise ValueError(NO_QUERY)
+            raise QueryError(NO_QUERY)
         if len(images) != len(texts):
-            raise ValueError(
-                f"{len(images)} images but {len(texts)} texts: give one of each per query"
-            )
-        excluded = [set(e) for e in exclude_ids] if exclude_ids is not None else [set()] * n
+            raise QueryError(f"{len(images)} images but {len(texts)} texts: give one of each per query")
+        excluded = list(exclude_ids) if exclude_ids is not None else [()] * n
         if len(excluded) != n:
-            raise ValueError(f"exclude_ids has {len(excluded)} entries for {n} queries")
-        k = _check_k(k, len(self))
-        texts = [_clean_text(t, f"query {i}") for i, t in enumerate(texts)]
-        return self._ranked(self._encode_mixed(images, texts), k, excluded)
+            raise QueryError(f"exclude_ids has {len(excluded)} entries for {n} queries")
+        queries = []
+        for i, (image, text, skip) in enumerate(zip(images, texts, excluded, strict=True)):
+            try:
+                queries.append(make_query(image, text, k, exclude=skip))
+            except QueryError as err:
+                raise QueryError(f"Query {i}: {err}") from None
+        return self.search_queries(queries)
 
-    def search_queries(self, queries: Sequence[Any]) -> list[list[Hit]]:
-        """Hits of prepared queries (``serving.query.Query``: ``image``, ``text``, ``k``,
-        ``exclude``), validated once when they were prepared: nothing is checked, cleaned or
-        decoded again here, and a catalogue pick uses its stored features."""
+    def search_queries(self, queries: Sequence[Query]) -> list[list[Hit]]:
+        """The hits of each :class:`Query` (``search.query.make_query``): nothing is checked
+        or decoded again, a catalogue pick uses its stored features. Queries may mix
+        image-only, text-only and composed ones (one model batch per kind); each has its own
+        ``k`` (clipped to the gallery size) and exclusions."""
         if not queries:
-            raise ValueError(NO_QUERY)
-        emb = self._encode_mixed([q.image for q in queries], [q.text or None for q in queries])
+            raise QueryError(NO_QUERY)
+        groups: dict[tuple[bool, bool], list[int]] = {}
+        for i, q in enumerate(queries):
+            groups.setdefault((q.image is not None, bool(q.text)), []).append(i)
+        emb = torch.empty(0)
+        for (has_img, has_txt), rows in groups.items():
+            part = self.encode_queries(
+                [queries[i].image for i in rows] if has_img else None,
+                [queries[i].text for i in rows] if has_txt else None,
+            )  # (len(rows), D)
+            if emb.numel() == 0:
+                emb = torch.empty(len(queries), part.shape[1])
+            emb[rows] = part
         k = min(max(q.k for q in queries), len(self))
         hits = self._ranked(emb, k, [set(q.exclude) for q in queries])
         return [h[: q.k] for h, q in zip(hits, queries, strict=True)]
@@ -533,34 +530,15 @@ class Retriever:
         already shown and passed over, the pictures picked) are left out."""
         from fashion_retrieval.models.history import session_query
 
-        if image is None:
-            raise ValueError("a refinement turn needs a picture: the result picked last")
-        cleaned = [_clean_text(t, f"request {i + 1}") for i, t in enumerate(texts)]
-        if not cleaned or any(t is None for t in cleaned):
-            raise ValueError("every turn of a refinement needs words: what is still wrong")
-        k = _check_k(k, len(self))
-        turns = self.encode_queries([image] * len(cleaned), cleaned)  # (T, D)
+        picture = decode_picture(image)
+        if picture is None:
+            raise QueryError("A refinement turn needs a picture: the result picked last.")
+        cleaned = [clean_text(t) for t in texts]
+        if not cleaned or not all(cleaned):
+            raise QueryError("Every turn of a refinement needs words: what is still wrong.")
+        k = min(check_k(k), len(self))
+        turns = self.encode_queries([picture] * len(cleaned), cleaned)  # (T, D)
         return self._ranked(session_query(policy, turns)[None], k, [set(exclude_ids)])[0]
-
-    def _encode_mixed(self, images: list[Any], texts: list[str | None]) -> torch.Tensor:
-        """``(n, D)`` embeddings of queries that may mix image-only, text-only and both
-        (encoded in one batch per kind)."""
-        n = len(images)
-        groups: dict[tuple[bool, bool], list[int]] = {}
-        for i, (img, txt) in enumerate(zip(images, texts, strict=True)):
-            if img is None and txt is None:
-                raise ValueError(NO_QUERY + (f" (query {i})" if n > 1 else ""))
-            groups.setdefault((img is not None, txt is not None), []).append(i)
-        queries = torch.empty(0)
-        for (has_img, has_txt), rows in groups.items():
-            emb = self.encode_queries(
-                [images[i] for i in rows] if has_img else None,
-                [texts[i] for i in rows] if has_txt else None,
-            )  # (len(rows), D)
-            if queries.numel() == 0:
-                queries = torch.empty(n, emb.shape[1])
-            queries[rows] = emb
-        return queries
 
     def _ranked(self, queries: torch.Tensor, k: int, excluded: list[set[str]]) -> list[list[Hit]]:
         """Search the index and turn positions into hits, dropping excluded ids."""

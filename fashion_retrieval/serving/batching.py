@@ -4,14 +4,16 @@ A web front end runs each request in its own worker thread; each would call
 ``Retriever.search`` alone, and the model would run once per request, the threads queueing
 on the Retriever's lock. :class:`MicroBatcher` sits in front of a Retriever: a call waits at
 most ``max_wait_ms`` for other calls to arrive, then one background thread answers up to
-``max_batch`` of them with a single ``Retriever.search_batch`` (one model pass per kind of
+``max_batch`` of them with a single ``Retriever.search_queries`` (one model pass per kind of
 query: image, text, composed) and hands each caller its own hits.
 
-The batcher is a drop-in for the Retriever it wraps: ``search`` takes the same arguments,
-any other attribute is the Retriever's. Per call it keeps the caller's ``k`` and excluded
-ids; an error in one query fails that query only (its batch-mates are answered one by one,
-exactly as ``Retriever.search`` would). :meth:`MicroBatcher.close` answers what was
-already submitted and stops the thread.
+The batcher is a drop-in for the Retriever it wraps: ``search`` and ``search_queries`` take
+the same arguments, any other attribute is the Retriever's. ``search`` makes its
+:class:`~fashion_retrieval.search.query.Query` in the caller's thread (bad input fails
+there, before any batch); each query keeps its own ``k`` and excluded ids. An error in a
+batch fails only the query that caused it (its batch-mates are answered one by one, exactly
+as ``Retriever.search_queries`` would). :meth:`MicroBatcher.close` answers what was already
+submitted and stops the thread.
 
 ``threads`` sets torch's intra-op threads for the batcher's model calls. On a small CPU
 server 1 is right: the web server's own threads need the other cores, and torch's idle
@@ -32,7 +34,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
+from fashion_retrieval.search.query import Query, make_query
 
 DEFAULT_MAX_WAIT_MS = 3.0
 DEFAULT_MAX_BATCH = 32
@@ -59,38 +61,19 @@ class BatchStats:
 
 @dataclass
 class _Request:
-    """One submitted search and the future its caller waits on.
+    """One submitted query (it carries its own ``k`` and exclusions) and the future its
+    caller waits on."""
 
-    Either the arguments of ``Retriever.search`` (``image``, ``text``, ``k``, ``exclude``)
-    or, from :meth:`MicroBatcher.search_queries`, a prepared ``query`` (which carries its
-    own ``k`` and exclusions).
-    """
-
-    image: Any = None
-    text: Any = None
-    k: Any = None
-    exclude: tuple[str, ...] = ()
-    query: Any = None
+    query: Query
     arrived: float = field(default_factory=time.monotonic)
     future: Future = field(default_factory=Future)
-
-    def alone(self, retriever: Any) -> list[Any]:
-        """The Retriever's answer to this request by itself."""
-        if self.query is not None:
-            return retriever.search_queries([self.query])[0]
-        return retriever.search(image=self.image, text=self.text, k=self.k, exclude_ids=self.exclude)
-
-
-def _plain_k(k: Any) -> bool:
-    """Whether ``k`` is a whole number >= 1 that a shared batch ``k`` can serve."""
-    return isinstance(k, (int, np.integer)) and not isinstance(k, bool) and k >= 1
 
 
 _STOP = object()
 
 
 class MicroBatcher:
-    """Groups concurrent ``search`` calls on one Retriever into ``search_batch`` calls.
+    """Groups concurrent searches on one Retriever into ``search_queries`` calls.
 
     ``max_wait_ms``: how long the first search of a batch waits for company (a few
     milliseconds; searches that queued while the previous batch ran go at once).
@@ -148,13 +131,11 @@ class MicroBatcher:
         Blocks until the batch holding this search has run; raises what
         ``Retriever.search`` would raise for this query alone.
         """
-        request = _Request(image, text, k, tuple(exclude_ids))
-        self._submit([request])
-        return request.future.result()
+        return self.search_queries([make_query(image, text, k, exclude=exclude_ids)])[0]
 
-    def search_queries(self, queries: Sequence[Any]) -> list[list[Any]]:
+    def search_queries(self, queries: Sequence[Query]) -> list[list[Any]]:
         """``Retriever.search_queries`` for prepared queries, batched with other callers' searches."""
-        requests = [_Request(query=q) for q in queries]
+        requests = [_Request(q) for q in queries]
         self._submit(requests)
         return [r.future.result() for r in requests]
 
@@ -195,7 +176,8 @@ class MicroBatcher:
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
-        """Collect a batch (up to max_batch, until the first one's deadline), answer it, repeat."""
+        """Collect a batch (up to max_batch, until the first one's deadline), answer it with
+        one ``search_queries`` call, repeat."""
         if self.threads is not None:
             import torch
 
@@ -216,26 +198,19 @@ class MicroBatcher:
                     stop = True
                     break
                 batch.append(nxt)
-            self._answer(batch)
+            try:
+                answers = self.retriever.search_queries([r.query for r in batch])
+            except Exception:  # some query is bad: each is answered alone, so only it fails
+                answers = None
+            self._settle(batch, answers)
 
-    def _answer(self, batch: list[_Request]) -> None:
-        """Answer every request of ``batch``; never raises (each caller gets its own error)."""
-        prepared = [r for r in batch if r.query is not None]
-        plain = [r for r in batch if r.query is None and _plain_k(r.k)]
-        odd = [r for r in batch if r.query is None and not _plain_k(r.k)]  # the Retriever's k error
-        retried = 0
-        for group, run in ((prepared, self._run_prepared), (plain, self._run_plain)):
-            if not group:
-                continue
+    def _settle(self, batch: list[_Request], answers: list[list[Any]] | None) -> None:
+        """Hand each caller its answer (None: each query answered alone, errors its own);
+        never raises."""
+        for i, r in enumerate(batch):
             try:
-                run(group)
-            except Exception:  # some query is bad: answer each alone, so only it fails
-                unanswered = [r for r in group if not r.future.done()]
-                odd += unanswered
-                retried += len(unanswered)
-        for r in odd:
-            try:
-                r.future.set_result(r.alone(self.retriever))
+                r.future.set_result(answers[i] if answers is not None
+                                    else self.retriever.search_queries([r.query])[0])
             except Exception as err:
                 r.future.set_exception(err)
         with self._lock:
@@ -243,22 +218,7 @@ class MicroBatcher:
             s.searches += len(batch)
             s.batches += 1
             s.largest = max(s.largest, len(batch))
-            s.retried_alone += retried
-
-    def _run_plain(self, group: list[_Request]) -> None:
-        """One ``search_batch`` at the group's largest k; each caller gets its own top k."""
-        k = max(int(r.k) for r in group)
-        answers = self.retriever.search_batch(
-            [r.image for r in group], [r.text for r in group], k, exclude_ids=[r.exclude for r in group]
-        )
-        for r, hits in zip(group, answers, strict=True):
-            r.future.set_result(hits[: int(r.k)])
-
-    def _run_prepared(self, group: list[_Request]) -> None:
-        """One ``search_queries`` call for the group's prepared queries."""
-        answers = self.retriever.search_queries([r.query for r in group])
-        for r, hits in zip(group, answers, strict=True):
-            r.future.set_result(hits)
+            s.retried_alone += len(batch) if answers is None else 0
 
 
 def batched(

@@ -87,9 +87,10 @@ def detect_layout(folder: str | Path) -> str:
     else ``photos`` (any folder of pictures)."""
     root = Path(folder)
     if (root / "captions").is_dir() and (root / "image_splits").is_dir():
-        from fashion_retrieval.data.synthetic import rendered_params
+        from fashion_retrieval.data import dataset_entry
 
-        return "synthetic" if rendered_params(root) is not None else "fashioniq"
+        rendered = dataset_entry("synthetic").helper().rendered_params(root)
+        return "synthetic" if rendered is not None else "fashioniq"
     if (root / "labels").is_dir():
         return "fashion200k"
     card = root / "README.md"
@@ -140,9 +141,7 @@ def open_catalogue(
     root = str(folder.resolve()) if folder.is_dir() else source  # else a Hub repo id
     options: dict[str, Any] = {}
     if entry.settings:  # a rendered catalogue is read back as it is; serving never renders one
-        from fashion_retrieval.data.synthetic import rendered_params
-
-        params = rendered_params(folder) if folder.is_dir() else None
+        params = entry.helper().rendered_params(folder) if folder.is_dir() else None
         if params is None:
             raise FileNotFoundError(
                 f"gallery folder {folder} does not exist or holds no rendered {name} catalogue"

@@ -1,4 +1,4 @@
-"""The embedded default: a synthetic catalogue and four models trained on it, cached.
+"""The embedded default: a synthetic catalogue and five models trained on it, cached.
 
 First start (no checkpoint configured): render the synthetic catalogue, train TIRG,
 concat, text-only and image-only heads (composed queries) and a caption -> image model
@@ -20,7 +20,6 @@ Later starts only load the checkpoints and their saved indexes (seconds).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -32,61 +31,49 @@ from fashion_retrieval.data.records import RetrievalDataset
 from fashion_retrieval.paths import default_dir, index_dir_for
 from fashion_retrieval.serving.catalogue import Catalogue
 from fashion_retrieval.serving.models import Service, load_retriever
+from fashion_retrieval.training.recipe import load_recipe, shopper_config
 
 MARKER = "COMPLETE.json"
 Log = Callable[[str], None]
 
 
+_RECIPE = load_recipe()  # training/configs/recipes/shopper.yaml: every default below comes from it
+_BASE, _MODEL, _DEFAULT = _RECIPE["base"], _RECIPE["base"]["model"], _RECIPE["default"]
+
+
 @dataclass(frozen=True)
 class DefaultSpec:
-    """What the embedded default is made of; a change in any field rebuilds the cache."""
+    """What the embedded default is made of (a change in any field rebuilds the cache): a view of
+    the shopper recipe (``training/configs/recipes/shopper.yaml``, the comparison's too), overridable."""
 
-    # The hard preset separates the models. 2,400 products give a gallery (val + test
-    # splits, never trained on) of 2,160 images in which every garment type x colour
-    # occurs; the backbone runs at 128 px (the renders' own size: about 3x the images/s
-    # of 224 px) with the colour descriptor beside it, and attribute-change pairs add
-    # triplets at no backbone cost (see README "Start-up" for the measured build time).
-    preset: str = "hard"
-    products: int = 2400
-    seed: int = 0
-    gallery_split: str = "val+test"  # "+" joins splits; training evaluates on the first
-    image_encoder: str = "efficientnet_lite0"
-    image_size: int | None = 128
-    colour_features: str = "lab_fg"
-    # The backbone's middle stage (block 4) pooled to a 4 x 4 grid beside its pooled
-    # features: where the collar, the sleeves and the hem are (README "Image features").
-    mid_grid: int = 4
-    # The offline MiniLM, frozen (its features of every training text are computed once and
-    # cached for all five models): unseen words ("crimson") land near known ones, where
-    # an LSTM trained here sees only <unk>. README "Words never seen in training" measures both.
-    text_encoder: str = "minilm"
-    freeze_text_encoder: bool = True
-    # Colour names placed in Lab beside the sentence embedding, and spelling correction
-    # (models/words.py): what MiniLM alone does not know ("crimson", "burgnudy").
-    word_knowledge: bool = True
-    pretrained: bool = True
-    embed_dim: int = 256
-    compositors: tuple[str, ...] = ("tirg", "concat", "text_only", "image_only")
-    crossmodal: bool = True  # also a caption -> image model ("text_to_image") for that tab
-    generated_pairs: int = 20000
-    generated_descriptions: int = 4  # partial descriptions per item for "text_to_image"
-    max_steps: int = 1600
-    batch_size: int = 64
-    lr: float = 0.05
-    modality_dropout: float = 0.1
-    # Hard negatives for the composed models: half their batches' targets share one value.
-    # Not for text_to_image: its partial descriptions ("red dress") fit many targets of
-    # such a batch (measured: 2-3 points lower on words to image with them).
-    shared_value_batches: float = 0.5
-    # The relevance term for the composed models (training/relevance.py): each query's mass
-    # on the training images of its garment type with the asked values, at the weight the
-    # comparison tuned for each compositor (training/relevance.py RELEVANCE_WEIGHTS).
-    relevance: bool = True
+    preset: str = _RECIPE["catalogue"]["preset"]
+    products: int = _RECIPE["catalogue"]["products"]
+    seed: int = _RECIPE["catalogue"]["seed"]
+    gallery_split: str = _DEFAULT["gallery_split"]  # "+" joins splits; training evaluates on the first
+    image_encoder: str = _MODEL["image_encoder"]
+    image_size: int | None = _MODEL["image_size"]
+    colour_features: str = _MODEL["colour_features"]
+    mid_grid: int = _MODEL["mid_grid"]
+    text_encoder: str = _MODEL["text_encoder"]
+    freeze_text_encoder: bool = _RECIPE["text_encoders"][_MODEL["text_encoder"]]["model"]["freeze_text_encoder"]
+    word_knowledge: bool = True  # colour names and spelling (models/words.py) beside the encoder
+    pretrained: bool = _MODEL["pretrained"]
+    embed_dim: int = _MODEL["embed_dim"]
+    compositors: tuple[str, ...] = tuple(n for n, (_, task) in _DEFAULT["models"].items() if task == "composed")
+    crossmodal: bool = "text_to_image" in _DEFAULT["models"]  # the caption -> image model of that tab
+    generated_pairs: int = _RECIPE["tasks"]["composed"]["generated_pairs"]
+    generated_descriptions: int = _RECIPE["tasks"]["crossmodal"]["generated_descriptions"]
+    max_steps: int = _RECIPE["steps"]
+    batch_size: int = _BASE["batch_size"]
+    lr: float = _BASE["lr"]
+    modality_dropout: float = _DEFAULT["config"]["model"]["modality_dropout"]
+    shared_value_batches: float = _RECIPE["tasks"]["composed"]["shared_value_batches"]
+    relevance: bool = True  # the relevance term at each compositor's tuned weight
 
     def models(self) -> list[tuple[str, str, str]]:
         """(name, compositor, task) of every default model."""
-        out = [(c, c, "composed") for c in self.compositors]
-        return out + ([("text_to_image", "text_only", "crossmodal")] if self.crossmodal else [])
+        extra = [(n, c, t) for n, (c, t) in _DEFAULT["models"].items() if t != "composed"]
+        return [(c, c, "composed") for c in self.compositors] + (extra if self.crossmodal else [])
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able dict (tuples as lists)."""
@@ -112,7 +99,8 @@ class DefaultSpec:
         """
         if not text or not text.strip():
             return cls()
-        raw = Path(text).read_text(encoding="utf-8") if Path(text).is_file() else text
+        is_json = text.lstrip().startswith("{")  # a long JSON string is no file name
+        raw = text if is_json else Path(text).read_text(encoding="utf-8") if Path(text).is_file() else text
         try:
             fields = json.loads(raw)
         except ValueError as e:
@@ -136,9 +124,10 @@ def _read_marker(root: Path) -> dict[str, Any] | None:
 
 
 def _write_marker(root: Path, payload: dict[str, Any]) -> None:
-    tmp = root / f".{MARKER}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, root / MARKER)  # atomic: a reader sees the old marker or the new one
+    from fashion_retrieval.io_utils import atomic_write_text
+
+    # atomic: a reader sees the old marker or the new one
+    atomic_write_text(root / MARKER, json.dumps(payload, indent=2, sort_keys=True))
 
 
 def is_complete(home: str | Path | None = None, spec: DefaultSpec | None = None) -> bool:
@@ -154,10 +143,10 @@ def synthetic_catalogue(root: Path, spec: DefaultSpec, split: str) -> RetrievalD
     """
     import dataclasses
 
-    from fashion_retrieval.data.synthetic import load_synthetic
+    from fashion_retrieval.data import load_retrieval_dataset
 
-    parts = [load_synthetic(root=root / "data", split=name, preset=spec.preset,
-                            products=spec.products, seed=spec.seed) for name in split.split("+")]
+    parts = [load_retrieval_dataset("synthetic", root / "data", name, preset=spec.preset, products=spec.products,
+                                    seed=spec.seed) for name in split.split("+")]
     if len(parts) == 1:
         return parts[0]
     return dataclasses.replace(
@@ -167,45 +156,20 @@ def synthetic_catalogue(root: Path, spec: DefaultSpec, split: str) -> RetrievalD
 
 
 def _train_config(root: Path, spec: DefaultSpec, name: str, compositor: str, task: str) -> Any:
-    from fashion_retrieval.models.text_encoders import word_knowledge_options
-    from fashion_retrieval.training import TrainConfig
-    from fashion_retrieval.training.relevance import relevance_weight
-
-    return TrainConfig(
-        dataset="synthetic",
-        data_root=str(root / "data"),
-        eval_split=spec.gallery_split.split("+")[0],
-        preset=spec.preset,
-        products=spec.products,
-        generated_pairs=spec.generated_pairs if task == "composed" else 0,
-        generated_descriptions=spec.generated_descriptions if task == "crossmodal" else 0,
-        image_encoder=spec.image_encoder,
-        image_size=spec.image_size,
-        colour_features=spec.colour_features,
-        mid_grid=spec.mid_grid,
-        text_encoder=spec.text_encoder,
-        text_encoder_options=word_knowledge_options(spec.text_encoder, spec.word_knowledge),
-        freeze_text_encoder=spec.freeze_text_encoder,
-        compositor=compositor,
-        task=task,
-        embed_dim=spec.embed_dim,
-        pretrained=spec.pretrained,
-        freeze_image_encoder=True,
-        cache_features=True,
-        feature_cache_dir=str(root / "features"),
-        modality_dropout=spec.modality_dropout,
-        shared_value_batches=spec.shared_value_batches if task == "composed" else 0.0,
-        relevance_weight=relevance_weight(compositor) if task == "composed" and spec.relevance else 0.0,
-        lr=spec.lr,
-        lr_decay_steps=max(1, spec.max_steps * 3 // 4),
-        batch_size=spec.batch_size,
-        max_steps=spec.max_steps,
-        seed=spec.seed,
-        data_seed=spec.seed,
-        output_dir=str(root / "models" / name),
-        save_every=spec.max_steps + 1,  # no intermediate states: a model retrains from scratch
-        eval_every=spec.max_steps,
-        log_every=max(1, spec.max_steps // 10),
+    recipe = load_recipe()
+    recipe["catalogue"].update(preset=spec.preset, products=spec.products, seed=spec.seed)  # the data set's options
+    recipe["tasks"]["composed"].update(generated_pairs=spec.generated_pairs,
+                                       shared_value_batches=spec.shared_value_batches)
+    recipe["tasks"]["crossmodal"]["generated_descriptions"] = spec.generated_descriptions
+    model = ("image_encoder", "image_size", "colour_features", "mid_grid", "text_encoder", "freeze_text_encoder",
+             "pretrained", "embed_dim", "modality_dropout")
+    recipe["base"]["model"].update(image_encoder=spec.image_encoder, text_encoder=spec.text_encoder)
+    return shopper_config(
+        "default", name, compositor, task, root, recipe=recipe, steps=spec.max_steps, seed=spec.seed,
+        changes={"eval_split": spec.gallery_split.split("+")[0], "batch_size": spec.batch_size, "lr": spec.lr,
+                 "model": {k: getattr(spec, k) for k in model}},
+        word_knowledge=spec.word_knowledge, relevance=None if spec.relevance else 0.0,
+        output_dir=root / "models" / name,
     )
 
 
@@ -274,11 +238,14 @@ def default_checkpoints(
 
 
 def build_default(
-    home: str | Path | None = None, spec: DefaultSpec | None = None, *, log: Log = print
+    home: str | Path | None = None, spec: DefaultSpec | None = None, *, log: Log = print,
+    device: Any = None, retrievers: dict[str, Any] | None = None,
 ) -> Path:
     """Build (or finish building) the embedded default; returns its folder.
 
     Does nothing when a complete build of ``spec`` is cached. Prints progress through ``log``.
+    ``retrievers``: filled with each model's Retriever (on ``device``) as it is indexed, so
+    a first start serves them without loading every model a second time.
     """
     spec = spec or DefaultSpec()
     root = default_dir(home)
@@ -308,9 +275,15 @@ def build_default(
         log(f"[default] stage {stage}/{len(spec.models()) + 1}: model {name} "
             f"({time.perf_counter() - t0:.0f} s so far)")
         checkpoint = _train_one(root, spec, model, log)
+        timings[f"{name}_train_s"] = time.perf_counter() - t
+        t_index = time.perf_counter()
         log(f"[default] {name}: indexing {len(catalogue.items)} gallery images")
-        _retriever(checkpoint, root, spec, catalogue, home)
+        retriever = _retriever(checkpoint, root, spec, catalogue, home, device)
+        if retrievers is not None:
+            retrievers[name] = retriever
+        timings[f"{name}_index_s"] = time.perf_counter() - t_index
         timings[f"{name}_s"] = time.perf_counter() - t
+        log(f"[default] {name}: indexed in {timings[f'{name}_index_s']:.1f} s")
     timings["total_s"] = time.perf_counter() - t0
     _write_marker(root, {"spec": spec.build_key(), "timings": timings, "built_at": time.time()})
     log(f"[default] ready in {timings['total_s']:.0f} s; cached in {root}")
@@ -327,11 +300,12 @@ def load_default(
 
     spec = spec or DefaultSpec()
     dev = resolve_device(device)  # an unavailable device fails before the build
-    checkpoints = default_checkpoints(home, spec, log=log)
+    built: dict[str, Any] = {}  # a first start: the retrievers the build indexed, on dev
+    root = build_default(home, spec, log=log, device=dev, retrievers=built)
     t0 = time.perf_counter()
     catalogue = default_catalogue(home, spec)
-    root = default_dir(home)
-    models = {name: _retriever(path, root, spec, catalogue, home, dev) for name, path in checkpoints.items()}
+    models = {name: built.get(name) or _retriever(root / "models" / name / "final", root, spec, catalogue, home, dev)
+              for name, _, _ in spec.models()}
     marker = _read_marker(default_dir(home)) or {}
     timings = dict(marker.get("timings", {}), load_s=time.perf_counter() - t0)
     log(f"[default] loaded {len(models)} models in {timings['load_s']:.1f} s")

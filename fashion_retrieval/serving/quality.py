@@ -1,6 +1,6 @@
 """How well the embedded default answers a shopper, model by model.
 
-``python -m fashion_retrieval.serving.quality --json results/default_quality.json [--readme README.md]``
+``python -m fashion_retrieval.serving.quality --json results/default_quality.json [--readme docs/RESULTS.md]``
 
 Builds (or loads) the embedded default, then measures each of its models on the demo's
 own gallery (the val and test splits, never trained on) with

@@ -34,9 +34,10 @@ from typing import Any
 
 from fashion_retrieval.data.records import Item
 from fashion_retrieval.models.history import HISTORY_POLICIES
-from fashion_retrieval.search.retriever import CatalogueImage, Hit
+from fashion_retrieval.search.query import CatalogueImage, QueryError, check_k, clean_text
+from fashion_retrieval.search.retriever import Hit
 from fashion_retrieval.serving.catalogue import Catalogue
-from fashion_retrieval.serving.query import DEFAULT_MAX_K, QueryError, check_k, clean_text
+from fashion_retrieval.serving.query import DEFAULT_MAX_K
 
 DEFAULT_POLICY = "history"
 DEFAULT_MAX_SESSIONS = 256
@@ -269,11 +270,8 @@ class RefinementSessions:
         results: dict[str, tuple[Hit, ...]] = {}
         for name in names:
             exclude = pictures | (view.shown(name) if view else set())
-            try:
-                hits = self.models[name].search_session(image, texts, k, policy=policy, exclude_ids=exclude)
-            except ValueError as err:  # the Retriever's own input checks
-                raise QueryError(f"{name}: {err}") from None
-            results[name] = tuple(hits)
+            results[name] = tuple(self.models[name].search_session(image, texts, k, policy=policy,
+                                                                   exclude_ids=exclude))
         return Step(item.id, words, results, policy, k, item.path)
 
     def _open(self, session_id: Any) -> _Session:

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from fashion_retrieval.data import DATASETS, default_split
+from fashion_retrieval.models.config import ModelConfig
 from fashion_retrieval.training.config import CHOICES, TrainConfig, dataset_loader_options
 
 TRAIN_USAGE = (
     "accelerate launch training/train.py --config training/configs/NAME.yaml [--key value ...]\n"
-    "Any TrainConfig key can be overridden as --key value or --key-with-dashes value."
+    "Any TrainConfig key can be overridden as --key value or --key-with-dashes value; a model key as\n"
+    "--model.compositor concat."
 )
 
 
@@ -26,31 +28,26 @@ def config_from_argv(argv: list[str]) -> TrainConfig:
     parser.add_argument("-h", "--help", action="store_true")
     known, rest = parser.parse_known_args(argv)
     if known.help:
-        keys = "\n".join(
-            f"  --{f.name.replace('_', '-')}" + (f" {{{','.join(CHOICES[f.name])}}}" if f.name in CHOICES else "")
-            for f in dataclasses.fields(TrainConfig)
-        )
+        names = [f.name for f in dataclasses.fields(TrainConfig) if f.name != "model"]
+        names += [f"model.{f.name}" for f in dataclasses.fields(ModelConfig)]
+        keys = "\n".join(f"  --{n.replace('_', '-')}" + (f" {{{','.join(CHOICES[n])}}}" if n in CHOICES else "")
+                         for n in names)
         print(f"usage: {TRAIN_USAGE}\n\nkeys:\n{keys}")
         raise SystemExit(0)
-    base = TrainConfig.load(known.config) if known.config else TrainConfig()
-    return base.with_overrides(rest)
+    return TrainConfig.load(known.config, rest)
 
 
 def train_main(argv: list[str] | None = None) -> int:
     """Entry point of ``training/train.py``: prints the final checkpoint folder."""
     try:
         config = config_from_argv(sys.argv[1:] if argv is None else argv)
-        from fashion_retrieval.training.state import check_output_dir, resolve_resume
+        from fashion_retrieval.training.trainer import check_run, train
 
-        out = check_output_dir(config.output_dir)  # before any data or model is loaded
-        if config.resume:
-            resolve_resume(config.resume, out)
+        checked = check_run(config)  # before any data or model is loaded
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from fashion_retrieval.training.trainer import train
-
-    final = train(config)
+    final = train(config, checked)
     if os.environ.get("RANK", "0") == "0":  # one line, from the main process of a launch
         print(final)
     return 0
@@ -82,11 +79,13 @@ def _eval_parser() -> argparse.ArgumentParser:
 
 
 def _train_config_of(checkpoint: str) -> dict[str, Any]:
-    """The training config saved with a checkpoint folder ({} when there is none)."""
+    """The training config saved with a checkpoint folder, in today's layout ({} when there is none)."""
+    from fashion_retrieval.training.config import migrate_saved
+
     path = Path(checkpoint) / "train_config.json"
     if path.is_file():
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            return migrate_saved(json.loads(path.read_text(encoding="utf-8")))
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
     return {}

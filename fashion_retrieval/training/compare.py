@@ -1,6 +1,6 @@
 """The comparison the field reports, reproduced on the synthetic catalogue.
 
-``python -m fashion_retrieval.training.compare --preset hard --json results/comparison.json --readme README.md``
+``python -m fashion_retrieval.training.compare --preset hard --json results/comparison.json --readme docs/RESULTS.md``
 
 Trains image-only, text-only, concat and TIRG (and the combiner and complex-rotation
 compositors) on the same rendered catalogue with the offline EfficientNet-Lite0 backbone
@@ -21,54 +21,30 @@ from pathlib import Path
 from typing import Any
 
 from fashion_retrieval.training.config import TrainConfig
-from fashion_retrieval.training.relevance import relevance_weight
+from fashion_retrieval.training.recipe import load_recipe, shopper_config
 
-DEFAULT_MODELS = ("image_only", "text_only", "concat", "tirg", "combiner", "complex_rotation")
-# Compositors trained with soft triplet loss as their papers did; the rest use TIRG's loss.
-SOFT_TRIPLET = {"complex_rotation"}
 START, END = "<!-- comparison:start -->", "<!-- comparison:end -->"
 RECALL_KEYS = ("R@1", "R@10", "R@50")
 ORDERING_FAILED = 3  # the exit status when the published ordering does not hold
 BASELINES = ("concat", "text_only", "image_only")  # what the TIRG paper compares against
 SESSIONS = 500  # refinement sessions per model and history policy (evaluation/sessions/); 0: none
+DEFAULT_MODELS = tuple(load_recipe()["compare"]["models"])
 
 
-# What every compared run shares beyond the catalogue: the backbone's input size, the
-# colour descriptor and the middle stage's 4 x 4 grid beside it, and the attribute-change
-# pairs added to the triplets.
-FEATURES = {"image_size": 128, "colour_features": "lab_fg", "mid_grid": 4}
-# The share of hard-negative batches whose targets share one value (training/data.py).
-SHARED_VALUE_BATCHES = 0.5
-def comparison_config(name: str, work_dir: Path, preset: str, steps: int, products: int | None, seed: int,
-                      generated_pairs: int = 20000, image_encoder: str = "efficientnet_lite0",
-                      text_encoder: str = "minilm", word_knowledge: bool = True,
+def comparison_config(name: str, work_dir: Path, preset: str | None = None, steps: int | None = None,
+                      products: int | None = None, seed: int = 0, generated_pairs: int | None = None,
+                      image_encoder: str | None = None, text_encoder: str | None = None, word_knowledge: bool = True,
                       relevance: float | None = None) -> TrainConfig:
-    """The training config of one compared model (same data, backbone and budget for all);
-    ``relevance``: the relevance term's weight (None: the compositor's tuned one)."""
-    from fashion_retrieval.models.text_encoders import word_knowledge_options
-
-    return TrainConfig(
-        dataset="synthetic", data_root=str(work_dir / "data"), preset=preset, products=products,
-        data_seed=0, train_split="train", eval_split="val", generated_pairs=generated_pairs,
-        image_encoder=image_encoder, pretrained=image_encoder == "efficientnet_lite0", **FEATURES,
-        text_encoder=text_encoder, compositor=name, embed_dim=256,
-        # A trained LSTM (smaller than TIRG's 512: CPU budget), or a frozen pretrained encoder
-        # (with the colour names and spelling of models/words.py) whose features of every
-        # training text are cached once for all runs.
-        text_encoder_options=({"word_dim": 128, "hidden": 256} if text_encoder == "lstm"
-                              else word_knowledge_options(text_encoder, word_knowledge)),
-        freeze_text_encoder=text_encoder != "lstm",
-        freeze_image_encoder=True, cache_features=True,
-        feature_cache_dir=str(work_dir / "features"),
-        task="composed", loss="soft_triplet" if name in SOFT_TRIPLET else "batch_classification",
-        temperature=0.07, modality_dropout=0.0, shared_value_batches=SHARED_VALUE_BATCHES,
-        relevance_weight=relevance_weight(name, relevance),
-        optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-6,
-        lr_schedule="step", lr_decay_steps=max(1, steps * 3 // 4), lr_decay_gamma=0.1,
-        batch_size=64, max_steps=steps, seed=seed,
-        output_dir=str(work_dir / "runs" / name),
-        save_every=steps + 1, eval_every=steps, log_every=max(1, steps // 20),
-    )
+    """One compared model's config (same data, backbone and budget for all) from the shopper recipe
+    (training/configs/recipes/shopper.yaml; None: its value); ``relevance``: every model's weight."""
+    recipe = load_recipe()
+    recipe["catalogue"].update({k: v for k, v in (("preset", preset), ("products", products)) if v is not None})
+    if generated_pairs is not None:
+        recipe["tasks"]["composed"]["generated_pairs"] = generated_pairs
+    for key, value in (("image_encoder", image_encoder), ("text_encoder", text_encoder)):
+        recipe["base"]["model"][key] = value or recipe["base"]["model"][key]
+    return shopper_config("compare", name, name, "composed", work_dir, recipe=recipe, steps=steps, seed=seed,
+                          word_knowledge=word_knowledge, relevance=relevance)
 
 
 def text_label(text_encoder: str, word_knowledge: bool) -> str:
@@ -83,13 +59,14 @@ def text_label(text_encoder: str, word_knowledge: bool) -> str:
 
 
 def run_comparison(
-    models: tuple[str, ...], work_dir: Path, preset: str = "hard", steps: int = 1600,
-    products: int | None = 2400, seed: int = 0, generated_pairs: int = 20000,
-    image_encoder: str = "efficientnet_lite0", control_queries: int = 400, text_encoder: str = "minilm",
+    models: tuple[str, ...], work_dir: Path, preset: str | None = None, steps: int | None = None,
+    products: int | None = None, seed: int = 0, generated_pairs: int | None = None,
+    image_encoder: str | None = None, control_queries: int = 400, text_encoder: str | None = None,
     word_knowledge: bool = True, relevance: float | None = None, sessions: int = 0,
 ) -> dict[str, Any]:
     """Train and evaluate each model in turn; returns the comparison JSON (with ``sessions``
-    refinement sessions per model and history policy on the eval split, when not 0)."""
+    refinement sessions per model and history policy on the eval split, when not 0). None:
+    the shopper recipe's value."""
     from fashion_retrieval.evaluation.shopper import shopper_metrics
     from fashion_retrieval.training.trainer import train
 
@@ -124,12 +101,15 @@ def run_comparison(
         })
         print(f"[compare] {name}: {json.dumps(result['recall'])} one gallery {json.dumps(shopper['one_gallery'])} "
               f"control both {shopper['control']['both']:.1f}% in {seconds:.0f} s", flush=True)
+    c = config(models[0])
+    m, catalogue = c.model, c.dataset_options
     return {
-        "dataset": "synthetic", "preset": preset, "split": "val", "protocol": "synthetic",
-        "image_encoder": (f"{image_encoder} (frozen) at {FEATURES['image_size']} px + {FEATURES['colour_features']}"
-                          f" + middle-stage grid {FEATURES['mid_grid']}x{FEATURES['mid_grid']}"),
-        "text_encoder": text_label(text_encoder, word_knowledge), "relevance": relevance, "steps": steps, "batch_size": 64, "seed": seed, "products": products,
-        "generated_pairs": generated_pairs, "prepare_seconds": round(prepare_seconds, 1), **counts,
+        "dataset": "synthetic", "preset": catalogue["preset"], "split": c.eval_split, "protocol": "synthetic",
+        "image_encoder": (f"{m.image_encoder} (frozen) at {m.image_size} px + {m.colour_features}"
+                          f" + middle-stage grid {m.mid_grid}x{m.mid_grid}"),
+        "text_encoder": text_label(m.text_encoder, word_knowledge), "relevance": relevance, "steps": c.max_steps,
+        "batch_size": c.batch_size, "seed": seed, "products": catalogue["products"],
+        "generated_pairs": c.generated_pairs, "prepare_seconds": round(prepare_seconds, 1), **counts,
         "results": rows, "ordering": ordering_check(rows),
         **({"sessions": _with_random(session_report)} if session_report is not None else {}),
     }
@@ -259,25 +239,25 @@ def update_readme(readme: Path, table: str, command: str, start: str = START, en
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     p = argparse.ArgumentParser(prog="python -m fashion_retrieval.training.compare", description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="hard", choices=("easy", "hard"))
+    p.add_argument("--preset", default=None, choices=("easy", "hard"), help="default: the recipe's")
     p.add_argument("--json", required=True, help="where to write the results JSON")
-    p.add_argument("--readme", default=None, help="README to write the table into")
+    p.add_argument("--readme", default=None, help="Markdown file to write the table into, e.g. docs/RESULTS.md")
     p.add_argument("--readme-block", default="comparison",
-                   help="the README block to write: between <!-- NAME:start --> and <!-- NAME:end -->")
+                   help="the block to write: between <!-- NAME:start --> and <!-- NAME:end -->")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS), help="comma-separated compositors")
-    p.add_argument("--steps", type=int, default=1600)
-    p.add_argument("--products", type=int, default=2400, help="catalogue size (the embedded default's)")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--products", type=int, default=None, help="catalogue size (default: the recipe's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", default="runs/comparison", help="data, feature cache and runs")
-    p.add_argument("--generated-pairs", type=int, default=20000, help="attribute-change pairs added to training")
-    p.add_argument("--image-encoder", default="efficientnet_lite0", help="tiny_cnn for quick checks (random weights)")
+    p.add_argument("--generated-pairs", type=int, default=None, help="attribute-change pairs added to training")
+    p.add_argument("--image-encoder", default=None, help="tiny_cnn for quick checks (random weights)")
     p.add_argument("--control-queries", type=int, default=400)
-    p.add_argument("--text-encoder", default="minilm", help="minilm (frozen, offline) or lstm (trained, as published)")
+    p.add_argument("--text-encoder", default=None, help="minilm (frozen, offline) or lstm (trained, as published)")
     p.add_argument("--no-word-knowledge", action="store_true",
                    help="the frozen encoder alone: no colour names, no spelling correction (models/words.py)")
     p.add_argument("--relevance-weight", type=float, default=None,
                    help="weight of the relevance term (training/relevance.py) for every model; "
-                        "default: each compositor's tuned weight (training/relevance.py RELEVANCE_WEIGHTS); 0: the pair loss alone")
+                        "default: each compositor's tuned weight (training/configs/recipes/shopper.yaml); 0: the pair loss alone")
     p.add_argument("--sessions", type=int, default=SESSIONS,
                    help="refinement sessions with a simulated shopper per model and history policy, on the "
                         "eval split (the JSON's 'sessions'; python -m fashion_retrieval.evaluation.sessions); 0: none")

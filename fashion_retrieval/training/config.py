@@ -6,7 +6,6 @@ import dataclasses
 import difflib
 import importlib
 import json
-import types
 import typing
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from fashion_retrieval.data import DATASETS
+from fashion_retrieval.models.config import ModelConfig, build, check_fields, coerce
 from fashion_retrieval.registry import Registry
 
 
@@ -46,30 +46,39 @@ CHOICES = Choices({
     "task": ("fashion_retrieval.training.tasks", "TASKS"),
     "loss": ("fashion_retrieval.losses", "LOSSES"),
     "optimizer": ("fashion_retrieval.training.optim", "OPTIMIZERS"),
-    "projection": ("fashion_retrieval.models.config", "PROJECTIONS"),
-    "preprocess": ("fashion_retrieval.data.transforms", "PREPROCESS_MODES"),
     "lr_schedule": ("fashion_retrieval.training.optim", "SCHEDULES"),
     "mixed_precision": ("fashion_retrieval.devices", "PRECISIONS"),
-    "preset": ("fashion_retrieval.data.synthetic.catalog", "PRESETS"),
     "train_caption_mode": ("fashion_retrieval.training.data", "TRAIN_CAPTION_MODES"),
 })
 
 
-def loader_settings(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The settings a training config offers every data set loader, by loader option name:
-    ``preset``, ``products`` and ``seed`` (``data_seed``, else ``seed``). Each data set takes
-    those its entry lists in ``settings`` (the synthetic catalogue: all three)."""
-    seed = config.get("data_seed")
-    return {"preset": config.get("preset"), "products": config.get("products"),
-            "seed": config.get("seed") if seed is None else seed}
+# Flat keys of configs saved before the model became a nested ``model`` (read by ``migrate_saved``).
+MODEL_KEYS = {"text_encoder_options": "text_kwargs", "compositor_options": "compositor_kwargs", **{k: k for k in (
+    "image_encoder", "text_encoder", "compositor", "embed_dim", "colour_features", "mid_grid", "image_size",
+    "pretrained", "freeze_image_encoder", "freeze_text_encoder", "projection", "learn_scale", "scale_both_sides",
+    "preprocess", "target_ratio", "encoders_eval_mode", "modality_dropout")}}
+
+
+def migrate_saved(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A saved run's config in today's layout: older runs' flat model keys moved into ``model``, the
+    catalogue's ``preset``, ``products``, ``data_seed`` into ``dataset_options``. Saved files only."""
+    out = dict(data)
+    model = {new: out.pop(old) for old, new in MODEL_KEYS.items() if old in out}
+    if model:
+        out["model"] = {**model, **(out.get("model") or {})}
+    entry = DATASETS.get(out.get("dataset") or TrainConfig.dataset)
+    catalogue = {k: out.pop(old) for old, k in (("preset", "preset"), ("products", "products"), ("data_seed", "seed"))
+                 if old in out}  # kept where they reached the loader (the seed as one of its settings)
+    taken = {k: v for k, v in catalogue.items() if v is not None and k in (entry.settings if k == "seed" else entry.options)}
+    if taken:
+        out["dataset_options"] = {**taken, **(out.get("dataset_options") or {})}
+    return out
 
 
 def dataset_loader_options(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The options a training config (``TrainConfig.to_dict()`` or a saved ``train_config.json``)
-    passes its data set's loader: ``dataset_options``, ``categories`` and the ``loader_settings``
-    the data set takes.
-
-    A data set with annotator captions (a ``caption_mode`` option) gets the query text of
+    """The options a training config (``TrainConfig.to_dict()`` or a migrated saved one) passes its
+    data set's loader: ``dataset_options``, ``categories`` and the run's settings its entry takes
+    where those name none (the synthetic catalogue's ``seed``). A data set with annotator captions (a ``caption_mode`` option) gets the query text of
     the run's ``train_caption_mode`` (``fashioniq.loader_caption_mode``: ``random`` ->
     ``clip4cir``, CLIP4Cir's validation text) unless ``dataset_options`` names one, so the
     run's evaluation, and ``training/evaluate.py`` reading the saved config, rank the texts
@@ -78,7 +87,8 @@ def dataset_loader_options(config: Mapping[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = dict(config.get("dataset_options") or {})
     if config.get("categories"):
         options["categories"] = list(config["categories"])
-    options.update(entry.pick_settings(loader_settings(config)))
+    for key, value in entry.pick_settings({"seed": config.get("seed")}).items():
+        options.setdefault(key, value)
     train_mode = config.get("train_caption_mode") or TrainConfig.train_caption_mode
     if "caption_mode" in entry.options and "caption_mode" not in options and train_mode != "join":
         from fashion_retrieval.data.fashioniq import loader_caption_mode
@@ -102,12 +112,11 @@ class TrainConfig:
     train_split: str = "train"
     eval_split: str = "val"
     categories: list[str] | None = None
-    preset: str = "easy"
-    products: int | None = None
-    data_seed: int | None = None  # the synthetic catalogue's seed; None: the same as ``seed``
     streaming: bool = False
     num_workers: int = 0
-    dataset_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"caption_cleanup": "normalize"} (Fashion200k)
+    # The loader's options, e.g. {"caption_cleanup": "normalize"} (Fashion200k); the synthetic
+    # catalogue's {"preset": "hard", "products": 2400, "seed": 0} (seed: the run's unless given).
+    dataset_options: dict[str, Any] = field(default_factory=dict)
     # Per-sample training draws (training/data.py SampleDraw). Fashion200k: a fresh sibling
     # target and "replace X with Y" text at every sample, as TIRG (false: one frozen pair per
     # source). FashionIQ: "join" ("c1 and c2") or CLIP4Cir's "random" (c1 and c2 / c2 and c1 /
@@ -115,44 +124,20 @@ class TrainConfig:
     resample_pairs: bool = True
     train_caption_mode: str = "join"
     train_augment: bool = True  # random resized crop + flip on the image path; false: resize + centre crop
-    # Extra examples from the catalogue's attributes (items that carry attributes only):
-    # composed pairs of products differing in 1-2 attributes, and per-item partial
-    # descriptions for the crossmodal task ("red dress"). 0: none.
+    # Extra examples the data set's tools make from its items' attributes (the synthetic catalogue):
+    # pairs of products differing in 1-2 attributes, partial descriptions ("red dress"). 0: none.
     generated_pairs: int = 0
     generated_descriptions: int = 0
-    # Model
-    image_encoder: str = "efficientnet_lite0"
-    text_encoder: str = "lstm"
-    compositor: str = "tirg"
-    text_encoder_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"hidden": 512} for lstm
-    compositor_options: dict[str, Any] = field(default_factory=dict)
-    embed_dim: int = 512
-    colour_features: str = "none"  # a weight-free colour descriptor beside the backbone (models.colour)
-    mid_grid: int = 0  # the backbone's middle stage pooled to mid_grid x mid_grid beside it; 0: off
-    image_size: int | None = None  # backbone input size; None: the encoder's own
-    pretrained: bool = True
-    freeze_image_encoder: bool = True
-    freeze_text_encoder: bool = False  # a frozen text encoder's features are computed once per text
-    cache_features: bool = True
-    # CLIP4Cir: raw CLIP features into the compositor (projection "none"), a fixed logit
-    # scale (learn_scale false, 1 / temperature), targetpad preprocessing, CLIP kept in eval
-    # mode while it is fine-tuned, and stage 2 starting from stage 1's encoders (init_from:
-    # a checkpoint folder, a run folder or a Hub repo id; only its encoders are used).
-    projection: str = "linear"
-    learn_scale: bool = True
-    # TIRG: one learnable scale on both normalised sides, logits scale**2 * cos; it starts at
-    # sqrt(1 / temperature) (4 for temperature 1/16), as google/tirg's NormalizationLayer.
-    scale_both_sides: bool = False
-    preprocess: str = "resize_crop"
-    target_ratio: float = 1.25
-    encoders_eval_mode: bool = False
-    init_from: str | None = None
+    # The model (models/config.py ModelConfig: encoders, compositor, widths, what is frozen);
+    # its logit scale starts at 1 / temperature (TIRG's scale_both_sides: sqrt of it on each side).
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cache_features: bool = True  # a frozen encoder's features are computed once (per image, per text)
+    init_from: str | None = None  # start from these encoders (CLIP4Cir stage 2): a checkpoint, run or Hub repo
     feature_cache_dir: str | None = None
     # Objective
     task: str = "composed"
     loss: str = "batch_classification"
     temperature: float = 0.07
-    modality_dropout: float = 0.0
     # Hard negatives (training/data.py SharedValueBatches): this fraction of the batches is
     # drawn from examples whose targets share one value (all red, all striped, all
     # dresses), so a model cannot tell the target apart by that value alone. Needs
@@ -204,9 +189,7 @@ class TrainConfig:
     # ----------------------------------------------------------------- validation
     def validate(self) -> None:
         """Check every field's type and range; raise ValueError naming the bad key."""
-        hints = typing.get_type_hints(type(self))
-        for f in dataclasses.fields(self):
-            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name], from_cli=False))
+        check_fields(self, "config")
         for key, valid in CHOICES.items():
             value = getattr(self, key)
             if value not in valid:
@@ -219,7 +202,7 @@ class TrainConfig:
         entry = DATASETS.get(self.dataset)
         entry.check_options(self.dataset_options)
         positive = ("batch_size", "max_steps", "grad_accum_steps", "save_every", "eval_every",
-                    "log_every", "eval_batch_size", "embed_dim", "lr_decay_steps")
+                    "log_every", "eval_batch_size", "lr_decay_steps")
         for key in positive:
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -233,19 +216,24 @@ class TrainConfig:
         if self.relevance_weight < 0 or self.relevance_refresh < 1 or self.relevance_candidates < 0:
             raise ValueError(f"relevance_weight must be >= 0, relevance_refresh >= 1 and relevance_candidates >= 0, "
                              f"got {self.relevance_weight}, {self.relevance_refresh} and {self.relevance_candidates}")
-        cached = self.freeze_image_encoder and self.cache_features and not self.streaming
-        if self.relevance_weight > 0 and (self.task != "composed" or not cached):
+        frozen = self.model.freeze_image_encoder
+        if self.relevance_weight > 0 and (self.task != "composed" or not (frozen and self.cache_features)
+                                          or self.streaming):
             raise ValueError("relevance_weight needs task composed on cached backbone features (freeze_image_encoder, "
                              f"cache_features, streaming false); got task {self.task!r}, "
-                             f"freeze_image_encoder {self.freeze_image_encoder}, cache_features {self.cache_features}, "
+                             f"freeze_image_encoder {frozen}, cache_features {self.cache_features}, "
                              f"streaming {self.streaming}")
-        if not 0.0 <= self.modality_dropout < 1.0:
-            raise ValueError(f"modality_dropout must be in [0, 1), got {self.modality_dropout}")
+        # What the data set's items must carry (its entry says; a clear error, never a no-op).
+        for key, needs in (("generated_pairs", ("attributes",)), ("generated_descriptions", ("attributes",)),
+                           ("shared_value_batches", ("attributes", "categories")),
+                           ("relevance_weight", ("categories",))):
+            if getattr(self, key) > 0:
+                entry.require(key, *needs)
         for key in ("lr", "temperature", "lr_decay_gamma"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"{key} must be > 0, got {getattr(self, key)}")
-        if self.target_ratio < 1.0 or self.adam_eps <= 0:
-            raise ValueError(f"target_ratio must be >= 1 and adam_eps > 0, got {self.target_ratio} and {self.adam_eps}")
+        if self.adam_eps <= 0:
+            raise ValueError(f"adam_eps must be > 0, got {self.adam_eps}")
         if self.num_workers < 0 or self.warmup_steps < 0:
             raise ValueError("num_workers and warmup_steps must be >= 0")
         if self.generated_pairs < 0 or self.generated_descriptions < 0:
@@ -262,41 +250,22 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
-        """Build from a dict; an unknown key raises ValueError naming it and the valid keys."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected a mapping of keys to values, got {type(data).__name__}")
-        valid = [f.name for f in dataclasses.fields(cls)]
-        for key in data:
-            if key not in valid:
-                raise ValueError(_unknown_key_message(key, valid, source))
-        try:
-            return cls(**data)
-        except ValueError as err:
-            raise ValueError(f"{source}: {err}") from None
+    def from_dict(cls, data: Any, source: str = "config") -> TrainConfig:
+        """Build from a dict (the model as a nested ``model`` dict); an unknown key raises
+        ValueError naming it and the nearest valid one (``model.compositor`` for ``compositor``)."""
+        return build(cls, data, "config", source, nested={"model": ModelConfig})
 
     @classmethod
-    def load(cls, path: str | Path) -> TrainConfig:
-        """Read a ``.yaml``/``.yml`` or ``.json`` file."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"config file {path} does not exist")
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".json":
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
-        else:
-            import yaml
+    def load(cls, path: str | Path | None, overrides: list[str] | None = None) -> TrainConfig:
+        """Read a ``.yaml``/``.yml`` or ``.json`` file (None: the defaults), with CLI ``overrides``
+        applied; checked once."""
+        data = read_file(path) if path else {}
+        return cls.from_dict(apply_overrides(data, overrides or []), source=str(path or "command line"))
 
-            try:
-                data = yaml.safe_load(text) or {}
-            except yaml.YAMLError as err:
-                mark = getattr(err, "problem_mark", None)
-                where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-                raise ValueError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from None
-        return cls.from_dict(data, source=str(path))
+    @classmethod
+    def load_saved(cls, path: str | Path) -> TrainConfig:
+        """A saved run's ``config.yaml`` (older layouts migrated, ``migrate_saved``)."""
+        return cls.from_dict(migrate_saved(read_file(path)), source=str(path))
 
     def dumps(self, fmt: str = "yaml") -> str:
         """The config as YAML (default) or JSON text."""
@@ -308,29 +277,65 @@ class TrainConfig:
 
     def save(self, path: str | Path) -> Path:
         """Write the config as YAML or JSON (by suffix), atomically."""
+        from fashion_retrieval.io_utils import atomic_write_text
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(self.dumps("json" if path.suffix == ".json" else "yaml"), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return atomic_write_text(path, self.dumps("json" if path.suffix == ".json" else "yaml"))
 
     # ----------------------------------------------------------------- overrides
     def replace(self, **changes: Any) -> TrainConfig:
-        """A new config with ``changes`` applied (validated; unknown keys are errors)."""
-        return type(self).from_dict({**self.to_dict(), **changes}, source="overrides")
+        """A new config with ``changes`` applied (a ``model`` dict changes those model keys);
+        validated, unknown keys are errors."""
+        return type(self).from_dict(merge(self.to_dict(), changes), source="overrides")
 
     def with_overrides(self, argv: list[str]) -> TrainConfig:
-        """A new config with ``--key value`` / ``--key-with-dashes value`` CLI overrides applied."""
-        raw = parse_override_args(argv)
-        hints = typing.get_type_hints(type(self))
-        valid = [f.name for f in dataclasses.fields(self)]
-        changes: dict[str, Any] = {}
-        for key, text in raw.items():
-            if key not in valid:
-                raise ValueError(_unknown_key_message(key, valid, "command line"))
-            changes[key] = _coerce(key, text, hints[key], from_cli=True)
-        return self.replace(**changes)
+        """A new config with ``--key value`` / ``--key-with-dashes value`` / ``--model.key value``
+        CLI overrides applied."""
+        return type(self).from_dict(apply_overrides(self.to_dict(), argv), source="command line")
+
+
+def merge(data: dict[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A config mapping ``data`` updated by ``changes``; a ``model`` dict in both is merged key by key."""
+    out = {**data, **changes}
+    if isinstance(changes.get("model"), dict) and isinstance(data.get("model"), dict):
+        out["model"] = {**data["model"], **changes["model"]}
+    return out
+
+
+def read_file(path: str | Path) -> dict[str, Any]:
+    """A config file's mapping (YAML or JSON by suffix); errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
+    import yaml
+
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ValueError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from None
+
+
+def apply_overrides(data: Any, argv: list[str]) -> Any:
+    """``data`` (a config mapping) with the CLI overrides of ``argv`` converted to each key's
+    type and set; ``model.compositor`` sets a model key. Unknown keys are left for ``from_dict``."""
+    if not argv or not isinstance(data, dict):
+        return data
+    out = {**data, "model": dict(data.get("model") or {})}
+    for key, text in parse_override_args(argv).items():
+        owner, target, name = (ModelConfig, out["model"], key[6:]) if key.startswith("model.") else (TrainConfig, out, key)
+        hints = typing.get_type_hints(owner)
+        if name not in hints or name == "model":
+            build(TrainConfig, {key: None}, "config", "command line", nested={"model": ModelConfig})
+        target[name] = coerce(key, text, hints[name], from_cli=True)
+    return out
 
 
 def parse_override_args(argv: list[str]) -> dict[str, str | None]:
@@ -357,70 +362,3 @@ def parse_override_args(argv: list[str]) -> dict[str, str | None]:
             out[key] = None
             i += 1
     return out
-
-
-def _unknown_key_message(key: str, valid: list[str], source: str) -> str:
-    """The error text for a key that TrainConfig does not have."""
-    close = difflib.get_close_matches(key, valid, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"{source}: unknown config key {key!r}{hint}; valid keys: {', '.join(valid)}"
-
-
-_TRUE = {"true", "yes", "1", "on"}
-_FALSE = {"false", "no", "0", "off"}
-
-
-def _coerce(name: str, value: Any, hint: Any, *, from_cli: bool) -> Any:
-    """Check ``value`` against the annotation ``hint``; CLI strings are converted first."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None or (from_cli and isinstance(value, str) and value.lower() in {"none", "null", ""}):
-            return None
-        return _coerce(name, value, args[0], from_cli=from_cli)
-    if hint is bool:
-        if value is None and from_cli:
-            return True
-        if from_cli and isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-            return value.lower() in _TRUE
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if from_cli and isinstance(value, str):
-            try:
-                return int(float(value)) if float(value).is_integer() else _bad(name, value, hint)
-            except ValueError:
-                pass
-        elif isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    elif origin is list:
-        if from_cli and isinstance(value, str):
-            return [v.strip() for v in value.split(",") if v.strip()]
-        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            return list(value)
-    elif origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        if from_cli and isinstance(value, str):
-            try:
-                return dict(json.loads(value))
-            except (ValueError, TypeError):
-                pass
-    return _bad(name, value, hint)
-
-
-def _bad(name: str, value: Any, hint: Any) -> typing.NoReturn:
-    """Raise the wrong-type error."""
-    shown = getattr(hint, "__name__", str(hint))
-    raise ValueError(f"config key {name!r} expects {shown}, got {value!r} ({type(value).__name__})")

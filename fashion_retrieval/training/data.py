@@ -84,17 +84,15 @@ def image_to_image_examples(dataset: RetrievalDataset) -> list[Example]:
     return out
 
 
-# Examples made from the items' attributes; items without attributes (real FashionIQ,
-# Fashion200k) give none.
+# Examples made from the items' attributes by the data set's own tools (its entry's
+# ``helper("pairs")``); TrainConfig refuses them for a data set without attributes.
 def attribute_pair_examples(dataset: RetrievalDataset, config: Any) -> list[Example]:
     """``generated_pairs`` composed pairs of products that differ in one or two attributes,
     with a training-phrasing text; label = the target's row."""
     if not config.generated_pairs:
         return []
-    from fashion_retrieval.data.synthetic.pairs import attribute_change_pairs
-
     rows = {it.id: i for i, it in enumerate(dataset.items)}
-    pairs = attribute_change_pairs(dataset.items, config.generated_pairs, seed=config.seed)
+    pairs = DATASETS.get(config.dataset).helper("pairs").attribute_change_pairs(dataset.items, config.generated_pairs, seed=config.seed)
     return [Example(s, text, t, rows[t]) for s, t, text in pairs]
 
 
@@ -103,9 +101,7 @@ def description_examples(dataset: RetrievalDataset, config: Any) -> list[Example
     with its image; equal descriptions share a label."""
     if not config.generated_descriptions:
         return []
-    from fashion_retrieval.data.synthetic.pairs import partial_descriptions
-
-    described = partial_descriptions(dataset.items, config.generated_descriptions, seed=config.seed)
+    described = DATASETS.get(config.dataset).helper("pairs").partial_descriptions(dataset.items, config.generated_descriptions, seed=config.seed)
     labels: dict[str, int] = {}
     return [Example(None, text, i, labels.setdefault(text, len(labels))) for i, text in described]
 

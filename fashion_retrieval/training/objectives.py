@@ -1,6 +1,6 @@
-"""What one training step optimises, per task: functions of a ``TrainingModule`` and a dict batch.
+"""What one training step optimises, per task: functions of an ``ObjectiveInputs`` and a dict batch.
 
-The whole forward pass (embeddings and loss) runs inside ``TrainingModule.forward``
+The whole forward pass (embeddings and loss) runs inside ``TaskModule.forward``
 (``training/tasks.py``), so that Accelerate's DDP wrapper sees every parameter that takes
 part and all-reduces its gradients. Each task's objective is named by its ``Task`` entry.
 """
@@ -14,8 +14,8 @@ import torch
 from fashion_retrieval.losses import Loss, correlational_objective
 
 
-class TrainingModule(Protocol):
-    """What an objective reads of ``tasks.TrainingModule``: the model, the task and the loss
+class ObjectiveInputs(Protocol):
+    """What an objective reads of ``tasks.TaskModule``: the model, the task and the loss
     entries, the correlational decoders when the loss has them, and the relevance term's weight and bank."""
 
     model: Any
@@ -40,7 +40,7 @@ def _target(model: Any, batch: dict[str, Any]) -> torch.Tensor:
     return model.encode_target(images=batch.get("target"), image_features=batch.get("target_features"))
 
 
-def _pair_loss(module: TrainingModule, q: torch.Tensor, t: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+def _pair_loss(module: ObjectiveInputs, q: torch.Tensor, t: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
     """The configured in-batch loss of (query, target) pairs."""
     if module.loss.pair is None:
         raise ValueError(f"loss {module.loss.name!r} is not a pair loss; task {module.task.name!r} needs one")
@@ -48,7 +48,7 @@ def _pair_loss(module: TrainingModule, q: torch.Tensor, t: torch.Tensor, batch: 
     return module.loss.pair(q, t, labels, module.model.logit_scale)
 
 
-def composed_objective(module: TrainingModule, batch: dict[str, Any]) -> torch.Tensor:
+def composed_objective(module: ObjectiveInputs, batch: dict[str, Any]) -> torch.Tensor:
     """(source image + text) -> target image, plus the relevance term when it is on."""
     q = _query(module.model, batch, True)
     loss = _pair_loss(module, q, _target(module.model, batch), batch)
@@ -60,12 +60,12 @@ def composed_objective(module: TrainingModule, batch: dict[str, Any]) -> torch.T
     return loss
 
 
-def image_to_image_objective(module: TrainingModule, batch: dict[str, Any]) -> torch.Tensor:
+def image_to_image_objective(module: ObjectiveInputs, batch: dict[str, Any]) -> torch.Tensor:
     """One view of a product (image-only query) -> another view of it."""
     return _pair_loss(module, _query(module.model, batch, False), _target(module.model, batch), batch)
 
 
-def crossmodal_objective(module: TrainingModule, batch: dict[str, Any]) -> torch.Tensor:
+def crossmodal_objective(module: ObjectiveInputs, batch: dict[str, Any]) -> torch.Tensor:
     """Caption (text-only query) <-> image: a dual encoder, or a correlational network."""
     model = module.model
     txt = model.encode_query(texts=batch["text"])  # (B, D)

@@ -19,19 +19,6 @@ import torch
 
 from fashion_retrieval.losses import relevant_mass_loss
 
-# The weight of the relevance term (each query's mass on the training
-# images of its garment type with the asked values), per compositor, by one rule for all:
-# the largest of 0.5, 1 and 1.5 whose one-gallery R@1 stays at least where that
-# compositor's is without the term, else 0. `python -m fashion_retrieval.training.tune_relevance`
-# measures the grid and checks that these still follow from it.
-RELEVANCE_WEIGHTS = {"tirg": 1.5, "concat": 0.5, "combiner": 0.0, "complex_rotation": 1.5,
-                     "text_only": 0.0, "image_only": 1.0}
-
-
-def relevance_weight(name: str, weight: float | None = None) -> float:
-    """The relevance term's weight for compositor ``name``: ``weight`` when given, else the tuned one (0 if none)."""
-    return RELEVANCE_WEIGHTS.get(name, 0.0) if weight is None else weight
-
 
 class Relevance:
     """Garment type and attribute values of a split's items, as integer codes.

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fashion_retrieval.io_utils import swap_dir_into_place
+
 MIN_FREE_BYTES = 200 * 1024**2
 KEEP_STATES = 2
 _STEP_DIR = re.compile(r"^step_(\d+)$")
@@ -81,8 +83,7 @@ def save_state(accelerator: Any, output_dir: str | Path, step: int, extra: dict[
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / TRAINER_STATE).write_text(json.dumps({"step": step, **extra}))
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
+        swap_dir_into_place(tmp, final)
         for old in state_dirs(output_dir)[:-KEEP_STATES]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

@@ -2,7 +2,7 @@
 
 A ``Task`` says how training examples are built from a data set, what one step optimises,
 which extra examples the items' attributes give, and which evaluation protocol scores it.
-``TrainConfig.task`` takes exactly the registered names. ``TrainingModule`` is the model
+``TrainConfig.task`` takes exactly the registered names. ``TaskModule`` is the model
 plus the heads a task and loss need; its ``forward(batch)`` is the task's objective.
 """
 
@@ -41,7 +41,7 @@ class Task:
 
     name: str
     build_examples: Callable[[RetrievalDataset], list[Example]]
-    objective: Callable[[TrainingModule, dict[str, Any]], torch.Tensor]
+    objective: Callable[[TaskModule, dict[str, Any]], torch.Tensor]
     protocol: str | None
     generated: Callable[[RetrievalDataset, Any], list[Example]] | None = None
     description: str = ""
@@ -80,7 +80,7 @@ def generated_examples(dataset: RetrievalDataset, config: Any) -> list[Example]:
     return generated(dataset, config) if generated is not None else []
 
 
-class TrainingModule(nn.Module):
+class TaskModule(nn.Module):
     """The model plus training-only heads; ``forward(batch) -> loss`` for the configured task."""
 
     def __init__(self, model: nn.Module, task: str, loss: str, relevance_weight: float = 0.0) -> None:

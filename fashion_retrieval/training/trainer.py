@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +43,7 @@ from fashion_retrieval.training.state import (
 )
 from fashion_retrieval.training.tasks import (
     TASKS,
-    TrainingModule,
+    TaskModule,
     build_examples,
     generated_examples,
 )
@@ -56,7 +58,7 @@ class Run:
     config: TrainConfig
     accelerator: Any
     model: Any  # the unwrapped RetrievalModel
-    module: Any  # the prepared TrainingModule (DDP-wrapped on several processes)
+    module: Any  # the prepared TaskModule (DDP-wrapped on several processes)
     optimizer: Any
     scheduler: Any
     examples: list[Example]
@@ -103,36 +105,19 @@ def load_split(config: TrainConfig, split: str) -> RetrievalDataset:
 
 
 def build_model(config: TrainConfig, texts: list[str]) -> Any:
-    """A fresh ``RetrievalModel`` for the config; the LSTM vocabulary comes from ``texts``."""
-    from fashion_retrieval.models import ModelConfig, RetrievalModel
+    """A fresh ``RetrievalModel`` of ``config.model`` (LSTM vocabulary from ``texts``; the logit scale
+    from ``temperature``; encoders that ``init_from`` replaces are not downloaded first)."""
+    import copy
 
-    model_config = ModelConfig(
-        image_encoder=config.image_encoder,
-        text_encoder=config.text_encoder,
-        compositor=config.compositor,
-        text_kwargs=dict(config.text_encoder_options),
-        compositor_kwargs=dict(config.compositor_options),
-        embed_dim=config.embed_dim,
-        colour_features=config.colour_features,
-        mid_grid=config.mid_grid,
-        image_size=config.image_size,
-        # Encoders that init_from replaces are not downloaded first.
-        pretrained=config.pretrained and not config.init_from,
-        freeze_image_encoder=config.freeze_image_encoder,
-        freeze_text_encoder=config.freeze_text_encoder,
-        normalize_scale=(1.0 / config.temperature) ** (0.5 if config.scale_both_sides else 1.0),
-        learn_scale=config.learn_scale,
-        scale_both_sides=config.scale_both_sides,
-        modality_dropout=config.modality_dropout,
-        projection=config.projection,
-        preprocess=config.preprocess,
-        target_ratio=config.target_ratio,
-        encoders_eval_mode=config.encoders_eval_mode,
-    )
+    from fashion_retrieval.models import RetrievalModel
+
+    model_config = copy.deepcopy(config.model)  # checked with the TrainConfig: not rebuilt
+    model_config.normalize_scale = (1.0 / config.temperature) ** (0.5 if model_config.scale_both_sides else 1.0)
+    model_config.pretrained = config.model.pretrained and not config.init_from
     model = RetrievalModel(model_config, texts=texts)
     if config.init_from:  # e.g. CLIP4Cir stage 2 on the CLIP fine-tuned in stage 1
         model.load_encoders(config.init_from)
-        model.config.pretrained = config.pretrained
+        model.config.pretrained = config.model.pretrained
     return model
 
 
@@ -152,7 +137,7 @@ def frozen_text_inputs(examples: list[Example], eval_set: RetrievalDataset | Non
 
 def uses_cached_features(config: TrainConfig) -> bool:
     """Whether the run trains the heads on cached backbone features."""
-    return config.freeze_image_encoder and config.cache_features and not config.streaming
+    return config.model.freeze_image_encoder and config.cache_features and not config.streaming
 
 
 def split_features(
@@ -190,8 +175,8 @@ def setup_run(config: TrainConfig, accelerator: Any) -> Run:
     extra = generated_examples(train_set, config)
     examples += extra
     model = build_model(config, train_set.texts() + [e.text for e in extra if e.text])
-    module = TrainingModule(model, config.task, config.loss, config.relevance_weight)
-    backbone = None if config.freeze_image_encoder else model.image_encoder
+    module = TaskModule(model, config.task, config.loss, config.relevance_weight)
+    backbone = None if config.model.freeze_image_encoder else model.image_encoder
     optimizer, scheduler = build_optimizer(module, backbone, config)
     run = Run(config, accelerator, model, module, optimizer, scheduler, examples, train_set, eval_set)
     run.draw = build_sample_draw(train_set, config)
@@ -201,7 +186,7 @@ def setup_run(config: TrainConfig, accelerator: Any) -> Run:
         with accelerator.main_process_first():  # the main process fills the cache, the others read it
             # Evaluation sees float32 features, as the reference code evaluates; the frozen text
             # features serve training and evaluation both, so they are float32 too.
-            if config.freeze_text_encoder:
+            if config.model.freeze_text_encoder:
                 texts = frozen_text_inputs(examples, eval_set, config)
                 model.remember_text_features(texts, cached_text_features(
                     model, texts, feature_dir(config), device=device, mixed_precision="no"))
@@ -377,7 +362,14 @@ def finish(run: Run, step: int) -> Path:
     return final
 
 
-def train(config: TrainConfig) -> Path:
+def check_run(config: TrainConfig) -> tuple[Path, Path | None]:
+    """The run's output folder (created, writable, with room) and the state it resumes from:
+    checked once, before any data or model is loaded."""
+    out = check_output_dir(config.output_dir)
+    return out, resolve_resume(config.resume, out) if config.resume else None
+
+
+def train(config: TrainConfig, checked: tuple[Path, Path | None] | None = None) -> Path:
     """Train as ``config`` says; returns the final checkpoint folder ``<output_dir>/final``.
 
     With ``save_best`` every evaluation that beats the best so far is also saved as
@@ -386,15 +378,16 @@ def train(config: TrainConfig) -> Path:
     Saves the resolved config as ``<output_dir>/config.yaml``, the Accelerate state every
     ``save_every`` steps under ``<output_dir>/state/step_N`` (the last two kept), metrics
     to ``metrics.jsonl`` and the evaluation to ``eval.json``. ``config.resume`` ("latest" or
-    a state folder) continues a run exactly where it stopped.
+    a state folder) continues a run exactly where it stopped. ``checked``: ``check_run``'s
+    answer when the caller has it.
     """
-    out = check_output_dir(config.output_dir)
-    resume_dir = resolve_resume(config.resume, out) if config.resume else None
+    out, resume_dir = checked or check_run(config)
     accelerator = make_accelerator(config)
     if accelerator.is_main_process:
         config.save(out / "config.yaml")
     if tracker_name() is not None:
-        accelerator.init_trackers("train", config={k: v for k, v in config.to_dict().items() if isinstance(v, (int, float, str, bool))})
+        flat = {**config.to_dict(), **{f"model.{k}": v for k, v in config.model.to_dict().items()}}
+        accelerator.init_trackers("train", config={k: v for k, v in flat.items() if isinstance(v, (int, float, str, bool))})
     run = setup_run(config, accelerator)
     run.metrics = MetricsLog(accelerator, out)
     start = 0
@@ -404,5 +397,9 @@ def train(config: TrainConfig) -> Path:
         start = int(read_trainer_state(resume_dir)["step"])
         if accelerator.is_main_process:
             logger.info("resumed from %s at step %d", resume_dir, start)
+    began = time.perf_counter()
     step = train_loop(run, start)
+    if accelerator.is_main_process:  # a stage line of the start-up benchmark
+        print(f"[train] {config.model.compositor}/{config.task}, {step - start} steps: "
+              f"{time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
     return finish(run, step)

@@ -1,12 +1,12 @@
 """Tune the relevance term's weight for each compositor, by one rule for all.
 
-    python -m fashion_retrieval.training.tune_relevance --json results/relevance_tuning.json --readme README.md
+    python -m fashion_retrieval.training.tune_relevance --json results/relevance_tuning.json --readme docs/RESULTS.md
 
 Every compositor is trained and evaluated as in ``python -m fashion_retrieval.training.compare``
 (same catalogue, features, pairs and budget) without the term and at each weight of
 ``GRID``. Its weight is the largest of the grid whose one-gallery R@1 is at least its own
 without the term (0 when none is): the term may buy composition control, not at the cost
-of the shop's first result. The chosen weights are ``relevance.RELEVANCE_WEIGHTS``; this
+of the shop's first result. The chosen weights are ``relevance_weight`` of ``training/configs/recipes/shopper.yaml``; this
 command says whether they still follow from the rule (exit status 3 when not).
 """
 
@@ -18,10 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from fashion_retrieval.training import compare
-from fashion_retrieval.training.relevance import relevance_weight
+from fashion_retrieval.training.recipe import load_recipe
 
 GRID = (0.5, 1.0, 1.5)
-STALE = 3  # the exit status when RELEVANCE_WEIGHTS no longer follow from the rule
+STALE = 3  # the exit status when the weights in use no longer follow from the rule
+
+
+def relevance_weights(models: tuple[str, ...] | list[str]) -> dict[str, float]:
+    """The relevance weight in use (training/configs/recipes/shopper.yaml) of each compositor of ``models``."""
+    table = load_recipe()["compositors"]
+    return {m: float(table.get(m, {}).get("relevance_weight", 0.0)) for m in models}
 
 
 def choose(results: dict[str, dict[float, dict[str, Any]]], grid: tuple[float, ...] = GRID) -> dict[str, float]:
@@ -62,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=1600)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work-dir", default="runs/comparison", help="data, feature cache and runs (the comparison's)")
-    p.add_argument("--image-encoder", default="efficientnet_lite0", help="tiny_cnn for quick checks (random weights)")
+    p.add_argument("--image-encoder", default=None, help="tiny_cnn for quick checks (random weights); default: the recipe's")
     args = p.parse_args(argv)
     from fashion_retrieval.io_utils import atomic_write_json
 
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             results[row["model"]][weight] = {k: row[k] for k in ("one_gallery", "control", "phrasing")}
     chosen = choose(results)
     report = {"grid": list(GRID), "steps": args.steps, "seed": args.seed, "results": results, "chosen": chosen,
-              "in_use": {m: relevance_weight(m) for m in models}}
+              "in_use": relevance_weights(models)}
     atomic_write_json(args.json, report)
     table = markdown_table(report)
     print(table)
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
                               "<!-- relevance-tuning:end -->")
     stale = {m: (report["in_use"][m], w) for m, w in chosen.items() if report["in_use"][m] != w}
     if stale:
-        print(f"[tune_relevance] RELEVANCE_WEIGHTS differ from the rule's choice (in use, chosen): {stale}",
+        print(f"[tune_relevance] the weights in use differ from the rule's choice (in use, chosen): {stale}",
               file=sys.stderr)
         return STALE
     return 0

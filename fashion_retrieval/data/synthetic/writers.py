@@ -1,6 +1,6 @@
 """Writers for the on-disk layouts: Fashion200k, FashionIQ and a datasets imagefolder.
 
-Every file is written atomically (a temporary sibling, then ``os.replace``), so an
+Every file is written atomically (``io_utils.atomic_write_bytes``), so an
 interrupted run leaves only complete files; a rerun with the same parameters skips the
 images already there. A marker file ``.synthetic.json`` records the parameters and,
 once everything is written, ``"complete": true``.
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
-import tempfile
+import sys
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from fashion_retrieval.io_utils import atomic_write_bytes
 from fashion_retrieval.registry import Registry
 
 from .attributes import CATEGORIES, Product, attribute_values
@@ -35,22 +36,9 @@ OWNED = ("images", "captions", "image_splits", "image_meta.json", "labels", "wom
          "test_queries.txt", "train", "validation", "test")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_write_text(path: Path, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), fsync=False)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -88,7 +76,7 @@ def _render_chunk(args: tuple[list[RenderJob], RenderSettings]) -> int:
         img = render_image(job.product, job.view, settings.size, settings.view, settings.seed)
         buf = io.BytesIO()
         img.save(buf, format="JPEG", quality=settings.quality)
-        atomic_write_bytes(path, buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue(), fsync=False)
         written += 1
     return written
 
@@ -232,14 +220,22 @@ def write_imagefolder(catalog: Catalog, root: Path, settings: RenderSettings, wo
     return {"images": len(jobs), "rendered": written}
 
 
+def _stored(root: Path) -> dict | None:
+    """The marker's contents (``{}`` when unreadable, None when absent)."""
+    marker = root / MARKER
+    if not marker.exists():
+        return None
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
 def _prepare_root(root: Path, params: dict, overwrite: bool) -> dict | None:
     """Check the marker; returns the stored summary when the output is already complete."""
     marker = root / MARKER
-    if marker.exists():
-        try:
-            stored = json.loads(marker.read_text())
-        except (OSError, json.JSONDecodeError):
-            stored = {}
+    stored = _stored(root)
+    if stored is not None:
         if stored.get("params") == params:
             return stored.get("summary") if stored.get("complete") else None
         if not overwrite:
@@ -273,13 +269,19 @@ def write_catalog(out: str | Path, format: str = "fashioniq", products: int = 60
               "image_size": image_size, "views": views,
               "categories": sorted(categories) if categories else None,
               "version": LAYOUT_VERSION}
+    stored = _stored(root) or {}
+    if stored.get("params") == params and stored.get("complete"):  # done: no catalogue to plan
+        return {**stored.get("summary", {}), "rendered": 0, "skipped": True}
     catalog = build_catalog(products, seed, preset, views, categories)
     done = _prepare_root(root, params, overwrite)
     if done is not None:
         return {**done, "rendered": 0, "skipped": True}
     settings = RenderSettings(image_size, catalog.preset.view, seed)
+    start = time.perf_counter()
     summary = {"format": format, "preset": preset, "products": len(catalog.products()),
                **writer(catalog, root, settings, workers)}
+    print(f"[render] {summary['rendered']} images of {summary['products']} products ({workers} workers): "
+          f"{time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     summary["pairs"] = sum(len(s.pairs) for s in catalog.splits.values())
     atomic_write_json(root / MARKER, {"params": params, "complete": True, "summary": summary})
     return summary

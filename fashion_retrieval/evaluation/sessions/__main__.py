@@ -25,15 +25,17 @@ README_DISTANCES = (3, 5)
 
 def build_parser() -> argparse.ArgumentParser:
     """The command's options."""
-    from fashion_retrieval.data.synthetic.phrasing import PHRASINGS
+    from fashion_retrieval.data import DATASETS
     from fashion_retrieval.evaluation.sessions import CHOICE_PHRASINGS, EVALUATION_PHRASINGS
+
+    PHRASINGS = DATASETS.get("synthetic").helper("phrasing").PHRASINGS  # noqa: N806
 
     p = argparse.ArgumentParser(prog="python -m fashion_retrieval.evaluation.sessions",
                                 description="Refinement sessions with a simulated shopper: success by turn, "
                                             "mean turns and the target's rank per model and history policy, "
                                             "beside a random ranking.")
     p.add_argument("--json", required=True, help="where to write the results JSON")
-    p.add_argument("--readme", default=None, help="README to write the tables into (start distances 3 and 5)")
+    p.add_argument("--readme", default=None, help="Markdown file to write the tables into, e.g. docs/RESULTS.md (start distances 3 and 5)")
     p.add_argument("--start-distance", type=int, default=5, help="attributes between start picture and target")
     p.add_argument("--sessions", type=int, default=1000)
     p.add_argument("--turns", type=int, default=5)
@@ -120,7 +122,7 @@ def policies(args: argparse.Namespace) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the sessions; write the JSON (and the README block); 2 with a message on bad input."""
+    """Run the sessions; write the JSON (and the tables block); 2 with a message on bad input."""
     import dataclasses
 
     from fashion_retrieval.evaluation.sessions import SessionSpec, markdown_table, measure_sessions

@@ -23,11 +23,15 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from fashion_retrieval.data import DATASETS
 from fashion_retrieval.data.records import Item, Triplet
-from fashion_retrieval.data.synthetic.attributes import differing, get_category
-from fashion_retrieval.data.synthetic.phrasing import change_request, multi_change_request
 from fashion_retrieval.evaluation.embeddings import EmbeddingSource
 from fashion_retrieval.evaluation.hits import is_correct
+
+# The synthetic catalogue's attributes and phrasing, through its data set entry.
+_ATTRIBUTES, _PHRASING = (DATASETS.get("synthetic").helper(m) for m in ("attributes", "phrasing"))
+differing, get_category = _ATTRIBUTES.differing, _ATTRIBUTES.get_category
+change_request, multi_change_request = _PHRASING.change_request, _PHRASING.multi_change_request
 
 # Phrasings the evaluation asks in: held-out templates only, never trained on. The training
 # phrasing ("train") and the development words ("dev") are what choices are made on.
