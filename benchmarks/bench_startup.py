@@ -141,7 +141,10 @@ def cold_stages(log: Path, home: Path) -> dict[str, float]:
         marker = json.loads((default_dir(home) / "COMPLETE.json").read_text())
     except (OSError, ValueError):
         marker = {}
-    return {**stages, **marker.get("timings", {})}
+    timings = marker.get("timings", {})
+    stages["indexing_s"] = sum(v for k, v in timings.items() if k.endswith("_index_s"))
+    stages["total_build_s"] = timings.get("total_s", 0.0)
+    return stages
 
 
 def time_to_serving(
@@ -282,7 +285,7 @@ def bound_rows(warm: float, imports: float, cold: float | None = None, work: tup
             notes=f"{parts['images']} images in {parts['image_s']:.0f} s, {parts['texts']} texts in "
                   f"{parts['text_s']:.0f} s", extra={"seconds": seconds, **parts}),
         Row(figure="start-up", measure="cold start / bare work", value=ratio, unit="x",
-            baseline_name="bare work", baseline=seconds, target=f"<= {COLD_OVER_WORK:.0f}x",
+            baseline_name=f"bare work {seconds:.1f} s", target=f"<= {COLD_OVER_WORK:.0f}x",
             passed=ratio <= COLD_OVER_WORK, notes="rendering, training and indexing beyond the bare work",
             extra={"ratio": ratio}),
         *rows,

@@ -146,9 +146,9 @@ def test_corrupt_cache_is_rebuilt_with_warning(model, images, tmp_path, damage):
     assert torch.equal(cached_image_features(model, images, cache), rebuilt)  # and valid again
 
 
-def test_text_features_in_length_batches_match_one_by_one(tmp_path, capsys):
-    """The cache encodes texts in batches of similar length: the rows are each text's own
-    features, in the order asked, within float tolerance of one text at a time."""
+def test_text_features_in_batches_match_one_by_one(tmp_path, capsys):
+    """The cache encodes texts in batches: the rows are each text's own features, in the
+    order asked, within float tolerance of one text at a time."""
     from fashion_retrieval.models.feature_cache import cached_text_features
 
     texts = ["red", "make it a long blue dress with short sleeves and a collar", "shorter",

@@ -58,9 +58,10 @@ def test_cold_stages_and_bound_rows(tmp_path):
                    "[features] image features of 12 images (tiny_cnn): 3.0 s\n[train] tirg: 4 steps: 2.5 s\n"
                    "* Running on local URL: x\n")
     (tmp_path / "default").mkdir()
-    (tmp_path / "default" / "COMPLETE.json").write_text(json.dumps({"timings": {"tirg_s": 30.0, "total_s": 40.0}}))
+    (tmp_path / "default" / "COMPLETE.json").write_text(json.dumps({"timings": {
+        "tirg_train_s": 28.0, "tirg_index_s": 2.0, "tirg_s": 30.0, "total_s": 40.0}}))
     assert cold_stages(log, tmp_path) == {"render_s": 1.5, "text_features_s": 8.0, "image_features_s": 10.0,
-                                          "training_s": 2.5, "tirg_s": 30.0, "total_s": 40.0}
+                                          "training_s": 2.5, "indexing_s": 2.0, "total_build_s": 40.0}
     parts = {"images": 72, "texts": 60, "image_s": 9.0, "text_s": 11.0}
     rows = bound_rows(warm=12.0, imports=10.0, cold=50.0, work=(20.0, parts))
     by_measure = {r.measure: r for r in rows}

@@ -156,17 +156,16 @@ def cached_text_features(
             model.to(dev)  # the whole model, never split across devices
         was_training = model.text_encoder.training
         model.text_encoder.eval()
-        # Batches of texts of similar length: little padding for the encoder to run over.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = torch.empty(len(texts), model.text_encoder.output_dim)
+        # Batches in the texts' own order. Batches of similar length pad less (about 10% faster
+        # on MiniLM), but the padding changes features by ~1e-6, which moved the default's
+        # TIRG and concat by up to 1.6 points of R@1 after 1,600 steps: not worth its seconds.
         try:
             with torch.inference_mode(), autocast(dev, mixed_precision):
-                for start in range(0, len(texts), batch_size):
-                    rows = order[start : start + batch_size]
-                    out[rows] = model.text_encoder([texts[i] for i in rows]).float().cpu()
+                parts = [model.text_encoder(texts[i : i + batch_size]).float().cpu()
+                         for i in range(0, len(texts), batch_size)]
         finally:
             model.text_encoder.train(was_training)
-        return out
+        return torch.cat(parts) if parts else torch.empty(0, model.text_encoder.output_dim)
 
     return _cached(Path(cache_dir) / f"text-{name}-{key[:24]}.safetensors", key, len(texts), compute,
                    f"text features of {len(texts)} texts ({model.config.text_encoder})")
