@@ -4,7 +4,8 @@
     python scripts/call_path.py query [--root DIR] [--depth N]   # the demo's search -> its ranked hits
 
 ``train`` runs ``training/configs/tirg.yaml`` for one step on a 60-product synthetic
-catalogue in a fresh ``$FASHION_RETRIEVAL_HOME`` (rendered, features computed); ``query`` runs one composed query (catalogue picture + words) through the demo's
+catalogue in a fresh ``$FASHION_RETRIEVAL_HOME`` (rendered, features computed); ``query``
+runs one composed query (catalogue picture + words) through the demo's
 ``DemoBackend.search`` over the tests' tiny FashionIQ catalogue with an untrained TIRG. Every
 first call of a function defined under ``fashion_retrieval/`` or ``training/`` is printed as a
 call tree (down to ``--depth``), then the counts: distinct functions, those that call other
@@ -93,12 +94,13 @@ def trace_query(root: Path) -> Tracer:
         from fashion_retrieval.retriever import Retriever
     else:
         from fashion_retrieval.search.retriever import Retriever
-    catalogue = load_fashioniq(write_tiny_fashioniq(Path(tempfile.mkdtemp())), "val")
-    backend = DemoBackend({"tirg": Retriever(tiny_model("tirg", seed=0), catalogue.items)}, catalogue, max_k=10)
-    picture = str(catalogue.items[0].path)
-    backend.search("tirg", picture, "is red with long sleeves", 5)  # lazy imports done before tracing
     tracer = Tracer(root)
-    tracer.run(backend.search, "tirg", picture, "is blue", 5)
+    with tempfile.TemporaryDirectory() as scratch:
+        catalogue = load_fashioniq(write_tiny_fashioniq(Path(scratch)), "val")
+        backend = DemoBackend({"tirg": Retriever(tiny_model("tirg", seed=0), catalogue.items)}, catalogue, max_k=10)
+        picture = str(catalogue.items[0].path)
+        backend.search("tirg", picture, "is red with long sleeves", 5)  # lazy imports done before tracing
+        tracer.run(backend.search, "tirg", picture, "is blue", 5)
     return tracer
 
 
