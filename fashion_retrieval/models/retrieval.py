@@ -326,12 +326,17 @@ class RetrievalModel(
 
 
 def _skipped_init(config: ModelConfig) -> Any:
-    """A context in which a transformers text encoder skips its random initialisation (the
+    """A context in which a pretrained text encoder skips its random initialisation (the
     weights are loaded right after); a no-op for the other encoders."""
     import contextlib
 
-    if not (config.text_encoder == "minilm" or config.text_encoder.startswith("hf:")):
+    from .bert import is_bert_folder, skipped_init
+
+    name = config.text_encoder
+    if name != "minilm" and not name.startswith("hf:"):
         return contextlib.nullcontext()
+    if name == "minilm" or is_bert_folder(name.split(":", 1)[1]):  # models/bert.py: no transformers
+        return skipped_init()
     try:  # transformers >= 5
         from transformers.initialization import no_init_weights
     except ImportError:

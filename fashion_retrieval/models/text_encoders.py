@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -152,7 +153,9 @@ def _lstm(name: str, texts: list[str] | None = None, vocab: list[str] | None = N
 
 
 class HFTextEncoder(TextEncoder):
-    """A ``transformers`` encoder with attention-masked mean pooling over the last hidden states.
+    """A ``transformers`` encoder with attention-masked mean pooling over the last hidden states:
+    a BERT folder (MiniLM) runs in :mod:`.bert` (plain torch, the same outputs), any other
+    architecture through ``transformers.AutoModel``.
 
     Options (weight-free, see :mod:`.words`): ``spelling`` corrects misspelt words before
     tokenising (toward ``known_words``: the training texts' words, saved in the
@@ -167,25 +170,20 @@ class HFTextEncoder(TextEncoder):
                  colour_words: bool = False, spelling: bool = False, thesaurus: bool = False,
                  known_words: list[str] | None = None) -> None:
         super().__init__()
-        try:
-            from transformers import AutoConfig, AutoModel, AutoTokenizer
-        except ImportError as e:  # pragma: no cover - transformers is in requirements.txt
-            raise ImportError("hf: text encoders need `pip install transformers`") from e
+        from .bert import BertEncoder, BertSettings, WordPieceTokenizer
+
         local = os.path.isdir(path)
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
-            if pretrained:
-                self.model = AutoModel.from_pretrained(path, local_files_only=local)
-            else:  # weights come from a checkpoint: build the architecture only
-                self.model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=local))
-        except OSError as e:
-            raise OSError(
-                f"cannot load the transformers model {path!r} ({e}); give a local folder, or a Hub "
-                "repo id with a network; 'minilm' works offline"
-            ) from e
+        settings = BertSettings.read(path) if local else None
+        if settings is not None:  # a BERT folder (MiniLM): plain torch, transformers not imported
+            self.tokenizer = WordPieceTokenizer(path, max_length)
+            self.model = BertEncoder.from_folder(path, settings) if pretrained else BertEncoder.build(settings)
+            hidden_size = settings.hidden_size
+        else:
+            self.tokenizer, self.model = _transformers_model(path, pretrained, local)
+            hidden_size = self.model.config.hidden_size
         self.name = name or f"hf:{path}"
         self.max_length = max_length
-        self.output_dim = int(self.model.config.hidden_size)
+        self.output_dim = int(hidden_size)
         self.colour_words = self.speller = self.known_words = self.thesaurus = None
         if spelling or thesaurus:
             self.known_words = sorted(set(known_words or ()))
@@ -226,12 +224,38 @@ class HFTextEncoder(TextEncoder):
         return None if len(unknown) == len(words) else unknown
 
     def _pooled(self, texts: list[str]) -> torch.Tensor:
-        batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
-        ).to(self.device)
-        hidden = self.model(**batch).last_hidden_state  # (B, T, H)
-        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
+        from .bert import BertEncoder
+
+        if isinstance(self.model, BertEncoder):
+            ids, attention = (t.to(self.device) for t in self.tokenizer(texts))
+            hidden = self.model(ids, attention)  # (B, T, H)
+        else:
+            batch = self.tokenizer(
+                list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
+            hidden = self.model(**batch).last_hidden_state  # (B, T, H)
+            attention = batch["attention_mask"]
+        mask = attention.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
+def _transformers_model(path: str, pretrained: bool, local: bool) -> tuple[Any, Any]:
+    """The tokenizer and ``AutoModel`` of a transformers model that is not a plain BERT folder."""
+    try:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+    except ImportError as e:  # pragma: no cover - transformers is in requirements.txt
+        raise ImportError("hf: text encoders need `pip install transformers`") from e
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local)
+        if pretrained:
+            return tokenizer, AutoModel.from_pretrained(path, local_files_only=local)
+        # weights come from a checkpoint: build the architecture only
+        return tokenizer, AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=local))
+    except OSError as e:
+        raise OSError(
+            f"cannot load the transformers model {path!r} ({e}); give a local folder, or a Hub "
+            "repo id with a network; 'minilm' works offline"
+        ) from e
 
 
 def _known_words(texts: list[str] | None, kw: dict) -> dict:
