@@ -49,6 +49,7 @@ class DefaultSpec:
     preset: str = _RECIPE["catalogue"]["preset"]
     products: int = _RECIPE["catalogue"]["products"]
     seed: int = _RECIPE["catalogue"]["seed"]
+    train_seed: int | None = None  # the models' training seed when not ``seed`` (a seed spread on one catalogue)
     gallery_split: str = _DEFAULT["gallery_split"]  # "+" joins splits; training evaluates on the first
     image_encoder: str = _MODEL["image_encoder"]
     image_size: int | None = _MODEL["image_size"]
@@ -84,6 +85,8 @@ class DefaultSpec:
     def build_key(self) -> dict[str, Any]:
         """What a cached build must match: the fields, and the colour lexicon the text side reads."""
         key = self.to_dict()
+        if key["train_seed"] is None:  # the same key as before the field existed
+            del key["train_seed"]
         if self.word_knowledge:
             from fashion_retrieval.models.words import lexicon_fingerprint
 
@@ -165,7 +168,8 @@ def _train_config(root: Path, spec: DefaultSpec, name: str, compositor: str, tas
              "pretrained", "embed_dim", "modality_dropout")
     recipe["base"]["model"].update(image_encoder=spec.image_encoder, text_encoder=spec.text_encoder)
     return shopper_config(
-        "default", name, compositor, task, root, recipe=recipe, steps=spec.max_steps, seed=spec.seed,
+        "default", name, compositor, task, root, recipe=recipe, steps=spec.max_steps,
+        seed=spec.seed if spec.train_seed is None else spec.train_seed,
         changes={"eval_split": spec.gallery_split.split("+")[0], "batch_size": spec.batch_size, "lr": spec.lr,
                  "model": {k: getattr(spec, k) for k in model}},
         word_knowledge=spec.word_knowledge, relevance=None if spec.relevance else 0.0,
