@@ -185,3 +185,33 @@ def test_bad_input_is_refused_once_with_a_readable_reason(catalogue, tmp_path):
     with pytest.raises(QueryError, match="Could not use the picture 'bad.png'"):
         preparer.prepare(str(bad), "red", 3)
     assert preparer.prepare(None, "red\n dress", 3).text == "red dress"
+
+
+def test_the_model_fingerprint_is_kept_beside_the_index_while_the_checkpoint_files_stay(catalogue, tmp_path,
+                                                                                         monkeypatch):
+    """A warm start does not hash every weight again; a changed or damaged file means a fresh hash."""
+    import json
+
+    import fashion_retrieval.search.retriever as retriever_module
+    from fashion_retrieval.checkpoints import load_model, save_checkpoint
+    from fashion_retrieval.serving.models import FINGERPRINT_FILE, load_retriever
+
+    ck = save_checkpoint(tiny_model("tirg", seed=0), tmp_path / "ck")
+    hashed = _Counting(retriever_module.model_fingerprint)
+    monkeypatch.setattr(retriever_module, "model_fingerprint", hashed)
+    first = load_retriever(ck, catalogue, home=tmp_path / "home")
+    memo = index_dir_for(ck, catalogue.key, tmp_path / "home") / FINGERPRINT_FILE
+    assert hashed.calls == 1 and memo.is_file()
+    assert json.loads(memo.read_text())["fingerprint"] == hashed.fn(load_model(str(ck)))
+
+    again = load_retriever(ck, catalogue, home=tmp_path / "home")
+    assert hashed.calls == 1  # read back, not hashed
+    assert again._model_fp == first._model_fp and again.index.ids == first.index.ids
+
+    save_checkpoint(tiny_model("tirg", seed=1), ck)  # other weights in the same folder
+    changed = load_retriever(ck, catalogue, home=tmp_path / "home")
+    assert hashed.calls == 2 and changed._model_fp != first._model_fp
+
+    memo.write_text("{not json")
+    load_retriever(ck, catalogue, home=tmp_path / "home")
+    assert hashed.calls == 3 and json.loads(memo.read_text())["fingerprint"] == changed._model_fp

@@ -118,6 +118,8 @@ class Retriever:
     with no store at all is used while its fingerprint matches).
     ``features`` (backbone features, ``{id: row}`` or ``(N, Dimg)`` aligned with ``items``)
     skip the backbone for those items. :meth:`stored_features` hands them back.
+    ``model_fp``: ``model_fingerprint(model)`` when the caller already knows it (the serving
+    layer keeps it beside the index), else computed here.
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class Retriever:
         postprocess_dim: int | None = None,
         device: str | torch.device | None = None,
         mixed_precision: str = "no",
+        model_fp: str | None = None,
     ) -> None:
         from fashion_retrieval.devices import check_precision, module_device, resolve_device
 
@@ -154,7 +157,7 @@ class Retriever:
         self._add_to_catalogue(items)
         self._lock = threading.RLock()
         self._transform = model.transform(train=False)
-        self._model_fp = model_fingerprint(model)
+        self._model_fp = model_fp or model_fingerprint(model)
         self._init_postprocess(postprocess, postprocess_dim, index)
         self._store: GalleryStore | None = None
         given = None if features is None else aligned_rows(features, list(self._items))

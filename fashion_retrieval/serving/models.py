@@ -3,6 +3,7 @@ catalogue, in one place (:func:`index_dir_for` says where every index lives)."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -62,19 +63,55 @@ def load_retriever(
     model: Any = None,
     features: Any = None,
 ) -> Any:
-    """A Retriever of ``checkpoint`` (or the already loaded ``model``) over ``catalogue``;
-    its index is kept in :func:`index_dir_for` (checkpoint, catalogue) and reused while
-    model and gallery are unchanged. ``features`` (backbone features aligned with the
-    items) spare the backbone pass when the index has to be built."""
+    """A Retriever of ``checkpoint`` (or its already loaded ``model``, unchanged since it was
+    loaded) over ``catalogue``; its index is kept in :func:`index_dir_for` (checkpoint,
+    catalogue) and reused while model and gallery are unchanged. ``features`` (backbone
+    features aligned with the items) spare the backbone pass when the index has to be built.
+    The model's fingerprint (a hash of every weight) is kept beside the index with the
+    stamps of the checkpoint's files, so a start with the same files does not hash again."""
     from fashion_retrieval.checkpoints import load_model
     from fashion_retrieval.search.retriever import Retriever
 
     if model is None:
         model = load_model(str(checkpoint))
+    index_dir = index_dir_for(checkpoint, catalogue.key, home)
     return Retriever(
-        model.eval(), catalogue.items, index_dir=index_dir_for(checkpoint, catalogue.key, home),
-        device=device, features=features,
+        model.eval(), catalogue.items, index_dir=index_dir, device=device, features=features,
+        model_fp=checkpoint_fingerprint(checkpoint, model, index_dir),
     )
+
+
+FINGERPRINT_FILE = "model_fingerprint.json"
+CHECKPOINT_FILES = ("config.json", "model.safetensors")
+
+
+def checkpoint_fingerprint(checkpoint: str | os.PathLike, model: Any, index_dir: Path) -> str:
+    """``model_fingerprint(model)`` of a model just loaded from the local folder ``checkpoint``:
+    read from ``index_dir/model_fingerprint.json`` while the stamps (size, modification time)
+    of the checkpoint's config and weights are the ones it was computed for, else computed
+    and written there. A Hub checkpoint (no local folder) is hashed each time."""
+    from fashion_retrieval.io_utils import atomic_write_json
+    from fashion_retrieval.search.gallery_store import file_stamp
+    from fashion_retrieval.search.retriever import model_fingerprint
+
+    folder = Path(checkpoint)
+    if not folder.is_dir():
+        return model_fingerprint(model)
+    stamps = [list(file_stamp(folder.resolve() / name)) for name in CHECKPOINT_FILES]
+    memo = index_dir / FINGERPRINT_FILE
+    try:
+        saved = json.loads(memo.read_text(encoding="utf-8"))
+        if saved["stamps"] == stamps and all(s[1] >= 0 for s in stamps):
+            return str(saved["fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # missing or damaged: hash again
+    fingerprint = model_fingerprint(model)
+    try:
+        index_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(memo, {"stamps": stamps, "fingerprint": fingerprint})
+    except OSError:
+        pass  # a read-only index folder: hashed again next time
+    return fingerprint
 
 
 def load_models(
