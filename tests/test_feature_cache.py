@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -163,3 +164,35 @@ def test_text_features_in_batches_match_one_by_one(tmp_path, capsys):
     assert f"[features] text features of {len(texts)} texts (minilm): " in capsys.readouterr().err
     assert torch.equal(cached_text_features(model, texts, tmp_path, batch_size=4), got)  # from the file
     assert capsys.readouterr().err == ""  # a hit computes and logs nothing
+
+
+def test_the_text_bank_encodes_only_texts_it_has_not_seen(tmp_path, capsys):
+    """A second model's texts: the ones in the bank are read back as they were, the new ones
+    encoded (once each) and added; rows come in the order asked, repeats included."""
+    from safetensors import safe_open
+
+    from fashion_retrieval.models.feature_cache import cached_text_features
+
+    model = RetrievalModel(ModelConfig(image_encoder="tiny_cnn", pretrained=False, embed_dim=16,
+                                       text_encoder="minilm"), texts=["a"]).eval()
+    first = cached_text_features(model, ["red", "a long blue dress", "navy"], tmp_path, batch_size=2)
+    assert "text features of 3 texts" in capsys.readouterr().err
+    second = cached_text_features(model, ["navy", "green please", "red", "green please"], tmp_path, batch_size=2)
+    assert "text features of 1 texts" in capsys.readouterr().err  # only "green please"
+    assert torch.equal(second[0], first[2]) and torch.equal(second[2], first[0])
+    assert torch.equal(second[1], second[3])
+    with torch.no_grad():
+        torch.testing.assert_close(second[1], model.text_encoder(["green please"])[0], atol=1e-5, rtol=1e-5)
+    (file,) = tmp_path.glob("text-*.safetensors")
+    with safe_open(str(file), framework="pt") as f:
+        assert sorted(json.loads(f.metadata()["texts"])) == ["a long blue dress", "green please", "navy", "red"]
+    again = cached_text_features(model, ["green please", "a long blue dress"], tmp_path)
+    assert capsys.readouterr().err == "" and torch.equal(again[0], second[1])
+    assert cached_text_features(model, [], tmp_path).shape == (0, model.text_encoder.output_dim)
+
+    data = bytearray(file.read_bytes())
+    data[-40:] = b"\x00" * 40  # damaged rows
+    file.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="is corrupt"):
+        rebuilt = cached_text_features(model, ["red"], tmp_path)
+    torch.testing.assert_close(rebuilt[0], first[0], atol=1e-5, rtol=1e-5)
