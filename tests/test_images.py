@@ -189,3 +189,18 @@ def test_train_transform_random_but_shaped_and_picklable():
     assert ImageTransform(24) != t
     with pytest.raises(ValueError, match="size"):
         ImageTransform(0)
+
+
+@pytest.mark.parametrize("mode", ["resize_crop", "targetpad"])
+def test_pixels_then_a_batch_normalised_equal_the_whole_transform(mode):
+    """Embedding decodes to uint8 per image and normalises per batch: the same floats, bit for bit."""
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+              for h, w in ((64, 48), (37, 90), (32, 32), (200, 120))]
+    transform = ImageTransform(32, mode=mode)
+    whole = torch.stack([transform(im) for im in images])
+    pixels = torch.stack([transform.pixels(im) for im in images])
+    assert pixels.dtype == torch.uint8 and pixels.shape == (4, 3, 32, 32)
+    assert torch.equal(transform.normalise(pixels), whole)
+    again = pickle.loads(pickle.dumps(transform))  # what a DataLoader worker gets
+    assert torch.equal(again.pixels(images[1].convert("L")), transform.pixels(images[1].convert("L").convert("RGB")))

@@ -94,25 +94,27 @@ class ImageTransform:
             out.update(mode=self.mode, target_ratio=self.target_ratio)
         return out
 
-    def _build(self) -> Any:
+    def _geometry(self) -> list[Any]:
+        """PIL image -> uint8 image tensor ``(3, size, size)``: the resize and crop steps."""
         from torchvision.transforms import v2  # lazy: torchvision is heavy to import
 
         if self.mode == "targetpad":
             # On the PIL image, as CLIP4Cir did: pad, PIL bicubic resize, crop.
-            geometry = [
+            return [
                 TargetPad(self.target_ratio),
                 v2.Resize(self.size, interpolation=v2.InterpolationMode.BICUBIC, antialias=True),
                 v2.CenterCrop(self.size),
+                v2.ToImage(),
             ]
-            return v2.Compose([*geometry, v2.ToImage(), *self._to_normalised_tensor()])
         if self.train:
-            geometry = [
-                v2.RandomResizedCrop(self.size, scale=(0.8, 1.0), antialias=True),
-                v2.RandomHorizontalFlip(),
-            ]
-        else:
-            geometry = [v2.Resize(self.size, antialias=True), v2.CenterCrop(self.size)]
-        return v2.Compose([v2.ToImage(), *geometry, *self._to_normalised_tensor()])
+            return [v2.ToImage(), v2.RandomResizedCrop(self.size, scale=(0.8, 1.0), antialias=True),
+                    v2.RandomHorizontalFlip()]
+        return [v2.ToImage(), v2.Resize(self.size, antialias=True), v2.CenterCrop(self.size)]
+
+    def _build(self) -> Any:
+        from torchvision.transforms import v2
+
+        return v2.Compose([*self._geometry(), *self._to_normalised_tensor()])
 
     def _to_normalised_tensor(self) -> list[Any]:
         """uint8 image tensor -> float, normalised, plain tensor."""
@@ -135,9 +137,32 @@ class ImageTransform:
             self._pipeline = self._build()
         return self._pipeline(image)  # (3, size, size)
 
+    def pixels(self, image: Image.Image) -> Any:
+        """The first half of :meth:`__call__`: the uint8 tensor ``(3, size, size)`` before scaling
+        and normalisation (4x smaller to pass between processes); :meth:`normalise` a batch of
+        them gives what ``__call__`` gives each, bit for bit."""
+        from torchvision.transforms import v2
+
+        if not isinstance(image, Image.Image) or image.mode != "RGB":
+            from fashion_retrieval.data.images import load_image
+
+            image = load_image(image)
+        if self.__dict__.get("_geometry_pipeline") is None:
+            self._geometry_pipeline = v2.Compose([*self._geometry(), v2.ToPureTensor()])
+        return self._geometry_pipeline(image)
+
+    def normalise(self, pixels: Any) -> Any:
+        """uint8 images ``(..., 3, size, size)`` -> float32, scaled to [0, 1] and normalised: the
+        second half of :meth:`__call__`, on a whole batch at once (one operation per step,
+        not one per image)."""
+        import torch
+        from torchvision.transforms.v2 import functional as tvf
+
+        return tvf.normalize(tvf.to_dtype(pixels, torch.float32, scale=True), list(self.mean), list(self.std))
+
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_pipeline"] = None  # rebuilt lazily in the worker
+        state["_pipeline"] = state["_geometry_pipeline"] = None  # rebuilt lazily in the worker
         return state
 
     def __eq__(self, other: object) -> bool:

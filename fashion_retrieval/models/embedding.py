@@ -15,7 +15,9 @@ ImageSource = Any  # str | Path | PIL.Image.Image | bytes | numpy array: whateve
 
 
 class _ImageDataset(Dataset):
-    """Decodes and transforms one image per index; returns (index, pixels (3, S, S), ok)."""
+    """Decodes, resizes and crops one image per index; returns (index, uint8 pixels (3, S, S), ok).
+    Scaling and normalisation follow per batch (``ImageTransform.normalise``): the same values,
+    without one small tensor operation per image."""
 
     def __init__(self, sources: Sequence[ImageSource], transform, skip_bad: bool) -> None:
         self.sources, self.transform, self.skip_bad = list(sources), transform, skip_bad
@@ -27,11 +29,11 @@ class _ImageDataset(Dataset):
         from ..data.images import ImageLoadError, load_image
 
         try:
-            return i, self.transform(load_image(self.sources[i])), True
+            return i, self.transform.pixels(load_image(self.sources[i])), True
         except ImageLoadError:
             if not self.skip_bad:
                 raise
-            return i, torch.zeros(3, self.transform.size, self.transform.size), False
+            return i, torch.zeros(3, self.transform.size, self.transform.size, dtype=torch.uint8), False
 
 
 def _run(
@@ -50,7 +52,8 @@ def _run(
     else:
         device = torch.device(device)
         model.to(device)
-    data = _ImageDataset(sources, model.transform(train=False), skip_bad)
+    transform = model.transform(train=False)
+    data = _ImageDataset(sources, transform, skip_bad)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=_collate,
                         **loader_options(device, num_workers))
     out, kept = [], []
@@ -61,7 +64,7 @@ def _run(
             for idx, pixels, ok in loader:
                 if not ok.any():
                     continue
-                pixels = to_device(pixels[ok], device)  # (b, 3, S, S)
+                pixels = to_device(transform.normalise(pixels[ok]), device)  # (b, 3, S, S) float
                 feats = model.encode_target(pixels) if target else model.image_features(pixels)
                 out.append(feats.float().cpu())
                 kept.extend(idx[ok].tolist())
