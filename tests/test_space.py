@@ -256,10 +256,11 @@ def test_installed_bundle_serves_without_training_or_embedding(tiny_bundle, tmp_
 @pytest.mark.slow
 def test_install_rejects_packages_that_give_other_encoder_weights(tiny_bundle, tmp_path, monkeypatch):
     import torch
-    import transformers
+
+    from fashion_retrieval.models.bert import BertEncoder
 
     folder, _, spec = tiny_bundle
-    real = transformers.AutoModel.from_pretrained
+    real = BertEncoder.from_folder
 
     def other_version(*args, **kwargs):  # as another release of the MiniLM package would
         model = real(*args, **kwargs)
@@ -267,7 +268,7 @@ def test_install_rejects_packages_that_give_other_encoder_weights(tiny_bundle, t
             next(model.parameters()).add_(1e-3)
         return model
 
-    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", other_version)
+    monkeypatch.setattr(BertEncoder, "from_folder", other_version)
     with pytest.raises(ValueError, match=r"text_encoder \(minilm\) weights .* differ.*bundle the default again"):
         space.install_bundled_default(folder, tmp_path / "home", spec, log=lambda _: None)
     assert not (tmp_path / "home" / "default" / "COMPLETE.json").exists()

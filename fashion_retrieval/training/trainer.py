@@ -210,6 +210,30 @@ def setup_run(config: TrainConfig, accelerator: Any) -> Run:
     return run
 
 
+def prepare_features(config: TrainConfig, device: torch.device | str | None = None) -> None:
+    """Fill the on-disk caches a run of ``config`` reads before its first step (the frozen text
+    encoder's features of every text it will see, the backbone features of its train and
+    eval splits) without training, on ``device``: several runs started after it (the embedded
+    default's models, trained side by side) read them instead of each computing its own."""
+    from accelerate.utils import set_seed
+
+    from fashion_retrieval.models.feature_cache import cached_text_features
+
+    if not uses_cached_features(config):
+        return
+    set_seed(config.seed)  # the examples setup_run makes, so the same texts
+    train_set = load_split(config, config.train_split)
+    eval_set = load_split(config, config.eval_split) if config.eval_split else None
+    examples = build_examples(train_set, config.task)
+    extra = generated_examples(train_set, config)
+    model = build_model(config, train_set.texts() + [e.text for e in extra if e.text]).eval()
+    if config.model.freeze_text_encoder:
+        cached_text_features(model, frozen_text_inputs(examples + extra, eval_set, config), feature_dir(config),
+                             device=device, mixed_precision="no")
+    for split in (train_set, eval_set) if eval_set is not None else (train_set,):
+        split_features(model, split, config, device, mixed_precision="no" if split is eval_set else None)
+
+
 def batches(run: Run, start_micro_step: int) -> Iterator[dict[str, Any]]:
     """This process's batches from ``start_micro_step`` on (disjoint across processes)."""
     acc, cfg = run.accelerator, run.config
