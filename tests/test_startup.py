@@ -62,6 +62,9 @@ def test_cold_stages_and_bound_rows(tmp_path):
         "tirg_train_s": 28.0, "tirg_index_s": 2.0, "tirg_s": 30.0, "total_s": 40.0}}))
     assert cold_stages(log, tmp_path) == {"render_s": 1.5, "text_features_s": 8.0, "image_features_s": 10.0,
                                           "training_s": 2.5, "indexing_s": 2.0, "total_build_s": 40.0}
+    (tmp_path / "default" / "COMPLETE.json").write_text(json.dumps({"timings": {  # models trained side by side
+        "training_s": 1.75, "tirg_train_s": 28.0, "tirg_index_s": 2.0, "total_s": 40.0}}))
+    assert cold_stages(log, tmp_path)["training_s"] == 1.75  # the stage's wall time, not the models' sum
     parts = {"images": 72, "texts": 60, "image_s": 9.0, "text_s": 11.0}
     rows = bound_rows(warm=12.0, imports=10.0, cold=50.0, work=(20.0, parts))
     by_measure = {r.measure: r for r in rows}

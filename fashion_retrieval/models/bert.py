@@ -12,9 +12,7 @@ under the same padding mask. Dropout follows the config in training, as BertMode
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -22,18 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_SKIP_INIT = False
-
-
-@contextlib.contextmanager
-def skipped_init() -> Iterator[None]:
-    """Build BERT encoders with uninitialised weights (they are loaded right after)."""
-    global _SKIP_INIT
-    before, _SKIP_INIT = _SKIP_INIT, True
-    try:
-        yield
-    finally:
-        _SKIP_INIT = before
+from .skip_init import build, skipped_init, skipping
 
 
 @dataclass(frozen=True)
@@ -181,11 +168,9 @@ class BertEncoder(nn.Module):
     @classmethod
     def build(cls, settings: BertSettings) -> BertEncoder:
         """A new encoder: BERT's initialisation (normal(0, 0.02) weights, zero biases, unit
-        LayerNorms), or uninitialised memory inside :func:`skipped_init`."""
-        if _SKIP_INIT:
-            with torch.device("meta"):
-                model = cls(settings)
-            return model.to_empty(device="cpu")
+        LayerNorms), or uninitialised memory inside :func:`skip_init.skipped_init`."""
+        if skipping():
+            return build(lambda: cls(settings))
         model = cls(settings)
         for module in model.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
@@ -274,4 +259,4 @@ def is_bert_folder(folder: str | Path) -> bool:
     return BertSettings.read(folder) is not None
 
 
-__all__ = ["BertEncoder", "BertSettings", "WordPieceTokenizer", "is_bert_folder", "skipped_init"]
+__all__ = ["BertEncoder", "BertSettings", "WordPieceTokenizer", "is_bert_folder"]

@@ -190,7 +190,9 @@ def _timm_lite0(pretrained: bool) -> nn.Module:
         import timm
     except ImportError as e:  # pragma: no cover - timm is in requirements.txt
         raise ImportError("efficientnet_lite0 needs `pip install timm`") from e
-    model = timm.create_model("efficientnet_lite0", pretrained=False)
+    from .skip_init import build
+
+    model = build(lambda: timm.create_model("efficientnet_lite0", pretrained=False))  # weights loaded next
     if pretrained:
         model.load_state_dict(_lite0_state_dict(model), strict=True)
     return model

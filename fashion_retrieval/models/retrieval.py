@@ -326,22 +326,25 @@ class RetrievalModel(
 
 
 def _skipped_init(config: ModelConfig) -> Any:
-    """A context in which a pretrained text encoder skips its random initialisation (the
-    weights are loaded right after); a no-op for the other encoders."""
+    """A context in which the encoders skip their random initialisation (the weights are loaded
+    right after): ``skip_init.skipped_init`` for BERT and EfficientNet-Lite0, and transformers'
+    own for another transformers text encoder."""
     import contextlib
 
-    from .bert import is_bert_folder, skipped_init
+    from .bert import is_bert_folder
+    from .skip_init import skipped_init
 
     name = config.text_encoder
-    if name != "minilm" and not name.startswith("hf:"):
-        return contextlib.nullcontext()
-    if name == "minilm" or is_bert_folder(name.split(":", 1)[1]):  # models/bert.py: no transformers
+    if not name.startswith("hf:") or is_bert_folder(name.split(":", 1)[1]):  # no transformers import
         return skipped_init()
     try:  # transformers >= 5
         from transformers.initialization import no_init_weights
     except ImportError:
         from transformers.modeling_utils import no_init_weights
-    return no_init_weights()
+    stack = contextlib.ExitStack()
+    stack.enter_context(skipped_init())
+    stack.enter_context(no_init_weights())
+    return stack
 
 
 def load_weights_strict(model: nn.Module, path: str | Path, map_location: str = "cpu") -> None:
