@@ -165,6 +165,7 @@ def build_demo(
                 _single_tab(backend, max_k, default_k, mode="image")
         _api(backend)
         session_api(backend)
+        demo.load(_preload_photo_path, api_visibility="private")  # once a browser shows the page
     for key, value in QUEUE_ANALYTICS.items():  # read by the Queue that demo.queue() creates
         os.environ.setdefault(key, value)
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
@@ -185,6 +186,25 @@ def _reserved_port(host: str) -> Iterator[int]:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host.strip("[]"), 0))
         yield s.getsockname()[1]
+
+
+def _preload_photo_path() -> None:
+    """Import what the first uploaded photo needs (torchvision's transforms: about 2 s, which
+    loading the models no longer pays) in a background thread when a browser has loaded the
+    page, so that neither the start nor the first photo waits for it (a no-op once imported)."""
+    import sys
+    import threading
+
+    if "torchvision.transforms.v2" in sys.modules:
+        return
+
+    def work() -> None:
+        try:
+            from torchvision.transforms import v2  # noqa: F401
+        except Exception:  # pragma: no cover - a photo query then imports it and says what is wrong
+            pass
+
+    threading.Thread(target=work, name="preload-photo-path", daemon=True).start()
 
 
 def launch_demo(
@@ -209,15 +229,15 @@ def launch_demo(
     kwargs.setdefault("css", CSS)
     if server_port is None and os.environ.get("GRADIO_SERVER_PORT", "").strip() == "0":
         server_port = 0
-    if server_port != 0:
-        return demo.launch(
-            server_name=server_name, server_port=server_port, share=share, allowed_paths=paths, **kwargs
-        )
-    host = server_name or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
     block = not kwargs.pop("prevent_thread_lock", False)
-    with _reserved_port(host) as port:  # released once Gradio listens on it
-        launched = demo.launch(server_name=host, server_port=port, share=share, allowed_paths=paths,
+    if server_port != 0:
+        launched = demo.launch(server_name=server_name, server_port=server_port, share=share, allowed_paths=paths,
                                prevent_thread_lock=True, **kwargs)
+    else:
+        host = server_name or os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1"
+        with _reserved_port(host) as port:  # released once Gradio listens on it
+            launched = demo.launch(server_name=host, server_port=port, share=share, allowed_paths=paths,
+                                   prevent_thread_lock=True, **kwargs)
     if block:
         demo.block_thread()
     return launched

