@@ -165,7 +165,6 @@ def build_demo(
                 _single_tab(backend, max_k, default_k, mode="image")
         _api(backend)
         session_api(backend)
-        demo.load(_preload_photo_path, api_visibility="private")  # once a browser shows the page
     for key, value in QUEUE_ANALYTICS.items():  # read by the Queue that demo.queue() creates
         os.environ.setdefault(key, value)
     demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
@@ -186,25 +185,6 @@ def _reserved_port(host: str) -> Iterator[int]:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((host.strip("[]"), 0))
         yield s.getsockname()[1]
-
-
-def _preload_photo_path() -> None:
-    """Import what the first uploaded photo needs (torchvision's transforms: about 2 s, which
-    loading the models no longer pays) in a background thread when a browser has loaded the
-    page, so that neither the start nor the first photo waits for it (a no-op once imported)."""
-    import sys
-    import threading
-
-    if "torchvision.transforms.v2" in sys.modules:
-        return
-
-    def work() -> None:
-        try:
-            from torchvision.transforms import v2  # noqa: F401
-        except Exception:  # pragma: no cover - a photo query then imports it and says what is wrong
-            pass
-
-    threading.Thread(target=work, name="preload-photo-path", daemon=True).start()
 
 
 def launch_demo(
