@@ -98,3 +98,21 @@ def autospec_hf_api(monkeypatch: Any) -> mock.MagicMock:
     api.add_space_variable.side_effect = add_space_variable
     monkeypatch.setattr(huggingface_hub, "HfApi", cls)
     return cls
+
+
+def top_modules_after_loading(checkpoint: str | os.PathLike, use: str, names: tuple[str, ...]) -> list[str]:
+    """The top-level packages among ``names`` that a fresh Python process has imported after
+    ``load_model(checkpoint)`` and the statement ``use`` (which may read the model as ``m``)."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys, torch\n"
+        "from fashion_retrieval.checkpoints import load_model\n"
+        f"m = load_model({str(checkpoint)!r})\n"
+        f"with torch.no_grad(): {use}\n"
+        f"print(json.dumps(sorted({{k.split('.')[0] for k in sys.modules}} & set({list(names)!r}))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -4,11 +4,10 @@ gives the same ids, and a start that loads MiniLM models never imports transform
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
+from helpers import top_modules_after_loading
 
 from fashion_retrieval.models.bert import (
     BertEncoder,
@@ -140,12 +139,4 @@ def test_loading_a_minilm_checkpoint_imports_no_transformers(tmp_path):
     model = RetrievalModel(ModelConfig(image_encoder="tiny_cnn", text_encoder="minilm", pretrained=False,
                                        embed_dim=16, freeze_text_encoder=True))
     save_checkpoint(model, tmp_path / "ck")
-    code = (
-        "import sys, torch\n"
-        "from fashion_retrieval.checkpoints import load_model\n"
-        f"m = load_model({str(tmp_path / 'ck')!r})\n"
-        "with torch.no_grad(): m.encode_text(['a red dress'])\n"
-        "print(sorted(k for k in sys.modules if k.startswith('transformers')))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+    assert top_modules_after_loading(tmp_path / "ck", "m.encode_text(['a red dress'])", ("transformers",)) == []

@@ -4,11 +4,9 @@ loads without importing timm or torchvision."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
+from helpers import top_modules_after_loading
 
 from fashion_retrieval.models.image_encoders import _lite0, _lite0_state_dict
 from fashion_retrieval.models.lite0 import EfficientNetLite0
@@ -75,12 +73,5 @@ def test_loading_a_default_model_imports_neither_timm_nor_torchvision(tmp_path):
     model = RetrievalModel(ModelConfig(image_encoder="efficientnet_lite0", text_encoder="minilm", pretrained=False,
                                        embed_dim=16, freeze_text_encoder=True, mid_grid=2))
     save_checkpoint(model, tmp_path / "ck")
-    code = (
-        "import sys, torch\n"
-        "from fashion_retrieval.checkpoints import load_model\n"
-        f"m = load_model({str(tmp_path / 'ck')!r})\n"
-        "with torch.no_grad(): m.encode_target(image_features=torch.zeros(1, m.feature_dim))\n"
-        "print(sorted({k.split('.')[0] for k in sys.modules if k.split('.')[0] in ('timm', 'torchvision')}))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+    use = "m.encode_target(image_features=torch.zeros(1, m.feature_dim))"
+    assert top_modules_after_loading(tmp_path / "ck", use, ("timm", "torchvision")) == []

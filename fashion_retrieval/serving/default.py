@@ -214,16 +214,21 @@ def train_processes(models: int, steps: int, device: Any = None) -> int:
         if not forced.isdigit() or int(forced) < 1:
             raise ValueError(f"FASHION_RETRIEVAL_TRAIN_PROCESSES must be a positive integer, got {forced!r}")
         return min(int(forced), max(models, 1))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     on_cpu = resolve_device(device).type == "cpu"
-    return 2 if on_cpu and cores >= 2 and models >= 2 and steps >= 500 else 1
+    return 2 if on_cpu and _cores() >= 2 and models >= 2 and steps >= 500 else 1
+
+
+def _cores() -> int:
+    """The CPU cores this process may run on."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _train_models(root: Path, spec: DefaultSpec, models: list[tuple[str, str, str]], log: Log,
                   device: Any = None) -> dict[str, float]:
     """Train ``models`` (their features already cached), side by side in ``train_processes``
     spawned workers that share the machine's cores, else one after the other; seconds by name."""
-    import os
 
     processes = train_processes(len(models), spec.max_steps, device)
     seconds: dict[str, float] = {}
@@ -233,8 +238,7 @@ def _train_models(root: Path, spec: DefaultSpec, models: list[tuple[str, str, st
             seconds[model[0]] = _train_one(root, spec, model)
             log(f"[default] {model[0]}: done in {seconds[model[0]]:.0f} s")
         return seconds
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = max(1, cores // processes)
+    threads = max(1, _cores() // processes)
     log(f"[default] training {len(models)} models, {processes} at a time ({threads} thread(s) each), "
         f"{spec.max_steps} steps on cached {spec.image_encoder} features")
     # Longest first, so that the workers finish together: the heads that read image features,
